@@ -1,0 +1,99 @@
+// A read-only view of one stored tensor: dtype, shape and bytes. The bytes live either in a memory-mapped
+// safetensors file (kept alive by its owner) or in a pinned managed array (hand-built weights in tests).
+// Nothing is copied or widened here: consumers widen rows to float32 as they read them.
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace VteKernels;
+
+/// <summary>A read-only stored tensor in its on-disk dtype. Valid while its owner (a weight store) is open.</summary>
+public sealed unsafe class Weight
+{
+    private readonly byte* _data;
+    private readonly byte[]? _pinned; // keeps a managed backing array alive
+
+    /// <summary>The tensor's name as stored.</summary>
+    public string Name { get; }
+
+    /// <summary>Element type as stored.</summary>
+    public DType DType { get; }
+
+    /// <summary>Shape, outermost first.</summary>
+    public IReadOnlyList<int> Shape { get; }
+
+    /// <summary>Number of elements.</summary>
+    public long ElementCount { get; }
+
+    /// <summary>Size in bytes.</summary>
+    public long ByteLength => ElementCount * DType.Size();
+
+    /// <summary>Rows of a 2-D tensor (shape[0]); the element count of a 1-D tensor is one row.</summary>
+    public int Rows => Shape.Count == 1 ? 1 : Shape[0];
+
+    /// <summary>Elements per row: the product of all dimensions but the first (a 1-D tensor is one row).</summary>
+    public int Cols => Shape.Count == 1 ? Shape[0] : (int)(ElementCount / Math.Max(1, Shape[0]));
+
+    internal Weight(string name, DType dtype, int[] shape, byte* data, byte[]? pinned = null)
+    {
+        Name = name;
+        DType = dtype;
+        Shape = shape;
+        long n = 1;
+        foreach (var d in shape) n *= d;
+        ElementCount = n;
+        _data = data;
+        _pinned = pinned;
+    }
+
+    /// <summary>Creates a weight that owns a copy of <paramref name="values"/>, stored as <paramref name="dtype"/>.</summary>
+    /// <exception cref="ArgumentException">The shape does not match the number of values.</exception>
+    public static Weight FromFloats(string name, ReadOnlySpan<float> values, DType dtype, params int[] shape)
+    {
+        long n = 1;
+        foreach (var d in shape)
+        {
+            if (d < 0) throw new ArgumentException($"negative dimension in shape of '{name}'", nameof(shape));
+            n *= d;
+        }
+        if (n != values.Length) throw new ArgumentException($"'{name}': shape [{string.Join(", ", shape)}] holds {n} elements, got {values.Length}", nameof(shape));
+        var bytes = GC.AllocateArray<byte>(values.Length * dtype.Size(), pinned: true);
+        DTypes.FromFloat(values, dtype, bytes);
+        return new Weight(name, dtype, shape, (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(bytes)), bytes);
+    }
+
+    /// <summary>The raw bytes. Tensors over 2 GiB cannot be viewed as one span.</summary>
+    public ReadOnlySpan<byte> Bytes
+    {
+        get
+        {
+            if (ByteLength > int.MaxValue) throw new InvalidOperationException($"tensor '{Name}' is {ByteLength} bytes, over the 2 GiB a span can view");
+            return new ReadOnlySpan<byte>(_data, (int)ByteLength);
+        }
+    }
+
+    /// <summary>The raw bytes of rows [row, row + count).</summary>
+    public ReadOnlySpan<byte> RowBytes(int row, int count = 1)
+    {
+        if ((uint)row > (uint)Rows || count < 0 || row + count > Rows) throw new ArgumentOutOfRangeException(nameof(row));
+        long rowBytes = (long)Cols * DType.Size();
+        return new ReadOnlySpan<byte>(_data + row * rowBytes, checked((int)(rowBytes * count)));
+    }
+
+    /// <summary>Widens rows [row, row + dst.Length / Cols) to float32.</summary>
+    public void RowsToFloat(int row, Span<float> dst)
+    {
+        if (dst.Length % Cols != 0) throw new ArgumentException("destination is not a whole number of rows", nameof(dst));
+        DTypes.ToFloat(RowBytes(row, dst.Length / Cols), DType, dst);
+    }
+
+    /// <summary>The whole tensor widened to a new float32 array.</summary>
+    public float[] ToFloatArray()
+    {
+        var dst = new float[checked((int)ElementCount)];
+        DTypes.ToFloat(Bytes, DType, dst);
+        return dst;
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() => $"{Name} {DType} [{string.Join(", ", Shape)}]";
+}
