@@ -1,0 +1,316 @@
+// The model description read from a HF `LlavaForConditionalGeneration` config.json, with the defaults that
+// transformers applies when a key is absent (llava-hf files omit keys equal to their defaults, so the
+// defaults matter: LlamaConfig's rms_norm_eps default is 1e-6, CLIPVisionConfig's patch size is 32, and a
+// missing vision_config means LLaVA's own CLIP-L/14-336). Every value is validated here, once, so the
+// engine can trust it.
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace VteKernels.Models;
+
+/// <summary>CLIP vision tower shape (HF CLIPVisionConfig).</summary>
+public sealed record VisionConfig(
+    int HiddenSize,
+    int IntermediateSize,
+    int NumLayers,
+    int NumHeads,
+    int ImageSize,
+    int PatchSize,
+    int NumChannels,
+    float LayerNormEps,
+    string HiddenAct)
+{
+    /// <summary>Patches along one side of the image.</summary>
+    public int PatchesPerSide => ImageSize / PatchSize;
+
+    /// <summary>Number of patch tokens (without the class token).</summary>
+    public int NumPatches => PatchesPerSide * PatchesPerSide;
+
+    /// <summary>Tokens in the tower: class token plus patches.</summary>
+    public int NumPositions => NumPatches + 1;
+
+    /// <summary>Dimension of one attention head.</summary>
+    public int HeadDim => HiddenSize / NumHeads;
+}
+
+/// <summary>LLaMA language model shape (HF LlamaConfig).</summary>
+public sealed record TextConfig(
+    int HiddenSize,
+    int IntermediateSize,
+    int NumLayers,
+    int NumHeads,
+    int NumKvHeads,
+    int HeadDim,
+    int VocabSize,
+    float RmsNormEps,
+    float RopeTheta,
+    int MaxPositionEmbeddings,
+    string HiddenAct,
+    bool TieWordEmbeddings,
+    int? BosTokenId,
+    int? EosTokenId)
+{
+    /// <summary>Query heads that share one key/value head.</summary>
+    public int GroupSize => NumHeads / NumKvHeads;
+
+    /// <summary>Width of the query projection output (heads x head dim).</summary>
+    public int QDim => NumHeads * HeadDim;
+
+    /// <summary>Width of the key and value projection outputs.</summary>
+    public int KvDim => NumKvHeads * HeadDim;
+}
+
+/// <summary>A whole LLaVA model: vision tower, projector and language model.</summary>
+public sealed record LlavaConfig(
+    VisionConfig Vision,
+    TextConfig Text,
+    int ImageTokenIndex,
+    IReadOnlyList<int> VisionFeatureLayers,
+    string VisionFeatureSelectStrategy,
+    string ProjectorHiddenAct,
+    bool ProjectorBias,
+    int ImageSeqLength)
+{
+    /// <summary>Image tokens one image becomes in the prompt ("default" drops the class token, "full" keeps it).</summary>
+    public int TokensPerImage => VisionFeatureSelectStrategy == "full" ? Vision.NumPositions : Vision.NumPatches;
+
+    /// <summary>Input width of the projector: the vision hidden size times the number of feature layers concatenated.</summary>
+    public int ProjectorInputSize => Vision.HiddenSize * VisionFeatureLayers.Count;
+
+    /// <summary>
+    /// The feature layers as indices into the tower's hidden states (0 = embeddings after pre-LN,
+    /// i = output of encoder layer i - 1), negative values counted from the end as Python does.
+    /// </summary>
+    public IReadOnlyList<int> FeatureHiddenStateIndices =>
+        VisionFeatureLayers.Select(l => l < 0 ? Vision.NumLayers + 1 + l : l).ToArray();
+
+    /// <summary>Encoder layers that must run: up to the deepest feature layer (later layers are never read).</summary>
+    public int VisionLayersNeeded => FeatureHiddenStateIndices.Max();
+
+    /// <summary>Reads and validates a config.json file.</summary>
+    /// <exception cref="ModelConfigException">The file is missing, is not JSON, or describes an unsupported or inconsistent model.</exception>
+    public static LlavaConfig Load(string path)
+    {
+        string text;
+        try { text = File.ReadAllText(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ModelConfigException(path, $"cannot read: {e.Message}", e);
+        }
+        return Parse(text, path);
+    }
+
+    /// <summary>Parses and validates config.json text; <paramref name="path"/> only names the file in errors.</summary>
+    /// <exception cref="ModelConfigException">The text is not JSON or describes an unsupported or inconsistent model.</exception>
+    public static LlavaConfig Parse(string json, string? path = null)
+    {
+        JsonObject root;
+        try
+        {
+            root = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { AllowTrailingCommas = false }) as JsonObject
+                ?? throw new ModelConfigException(path, "top level is not a JSON object");
+        }
+        catch (JsonException e)
+        {
+            throw new ModelConfigException(path, $"invalid JSON: {e.Message}", e);
+        }
+        var r = new Reader(root, path, "");
+        var modelType = r.Str("model_type", "llava");
+        if (modelType != "llava")
+            throw new ModelConfigException(path, $"model_type '{modelType}' is not supported (expected 'llava')");
+
+        var vision = ParseVision(r.Obj("vision_config"), path);
+        var text = ParseText(r.Obj("text_config"), root, path);
+
+        int imageToken = r.Has("image_token_index") ? r.Int("image_token_index", 32000) : r.Int("image_token_id", 32000);
+        var layers = r.IntOrIntList("vision_feature_layer", -2);
+        var strategy = r.Str("vision_feature_select_strategy", "default");
+        var projAct = r.Str("projector_hidden_act", "gelu");
+        var projBias = r.Bool("multimodal_projector_bias", true);
+        int imageSeq = r.Int("image_seq_length", 576);
+
+        if (strategy is not ("default" or "full"))
+            throw new ModelConfigException(path, $"vision_feature_select_strategy '{strategy}' is not supported (expected 'default' or 'full')");
+        if (projAct is not "gelu")
+            throw new ModelConfigException(path, $"projector_hidden_act '{projAct}' is not supported (expected 'gelu')");
+        if (layers.Count == 0)
+            throw new ModelConfigException(path, "vision_feature_layer is an empty list");
+        foreach (var l in layers)
+            if (l < -(vision.NumLayers + 1) || l > vision.NumLayers)
+                throw new ModelConfigException(path, $"vision_feature_layer {l} is outside the {vision.NumLayers + 1} hidden states of a {vision.NumLayers}-layer vision tower");
+        if (imageToken < 0 || imageToken >= text.VocabSize)
+            throw new ModelConfigException(path, $"image_token_index {imageToken} is outside the vocabulary of {text.VocabSize}");
+
+        var cfg = new LlavaConfig(vision, text, imageToken, layers, strategy, projAct, projBias, imageSeq);
+        if (r.Has("image_seq_length") && imageSeq != cfg.TokensPerImage)
+            throw new ModelConfigException(path, $"image_seq_length {imageSeq} disagrees with the vision tower, which yields {cfg.TokensPerImage} tokens per image");
+        return cfg;
+    }
+
+    private static VisionConfig ParseVision(JsonObject? o, string? path)
+    {
+        // LlavaConfig's own default when vision_config is absent: CLIP ViT-L/14 at 336 px.
+        if (o is null)
+            return new VisionConfig(1024, 4096, 24, 16, 336, 14, 3, 1e-5f, "quick_gelu");
+        var r = new Reader(o, path, "vision_config.");
+        var type = r.Str("model_type", "clip_vision_model");
+        if (type != "clip_vision_model")
+            throw new ModelConfigException(path, $"vision_config.model_type '{type}' is not supported (expected 'clip_vision_model')");
+        var v = new VisionConfig(
+            HiddenSize: r.Positive("hidden_size", 768),
+            IntermediateSize: r.Positive("intermediate_size", 3072),
+            NumLayers: r.Positive("num_hidden_layers", 12),
+            NumHeads: r.Positive("num_attention_heads", 12),
+            ImageSize: r.Positive("image_size", 224),
+            PatchSize: r.Positive("patch_size", 32),
+            NumChannels: r.Positive("num_channels", 3),
+            LayerNormEps: r.Float("layer_norm_eps", 1e-5f),
+            HiddenAct: r.Str("hidden_act", "quick_gelu"));
+        if (v.HiddenSize % v.NumHeads != 0)
+            throw new ModelConfigException(path, $"vision_config.hidden_size {v.HiddenSize} is not a multiple of num_attention_heads {v.NumHeads}");
+        if (v.ImageSize % v.PatchSize != 0)
+            throw new ModelConfigException(path, $"vision_config.image_size {v.ImageSize} is not a multiple of patch_size {v.PatchSize}");
+        if (v.HiddenAct is not ("quick_gelu" or "gelu"))
+            throw new ModelConfigException(path, $"vision_config.hidden_act '{v.HiddenAct}' is not supported (expected 'quick_gelu' or 'gelu')");
+        if (!(v.LayerNormEps > 0)) throw new ModelConfigException(path, "vision_config.layer_norm_eps must be positive");
+        return v;
+    }
+
+    private static TextConfig ParseText(JsonObject? o, JsonObject root, string? path)
+    {
+        var r = new Reader(o ?? new JsonObject(), path, "text_config.");
+        var type = r.Str("model_type", "llama");
+        if (type is not ("llama" or "mistral"))
+            throw new ModelConfigException(path, $"text_config.model_type '{type}' is not supported (expected 'llama')");
+        int hidden = r.Positive("hidden_size", 4096);
+        int heads = r.Positive("num_attention_heads", 32);
+        int kvHeads = r.IsNull("num_key_value_heads") ? heads : r.Positive("num_key_value_heads", heads);
+        int headDim = r.IsNull("head_dim") ? (heads > 0 ? hidden / heads : 0) : r.Positive("head_dim", hidden / heads);
+
+        // transformers 5 moves rope_theta into rope_parameters; 4.x keeps it at the top with rope_scaling.
+        float theta = r.Float("rope_theta", 10000f);
+        var ropeParams = r.Obj("rope_parameters");
+        if (ropeParams is not null)
+        {
+            var rp = new Reader(ropeParams, path, "text_config.rope_parameters.");
+            theta = rp.Float("rope_theta", theta);
+            var ropeType = rp.Str("rope_type", "default");
+            if (ropeType != "default")
+                throw new ModelConfigException(path, $"text_config.rope_parameters.rope_type '{ropeType}' is not supported (only default RoPE)");
+        }
+        if (!r.IsNull("rope_scaling"))
+        {
+            var rs = r.Obj("rope_scaling");
+            var rt = rs is null ? "?" : new Reader(rs, path, "text_config.rope_scaling.").Str("rope_type", new Reader(rs, path, "text_config.rope_scaling.").Str("type", "?"));
+            if (rt != "default")
+                throw new ModelConfigException(path, $"text_config.rope_scaling '{rt}' is not supported (only default RoPE)");
+        }
+        if (r.Bool("attention_bias", false)) throw new ModelConfigException(path, "text_config.attention_bias = true is not supported");
+        if (r.Bool("mlp_bias", false)) throw new ModelConfigException(path, "text_config.mlp_bias = true is not supported");
+        if (r.Int("pretraining_tp", 1) != 1) throw new ModelConfigException(path, "text_config.pretraining_tp other than 1 is not supported");
+
+        bool tie = r.Has("tie_word_embeddings")
+            ? r.Bool("tie_word_embeddings", false)
+            : new Reader(root, path, "").Bool("tie_word_embeddings", false);
+        var t = new TextConfig(
+            HiddenSize: hidden,
+            IntermediateSize: r.Positive("intermediate_size", 11008),
+            NumLayers: r.Positive("num_hidden_layers", 32),
+            NumHeads: heads,
+            NumKvHeads: kvHeads,
+            HeadDim: headDim,
+            VocabSize: r.Positive("vocab_size", 32000),
+            RmsNormEps: r.Float("rms_norm_eps", 1e-6f),
+            RopeTheta: theta,
+            MaxPositionEmbeddings: r.Positive("max_position_embeddings", 2048),
+            HiddenAct: r.Str("hidden_act", "silu"),
+            TieWordEmbeddings: tie,
+            BosTokenId: r.OptInt("bos_token_id", 1),
+            EosTokenId: r.OptInt("eos_token_id", 2));
+        if (heads % kvHeads != 0)
+            throw new ModelConfigException(path, $"text_config.num_attention_heads {heads} is not a multiple of num_key_value_heads {kvHeads}");
+        if (headDim <= 0 || headDim % 2 != 0)
+            throw new ModelConfigException(path, $"text_config head dimension {headDim} must be positive and even (RoPE rotates pairs)");
+        if (t.HiddenAct != "silu")
+            throw new ModelConfigException(path, $"text_config.hidden_act '{t.HiddenAct}' is not supported (expected 'silu')");
+        if (!(t.RmsNormEps > 0)) throw new ModelConfigException(path, "text_config.rms_norm_eps must be positive");
+        if (!(t.RopeTheta > 0)) throw new ModelConfigException(path, "text_config.rope_theta must be positive");
+        return t;
+    }
+
+    /// <summary>Typed access to one JSON object, with the key path in every error.</summary>
+    private readonly struct Reader(JsonObject o, string? path, string prefix)
+    {
+        public bool Has(string key) => o.ContainsKey(key);
+
+        public bool IsNull(string key) => !o.TryGetPropertyValue(key, out var n) || n is null;
+
+        public JsonObject? Obj(string key)
+        {
+            if (!o.TryGetPropertyValue(key, out var n) || n is null) return null;
+            return n as JsonObject ?? throw Bad(key, "an object");
+        }
+
+        public string Str(string key, string dflt)
+        {
+            if (!o.TryGetPropertyValue(key, out var n) || n is null) return dflt;
+            if (n is JsonValue v && v.TryGetValue(out string? s)) return s;
+            throw Bad(key, "a string");
+        }
+
+        public bool Bool(string key, bool dflt)
+        {
+            if (!o.TryGetPropertyValue(key, out var n) || n is null) return dflt;
+            if (n is JsonValue v && v.TryGetValue(out bool b)) return b;
+            throw Bad(key, "true or false");
+        }
+
+        public int Int(string key, int dflt) => OptInt(key, dflt) ?? dflt;
+
+        public int? OptInt(string key, int? dflt)
+        {
+            if (!o.TryGetPropertyValue(key, out var n)) return dflt;
+            if (n is null) return null;
+            if (n is JsonArray a && a.Count > 0) n = a[0]; // eos_token_id may be a list: the first is the main one
+            if (n is JsonValue v)
+            {
+                if (v.TryGetValue(out int i)) return i;
+                if (v.TryGetValue(out double d) && d == Math.Floor(d) && Math.Abs(d) <= int.MaxValue) return (int)d;
+            }
+            throw Bad(key, "an integer");
+        }
+
+        public int Positive(string key, int dflt)
+        {
+            int v = Int(key, dflt);
+            if (v <= 0) throw new ModelConfigException(path, $"{prefix}{key} must be a positive integer, got {v}");
+            return v;
+        }
+
+        public float Float(string key, float dflt)
+        {
+            if (!o.TryGetPropertyValue(key, out var n) || n is null) return dflt;
+            if (n is JsonValue v && v.TryGetValue(out double d) && double.IsFinite(d)) return (float)d;
+            throw Bad(key, "a number");
+        }
+
+        public IReadOnlyList<int> IntOrIntList(string key, int dflt)
+        {
+            if (!o.TryGetPropertyValue(key, out var n) || n is null) return [dflt];
+            if (n is JsonArray a)
+            {
+                var list = new List<int>();
+                foreach (var e in a)
+                {
+                    if (e is JsonValue ev && ev.TryGetValue(out int i)) list.Add(i);
+                    else throw Bad(key, "an integer or a list of integers");
+                }
+                return list;
+            }
+            if (n is JsonValue v && v.TryGetValue(out int x)) return [x];
+            throw Bad(key, "an integer or a list of integers");
+        }
+
+        private ModelConfigException Bad(string key, string what) => new(path, $"{prefix}{key} must be {what}");
+    }
+}
