@@ -1,0 +1,143 @@
+// The seam between the orchestrator and the hardware. The orchestrator (LlavaModel) is written once against
+// this interface; the CPU backend implements it in plain C# and is the reference oracle, a CUDA backend
+// implements the same ops with kernels. Activations are 2-D row-major matrices [rows, cols] owned by the
+// backend (float32 on the CPU); weights are uploaded once and referenced through DeviceWeight handles.
+// Ops write into caller-provided destinations (destination last), so the orchestrator decides lifetimes.
+namespace VteKernels.Backends;
+
+/// <summary>Which keys a query may see in <see cref="IBackend.Attention"/>.</summary>
+public enum AttentionMask
+{
+    /// <summary>Every query sees every key (the vision tower).</summary>
+    None,
+
+    /// <summary>The queries are the last rows of the keys: query i of nq sees keys j &lt;= nk - nq + i.</summary>
+    Causal,
+}
+
+/// <summary>A weight as a backend holds it (on the CPU, the memory-mapped view itself).</summary>
+public abstract class DeviceWeight
+{
+    /// <summary>The stored tensor this was made from.</summary>
+    public abstract Weight Source { get; }
+}
+
+/// <summary>An activation matrix [Rows, Cols] held by a backend. Views made by <see cref="Slice"/> share storage.</summary>
+public abstract class Tensor : IDisposable
+{
+    /// <summary>Number of rows (tokens).</summary>
+    public int Rows { get; }
+
+    /// <summary>Number of columns (features).</summary>
+    public int Cols { get; }
+
+    /// <summary>Creates the shape record.</summary>
+    protected Tensor(int rows, int cols)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(rows);
+        ArgumentOutOfRangeException.ThrowIfNegative(cols);
+        Rows = rows;
+        Cols = cols;
+    }
+
+    /// <summary>A view of rows [row, row + count) sharing this tensor's storage; disposing the view frees nothing.</summary>
+    public abstract Tensor Slice(int row, int count);
+
+    /// <summary>Returns the storage (views: nothing).</summary>
+    public abstract void Dispose();
+
+    /// <inheritdoc/>
+    public override string ToString() => $"[{Rows}, {Cols}]";
+}
+
+/// <summary>
+/// Per-layer key/value cache. Each layer has its own length (a layer may hold fewer tokens than another),
+/// rows are [kvHeads * headDim] with RoPE already applied to keys.
+/// </summary>
+public abstract class KvCache : IDisposable
+{
+    /// <summary>Number of layers.</summary>
+    public abstract int Layers { get; }
+
+    /// <summary>Tokens held by <paramref name="layer"/>.</summary>
+    public abstract int Length(int layer);
+
+    /// <summary>Appends rows of keys and values (each [n, kvDim]) to <paramref name="layer"/>.</summary>
+    public abstract void Append(int layer, Tensor keys, Tensor values);
+
+    /// <summary>Views of the keys and values held by <paramref name="layer"/>, valid until the next append.</summary>
+    public abstract (Tensor Keys, Tensor Values) View(int layer);
+
+    /// <summary>Bytes of key/value storage currently held (capacity, not only length).</summary>
+    public abstract long BytesHeld { get; }
+
+    /// <summary>Forgets every token (storage is kept for reuse).</summary>
+    public abstract void Clear();
+
+    /// <summary>Frees the storage.</summary>
+    public abstract void Dispose();
+}
+
+/// <summary>The operations the orchestrator needs. All activations are [rows, cols] row-major.</summary>
+public interface IBackend : IDisposable
+{
+    /// <summary>Short name: "cpu" or "cuda".</summary>
+    string Name { get; }
+
+    /// <summary>The device in words, for logs and benchmark results.</summary>
+    string Device { get; }
+
+    /// <summary>Makes a stored weight usable by this backend (the CPU keeps the view; a GPU copies it).</summary>
+    DeviceWeight Upload(Weight weight);
+
+    /// <summary>A new activation matrix. Contents are unspecified.</summary>
+    Tensor Allocate(int rows, int cols);
+
+    /// <summary>Copies host values into <paramref name="dst"/> (whole tensor).</summary>
+    void CopyFromHost(ReadOnlySpan<float> src, Tensor dst);
+
+    /// <summary>Copies the whole tensor to host memory.</summary>
+    void CopyToHost(Tensor src, Span<float> dst);
+
+    /// <summary>Copies a block of <paramref name="rows"/> x <paramref name="cols"/> between tensors.</summary>
+    void CopyBlock(Tensor src, int srcRow, int srcCol, Tensor dst, int dstRow, int dstCol, int rows, int cols);
+
+    /// <summary>dst[i] = table[ids[i]].</summary>
+    void Embedding(DeviceWeight table, ReadOnlySpan<int> ids, Tensor dst);
+
+    /// <summary>Non-overlapping patch convolution (kernel = stride = patch, no bias) of one host image [channels, height, width].</summary>
+    void PatchEmbed(ReadOnlySpan<float> pixels, int channels, int height, int width, int patch, DeviceWeight conv, Tensor dst);
+
+    /// <summary>y = x Wᵀ + bias, W stored [out, in].</summary>
+    void Linear(Tensor x, DeviceWeight w, DeviceWeight? bias, Tensor y);
+
+    /// <summary>LLaMA RMSNorm per row; y may be x.</summary>
+    void RmsNorm(Tensor x, DeviceWeight gamma, float eps, Tensor y);
+
+    /// <summary>LayerNorm per row; y may be x.</summary>
+    void LayerNorm(Tensor x, DeviceWeight gamma, DeviceWeight beta, float eps, Tensor y);
+
+    /// <summary>y = a + b elementwise; y may be a or b.</summary>
+    void Add(Tensor a, Tensor b, Tensor y);
+
+    /// <summary>x += w elementwise, w a stored tensor of x's shape (position embeddings).</summary>
+    void AddWeight(Tensor x, DeviceWeight w);
+
+    /// <summary>In place: x * sigmoid(1.702 x).</summary>
+    void QuickGelu(Tensor x);
+
+    /// <summary>In place: exact (erf) GELU.</summary>
+    void Gelu(Tensor x);
+
+    /// <summary>y = silu(gate) * up; y may be gate.</summary>
+    void SiluMul(Tensor gate, Tensor up, Tensor y);
+
+    /// <summary>In-place rotary embedding of x [n, heads * headDim], one position per row.</summary>
+    void Rope(Tensor x, int heads, int headDim, ReadOnlySpan<int> positions, float theta);
+
+    /// <summary>Scaled dot-product attention with grouped-query heads; q [nq, qHeads*headDim], k and v [nk, kvHeads*headDim].</summary>
+    void Attention(Tensor q, int qHeads, Tensor k, Tensor v, int kvHeads, int headDim, AttentionMask mask, Tensor output);
+
+    /// <summary>A new, empty per-layer key/value cache.</summary>
+    KvCache CreateKvCache(int layers, int kvDim);
+}

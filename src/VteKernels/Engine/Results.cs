@@ -1,0 +1,42 @@
+// What prefill and decode steps return to research code: logits, and optionally every layer's hidden states.
+namespace VteKernels.Engine;
+
+/// <summary>What a prefill should capture besides the last row's logits.</summary>
+public sealed record PrefillOptions
+{
+    /// <summary>Logits for every prompt row rather than the last one only.</summary>
+    public bool AllLogits { get; init; }
+
+    /// <summary>Capture the language model's hidden states (as HF's output_hidden_states returns them).</summary>
+    public bool OutputHiddenStates { get; init; }
+
+    /// <summary>Capture the vision tower's hidden states and the projected image features.</summary>
+    public bool OutputVisionStates { get; init; }
+}
+
+/// <summary>Logits of one or more rows: a row-major [Rows, Vocab] matrix.</summary>
+public sealed record Logits(float[] Values, int Rows, int Vocab)
+{
+    /// <summary>Row <paramref name="i"/>.</summary>
+    public ReadOnlySpan<float> Row(int i) => Values.AsSpan(i * Vocab, Vocab);
+
+    /// <summary>The last row: the next-token distribution.</summary>
+    public ReadOnlySpan<float> Last => Row(Rows - 1);
+}
+
+/// <summary>The outcome of a forward step.</summary>
+public sealed record StepResult(Logits Logits)
+{
+    /// <summary>
+    /// Language-model hidden states, each [rows, hidden]: index 0 is the input embeddings (images merged),
+    /// index i the output of decoder layer i for i &lt; L, and index L the final-norm output of layer L - 1
+    /// (the same convention as HF transformers' hidden_states). Null unless requested.
+    /// </summary>
+    public IReadOnlyList<float[]>? HiddenStates { get; init; }
+
+    /// <summary>Vision hidden states per image, each [tokens, vision hidden] (index 0 after the pre-LN). Only the layers that run are present.</summary>
+    public IReadOnlyList<IReadOnlyList<float[]>>? VisionHiddenStates { get; init; }
+
+    /// <summary>Projected image features per image, each [tokens per image, hidden].</summary>
+    public IReadOnlyList<float[]>? ImageFeatures { get; init; }
+}
