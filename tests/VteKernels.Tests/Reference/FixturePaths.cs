@@ -1,0 +1,38 @@
+// Locates the golden HF transformers fixtures (shared/fixtures/hf-llava-tiny) by walking up from the
+// test binaries: the folder may sit inside an ancestor directory or beside it (../shared/...).
+namespace VteKernels.Tests.Reference;
+
+/// <summary>Paths of the HF LLaVA golden fixtures.</summary>
+internal static class FixturePaths
+{
+    private const string Relative = "shared/fixtures/hf-llava-tiny";
+
+    /// <summary>The fixture root (the folder holding README.md and one folder per case).</summary>
+    public static string Root => LazyRoot.Value;
+
+    private static readonly Lazy<string> LazyRoot = new(Find);
+
+    /// <summary>The folder of one case, e.g. "basic"; throws when it does not exist.</summary>
+    public static string Case(string name)
+    {
+        var dir = Path.Combine(Root, name);
+        if (!Directory.Exists(dir))
+            throw new DirectoryNotFoundException($"fixture case '{name}' not found: {dir} does not exist");
+        return dir;
+    }
+
+    private static string Find()
+    {
+        var start = AppContext.BaseDirectory;
+        for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+        {
+            var inside = Path.Combine(dir.FullName, Relative);
+            if (Directory.Exists(inside)) return inside;
+            var beside = Path.GetFullPath(Path.Combine(dir.FullName, "..", Relative));
+            if (Directory.Exists(beside)) return beside;
+        }
+        throw new DirectoryNotFoundException(
+            $"HF LLaVA fixtures not found: no '{Relative}' in any ancestor of {start} or beside one " +
+            $"(expected e.g. <repo>/{Relative} or <repo>/../{Relative})");
+    }
+}
