@@ -42,6 +42,14 @@ public sealed class SafetensorsException : ModelFormatException
         : base(filePath, tensorName, problem, inner) { }
 }
 
+/// <summary>An .npy array file is malformed or holds a layout this runtime does not read.</summary>
+public sealed class NpyException : ModelFormatException
+{
+    /// <summary>Creates the exception.</summary>
+    public NpyException(string filePath, string problem, Exception? inner = null)
+        : base(filePath, null, problem, inner) { }
+}
+
 /// <summary>config.json is malformed or describes a model this runtime cannot run.</summary>
 public sealed class ModelConfigException : ModelFormatException
 {
