@@ -24,7 +24,7 @@ internal static class Program
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)
         {
-            stderr.WriteLine($"error: {parse.Errors[0].Message}");
+            stderr.WriteLine($"error: {OneLine(parse.Errors[0].Message)}");
             return 2;
         }
         try
@@ -55,5 +55,6 @@ internal static class Program
     private static bool IsUserError(Exception e) =>
         e is VteException or IOException or UnauthorizedAccessException or ArgumentException or FormatException or OutOfMemoryException;
 
-    private static string OneLine(string s) => s.ReplaceLineEndings(" ").Trim();
+    private static string OneLine(string s) =>
+        System.Text.RegularExpressions.Regex.Replace(s.ReplaceLineEndings(" "), @"\s+", " ").Trim();
 }

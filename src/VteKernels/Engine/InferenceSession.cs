@@ -39,7 +39,7 @@ public sealed class InferenceSession : IDisposable
         if (input.TokenIds.Length == 0) throw new InvalidInputException("the prompt is empty");
         CheckLength(input.TokenIds.Length);
         foreach (var id in input.TokenIds)
-            if ((uint)id >= (uint)cfg.Text.VocabSize)
+            if ((uint)id >= (uint)cfg.Text.VocabSize && id != cfg.ImageTokenIndex)
                 throw new InvalidInputException($"token id {id} is outside the vocabulary of {cfg.Text.VocabSize}");
         var spans = input.FindImageSpans(cfg);
 

@@ -186,6 +186,13 @@ public sealed class LlavaModel : IDisposable
         var x = B.Allocate(ids.Length, Config.Text.HiddenSize);
         try
         {
+            // Placeholder rows are overwritten below; look them up as row 0 in case the id lies past the table.
+            if (Config.ImageTokenIndex >= Config.Text.VocabSize && ids.Contains(Config.ImageTokenIndex))
+            {
+                var gather = ids.ToArray();
+                for (int i = 0; i < gather.Length; i++) if (gather[i] == Config.ImageTokenIndex) gather[i] = 0;
+                ids = gather;
+            }
             B.Embedding(_embedTokens, ids, x);
             for (int i = 0; i < spans.Count; i++)
                 B.CopyBlock(imageFeatures[i], 0, 0, x, spans[i].Start, 0, spans[i].Length, Config.Text.HiddenSize);

@@ -138,8 +138,10 @@ public sealed record LlavaConfig(
         foreach (var l in layers)
             if (l < -(vision.NumLayers + 1) || l > vision.NumLayers)
                 throw new ModelConfigException(path, $"vision_feature_layer {l} is outside the {vision.NumLayers + 1} hidden states of a {vision.NumLayers}-layer vision tower");
-        if (imageToken < 0 || imageToken >= text.VocabSize)
-            throw new ModelConfigException(path, $"image_token_index {imageToken} is outside the vocabulary of {text.VocabSize}");
+        // The placeholder may lie past the embedding table (LLaVA's defaults put it at 32000 with a vocabulary
+        // of 32000): its rows are always overwritten by image features, so it is never looked up.
+        if (imageToken < 0)
+            throw new ModelConfigException(path, $"image_token_index {imageToken} is negative");
 
         var cfg = new LlavaConfig(vision, text, imageToken, layers, strategy, projAct, projBias, imageSeq);
         if (r.Has("image_seq_length") && imageSeq != cfg.TokensPerImage)

@@ -51,87 +51,72 @@ public sealed record LlavaWeights(VisionWeights Vision, ProjectorWeights Project
     {
         var p = store.Contains(V5.Language + "embed_tokens.weight") ? V5
             : store.Contains(V4.Language + "embed_tokens.weight") ? V4
-            : throw new ModelFormatException(store.Files.FirstOrDefault(), null,
+            : throw new ModelFormatException(FileHint(store), null,
                 $"no language-model embedding table found (looked for '{V4.Language}embed_tokens.weight' and '{V5.Language}embed_tokens.weight'): not a LLaVA checkpoint in the llava-hf layout");
-        var used = new HashSet<string>(StringComparer.Ordinal);
-        var v = config.Vision;
-        var t = config.Text;
+        var layout = p == V5 ? "transformers-5" : "transformers-4";
 
-        Weight Get(string name, params int[] shape)
+        // Check names and shapes against the config first; then the records below only look names up.
+        var expected = ExpectedTensors(config, layout, includeLmHead: !config.Text.TieWordEmbeddings || store.Contains(p.LmHead));
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var (name, shape) in expected)
         {
+            names.Add(name);
             if (!store.Contains(name))
+            {
+                if (IsOptional(name)) continue;
                 throw new ModelFormatException(FileHint(store), name, "missing tensor");
-            var w = store.Get(name);
-            if (!w.Shape.SequenceEqual(shape))
+            }
+            var entry = store.GetEntry(name);
+            if (!entry.Shape.SequenceEqual(shape))
                 throw new ModelFormatException(store.FileOf(name), name,
-                    $"shape [{string.Join(", ", w.Shape)}] does not match the config, which implies [{string.Join(", ", shape)}]");
-            used.Add(name);
-            return w;
+                    $"shape [{string.Join(", ", entry.Shape)}] does not match the config, which implies [{string.Join(", ", shape)}]");
         }
-        Weight? Opt(string name, params int[] shape) => store.Contains(name) ? Get(name, shape) : null;
-
-        string pv = p.Vision;
-        var visionLayers = new List<VisionLayerWeights>();
-        for (int i = 0; i < v.NumLayers; i++)
-        {
-            string l = $"{pv}encoder.layers.{i}.";
-            int d = v.HiddenSize, f = v.IntermediateSize;
-            visionLayers.Add(new VisionLayerWeights(
-                Get(l + "layer_norm1.weight", d), Get(l + "layer_norm1.bias", d),
-                Get(l + "self_attn.q_proj.weight", d, d), Get(l + "self_attn.q_proj.bias", d),
-                Get(l + "self_attn.k_proj.weight", d, d), Get(l + "self_attn.k_proj.bias", d),
-                Get(l + "self_attn.v_proj.weight", d, d), Get(l + "self_attn.v_proj.bias", d),
-                Get(l + "self_attn.out_proj.weight", d, d), Get(l + "self_attn.out_proj.bias", d),
-                Get(l + "layer_norm2.weight", d), Get(l + "layer_norm2.bias", d),
-                Get(l + "mlp.fc1.weight", f, d), Get(l + "mlp.fc1.bias", f),
-                Get(l + "mlp.fc2.weight", d, f), Get(l + "mlp.fc2.bias", d)));
-        }
-        var vision = new VisionWeights(
-            Get(pv + "embeddings.class_embedding", v.HiddenSize),
-            Get(pv + "embeddings.patch_embedding.weight", v.HiddenSize, v.NumChannels, v.PatchSize, v.PatchSize),
-            Get(pv + "embeddings.position_embedding.weight", v.NumPositions, v.HiddenSize),
-            Get(pv + "pre_layrnorm.weight", v.HiddenSize), Get(pv + "pre_layrnorm.bias", v.HiddenSize),
-            visionLayers,
-            Opt(pv + "post_layernorm.weight", v.HiddenSize), Opt(pv + "post_layernorm.bias", v.HiddenSize));
-
-        string pp = p.Projector;
-        var projector = config.ProjectorBias
-            ? new ProjectorWeights(
-                Get(pp + "linear_1.weight", t.HiddenSize, config.ProjectorInputSize), Get(pp + "linear_1.bias", t.HiddenSize),
-                Get(pp + "linear_2.weight", t.HiddenSize, t.HiddenSize), Get(pp + "linear_2.bias", t.HiddenSize))
-            : new ProjectorWeights(
-                Get(pp + "linear_1.weight", t.HiddenSize, config.ProjectorInputSize), null,
-                Get(pp + "linear_2.weight", t.HiddenSize, t.HiddenSize), null);
-
-        string pl = p.Language;
-        var textLayers = new List<TextLayerWeights>();
-        for (int i = 0; i < t.NumLayers; i++)
-        {
-            string l = $"{pl}layers.{i}.";
-            int d = t.HiddenSize, f = t.IntermediateSize;
-            textLayers.Add(new TextLayerWeights(
-                Get(l + "input_layernorm.weight", d),
-                Get(l + "self_attn.q_proj.weight", t.QDim, d), Get(l + "self_attn.k_proj.weight", t.KvDim, d),
-                Get(l + "self_attn.v_proj.weight", t.KvDim, d), Get(l + "self_attn.o_proj.weight", d, t.QDim),
-                Get(l + "post_attention_layernorm.weight", d),
-                Get(l + "mlp.gate_proj.weight", f, d), Get(l + "mlp.up_proj.weight", f, d), Get(l + "mlp.down_proj.weight", d, f)));
-        }
-        var embed = Get(pl + "embed_tokens.weight", t.VocabSize, t.HiddenSize);
-        var lmHead = store.Contains(p.LmHead) || !t.TieWordEmbeddings ? Get(p.LmHead, t.VocabSize, t.HiddenSize) : embed;
-        var text = new TextWeights(embed, textLayers, Get(pl + "norm.weight", t.HiddenSize), lmHead);
-
-        var unexpected = store.Names.Where(n => !used.Contains(n) && !IsIgnorable(n)).OrderBy(n => n, StringComparer.Ordinal).ToList();
+        var unexpected = store.Names.Where(n => !names.Contains(n) && !IsIgnorable(n)).OrderBy(n => n, StringComparer.Ordinal).ToList();
         if (unexpected.Count > 0)
             throw new ModelFormatException(store.FileOf(unexpected[0]), unexpected[0],
                 $"unexpected tensor: the config describes no such weight{(unexpected.Count > 1 ? $" ({unexpected.Count - 1} more unexpected)" : "")}");
 
-        return new LlavaWeights(vision, projector, text, p == V5 ? "transformers-5" : "transformers-4");
+        Weight W(string name) => store.Get(name);
+        Weight? Opt(string name) => store.Contains(name) ? store.Get(name) : null;
+        string pv = p.Vision;
+        var vision = new VisionWeights(
+            W(pv + "embeddings.class_embedding"), W(pv + "embeddings.patch_embedding.weight"), W(pv + "embeddings.position_embedding.weight"),
+            W(pv + "pre_layrnorm.weight"), W(pv + "pre_layrnorm.bias"),
+            Enumerable.Range(0, config.Vision.NumLayers).Select(i => $"{pv}encoder.layers.{i}.").Select(l => new VisionLayerWeights(
+                W(l + "layer_norm1.weight"), W(l + "layer_norm1.bias"),
+                W(l + "self_attn.q_proj.weight"), W(l + "self_attn.q_proj.bias"),
+                W(l + "self_attn.k_proj.weight"), W(l + "self_attn.k_proj.bias"),
+                W(l + "self_attn.v_proj.weight"), W(l + "self_attn.v_proj.bias"),
+                W(l + "self_attn.out_proj.weight"), W(l + "self_attn.out_proj.bias"),
+                W(l + "layer_norm2.weight"), W(l + "layer_norm2.bias"),
+                W(l + "mlp.fc1.weight"), W(l + "mlp.fc1.bias"), W(l + "mlp.fc2.weight"), W(l + "mlp.fc2.bias"))).ToList(),
+            Opt(pv + "post_layernorm.weight"), Opt(pv + "post_layernorm.bias"));
+        string pp = p.Projector;
+        var projector = new ProjectorWeights(W(pp + "linear_1.weight"), Opt(pp + "linear_1.bias"), W(pp + "linear_2.weight"), Opt(pp + "linear_2.bias"));
+        string pl = p.Language;
+        var embed = W(pl + "embed_tokens.weight");
+        var text = new TextWeights(
+            embed,
+            Enumerable.Range(0, config.Text.NumLayers).Select(i => $"{pl}layers.{i}.").Select(l => new TextLayerWeights(
+                W(l + "input_layernorm.weight"),
+                W(l + "self_attn.q_proj.weight"), W(l + "self_attn.k_proj.weight"), W(l + "self_attn.v_proj.weight"), W(l + "self_attn.o_proj.weight"),
+                W(l + "post_attention_layernorm.weight"),
+                W(l + "mlp.gate_proj.weight"), W(l + "mlp.up_proj.weight"), W(l + "mlp.down_proj.weight"))).ToList(),
+            W(pl + "norm.weight"),
+            store.Contains(p.LmHead) ? W(p.LmHead) : embed);
+        return new LlavaWeights(vision, projector, text, layout);
     }
+
+    /// <summary>Tensors a checkpoint may omit: CLIP's post-LayerNorm, which LLaVA never reads.</summary>
+    private static bool IsOptional(string name) => name.Contains("post_layernorm.", StringComparison.Ordinal);
 
     private static string? FileHint(WeightStore store) => store.Files.Count == 1 ? store.Files[0] : null;
 
-    /// <summary>Every tensor name of a checkpoint in <paramref name="layout"/> ("transformers-4" or "transformers-5"), in a canonical order.</summary>
-    public static IReadOnlyList<(string Name, int[] Shape)> ExpectedTensors(LlavaConfig config, string layout = "transformers-4")
+    /// <summary>Every tensor name of a checkpoint with its shape, in a canonical order.</summary>
+    /// <param name="config">The model.</param>
+    /// <param name="layout">"transformers-4" or "transformers-5".</param>
+    /// <param name="includeLmHead">Whether the LM head is stored (it is not when tied to the embeddings and omitted).</param>
+    public static IReadOnlyList<(string Name, int[] Shape)> ExpectedTensors(LlavaConfig config, string layout = "transformers-4", bool? includeLmHead = null)
     {
         var p = layout == "transformers-5" ? V5 : V4;
         var v = config.Vision;
@@ -180,7 +165,7 @@ public sealed record LlavaWeights(VisionWeights Vision, ProjectorWeights Project
             list.Add((l + "mlp.down_proj.weight", [d, f]));
         }
         list.Add((pl + "norm.weight", [t.HiddenSize]));
-        if (!t.TieWordEmbeddings) list.Add((p.LmHead, [t.VocabSize, t.HiddenSize]));
+        if (includeLmHead ?? !t.TieWordEmbeddings) list.Add((p.LmHead, [t.VocabSize, t.HiddenSize]));
         return list;
     }
 }

@@ -66,7 +66,7 @@ public sealed class ModelLoadingTests
         { "feature layer", """{"vision_feature_layer": -30}""", "vision_feature_layer -30" },
         { "strategy", """{"vision_feature_select_strategy": "cls"}""", "vision_feature_select_strategy 'cls'" },
         { "rope scaling", """{"text_config": {"rope_scaling": {"rope_type": "linear", "factor": 2.0}}}""", "rope_scaling 'linear'" },
-        { "image token", """{"image_token_index": 40000}""", "outside the vocabulary" },
+        { "image token", """{"image_token_index": -1}""", "image_token_index -1 is negative" },
         { "seq length", """{"image_seq_length": 100}""", "image_seq_length 100 disagrees" },
         { "activation", """{"text_config": {"hidden_act": "gelu"}}""", "hidden_act 'gelu'" },
     };

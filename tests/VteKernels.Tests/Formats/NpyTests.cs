@@ -3,6 +3,7 @@
 using System.Buffers.Binary;
 using System.Text;
 using VteKernels.Formats;
+using VteKernels.Tests.Reference;
 using Xunit;
 
 namespace VteKernels.Tests.Formats;
@@ -40,7 +41,7 @@ public sealed class NpyTests
     [InlineData("gqa-minimal-bf16", "pixels.npy")]
     public void HeaderIsByteForByteWhatNumpyWrites(string folder, string file)
     {
-        var fixture = TestPaths.Tiny(folder, file);
+        var fixture = Path.Combine(FixturePaths.Root, folder, file);
         var array = Npy.ReadFloat32(fixture);
         using var tmp = new TempDir();
         var path = tmp.File(file);
