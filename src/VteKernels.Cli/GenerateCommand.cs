@@ -93,7 +93,7 @@ internal static class BuiltInModel
             ?? Path.Combine(Environment.GetEnvironmentVariable("XDG_CACHE_HOME") ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache"), "vtekernels");
         var dir = Path.Combine(root, "models", "synth-tiny-seed0");
         if (File.Exists(Path.Combine(dir, "config.json"))) return dir;
-        log.WriteLine($"no --model given: writing the built-in synthetic model to {dir}");
+        log.WriteLine($"no --model given: writing the built-in synthetic model (random weights: its text is noise) to {dir}");
         var tmp = dir + ".tmp-" + Environment.ProcessId;
         SyntheticModel.Write(SynthPreset.Get("tiny"), tmp, seed: 0, DType.F32);
         if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
