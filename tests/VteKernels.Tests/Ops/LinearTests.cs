@@ -84,6 +84,19 @@ public class LinearTests
     }
 
     [Fact]
+    public void ZeroRowsAndZeroInputsAreHandled()
+    {
+        var (w, _) = OpsTestData.RandomWeight("w", DType.BF16, 1, 1f, 0f, 5, 3);
+        CpuOps.Linear([], 0, w, null, []);
+        // No input features: y is the bias.
+        var (empty, _) = OpsTestData.RandomWeight("w0", DType.F32, 1, 1f, 0f, 4, 0);
+        var (b, bs) = OpsTestData.RandomWeight("b", DType.F16, 2, 1f, 0f, 4);
+        var y = OpsTestData.Poisoned(2 * 4);
+        CpuOps.Linear([], 2, empty, b, y);
+        Tolerance.AssertClose(y, [.. bs, .. bs], 0, 0, "Linear with in = 0");
+    }
+
+    [Fact]
     public void RejectsLengthsThatDisagreeWithTheWeight()
     {
         var (w, _) = OpsTestData.RandomWeight("w", DType.F32, 1, 1f, 0f, 5, 3);

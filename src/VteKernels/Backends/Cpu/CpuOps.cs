@@ -1,9 +1,9 @@
 // Shared plumbing of the CPU reference ops (one op per file under Ops/): widening stored weight elements
 // to float32, deciding when work is large enough to spread over threads, and argument checks.
 // Constraints: all arithmetic is float32; weights are widened a block at a time as they are read, never
-// converted whole (a 7B model's weights are a memory-mapped bf16 file several times larger than a float32
-// copy would be welcome). Spans cannot be captured by the lambdas Parallel.For runs, so callers pin them
-// with `fixed` and pass pointers (as nint) into the parallel bodies.
+// converted whole (a 7B model's bf16 weights are a 13 GiB memory-mapped file; a float32 copy would need
+// 26 GiB more). Spans cannot be captured by the lambdas Parallel.For runs, so callers pin them with
+// `fixed` and pass pointers (as nint) into the parallel bodies.
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;

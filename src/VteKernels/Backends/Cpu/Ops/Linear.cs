@@ -32,7 +32,10 @@ public static unsafe partial class CpuOps
     /// <summary>Input features per chunk (a multiple of 8): a 16-row x panel chunk is 16 KiB and stays in L1.</summary>
     internal const int LinearKBlock = 256;
 
-    /// <summary>From this many rows of x on, the packed broadcast kernel is used (it computes 16 rows at a time).</summary>
+    /// <summary>
+    /// From this many rows of x on, the packed broadcast kernel is used. It always computes 16 rows, so below
+    /// ~12 the dot-product tiles win; at 4096 × 4096 the two measured within noise of each other at 12 and 16.
+    /// </summary>
     internal const int LinearPackedMinRows = 12;
 
     private const int PanelRows = 16;
