@@ -51,7 +51,7 @@ internal static class MatmulBench
 
     public static int Run(bool quick, string outPath)
     {
-        var cpu = ProcessorName();
+        var cpu = CpuInfo.ProcessorName;
         string loadBefore = LoadAverage();
         int threads = Environment.ProcessorCount;
         Console.WriteLine($"{cpu}, {threads} logical cores, {RuntimeInformation.FrameworkDescription}, " +
@@ -280,18 +280,5 @@ internal static class MatmulBench
         }
         catch (IOException) { return "unknown"; }
         catch (UnauthorizedAccessException) { return "unknown"; }
-    }
-
-    private static string ProcessorName()
-    {
-        try
-        {
-            foreach (var line in File.ReadLines("/proc/cpuinfo"))
-                if (line.StartsWith("model name", StringComparison.Ordinal))
-                    return line[(line.IndexOf(':') + 1)..].Trim();
-        }
-        catch (IOException) { }
-        catch (UnauthorizedAccessException) { }
-        return RuntimeInformation.ProcessArchitecture.ToString();
     }
 }
