@@ -68,8 +68,19 @@ public abstract class KvCache : IDisposable
     /// <summary>Views of the keys and values held by <paramref name="layer"/>, valid until the next append.</summary>
     public abstract (Tensor Keys, Tensor Values) View(int layer);
 
+    /// <summary>Bytes per stored element (4 for float32 storage, 2 for bf16).</summary>
+    public virtual int ElementBytes => sizeof(float);
+
     /// <summary>Bytes of key/value storage currently held (capacity, not only length).</summary>
     public abstract long BytesHeld { get; }
+
+    /// <summary>
+    /// Removes rows [<paramref name="start"/>, <paramref name="start"/> + <paramref name="count"/>) of
+    /// <paramref name="layer"/>: later rows move down, and storage no longer needed is given back (the
+    /// physical compaction behind visual-token exit).
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The range is not inside the layer's rows.</exception>
+    public abstract void RemoveRows(int layer, int start, int count);
 
     /// <summary>Forgets every token (storage is kept for reuse).</summary>
     public abstract void Clear();
@@ -140,4 +151,21 @@ public interface IBackend : IDisposable
 
     /// <summary>A new, empty per-layer key/value cache.</summary>
     KvCache CreateKvCache(int layers, int kvDim);
+
+    /// <summary>
+    /// For selected query rows of a causal attention (queries are the last rows of the keys), the softmax
+    /// probability that falls on the given key ranges: mass[r * qHeads + h] for query row
+    /// <paramref name="queryRows"/>[r] and head h. It measures how much text reads the image; it does not
+    /// change the attention output. The default implementation copies q and k to the host and computes in
+    /// float32 there, which any backend may replace with a kernel.
+    /// </summary>
+    void AttentionMass(Tensor q, int qHeads, Tensor k, int kvHeads, int headDim, ReadOnlySpan<int> queryRows,
+        ReadOnlySpan<(int Start, int Length)> keyRanges, Span<float> mass)
+    {
+        var qh = new float[q.Rows * q.Cols];
+        var kh = new float[k.Rows * k.Cols];
+        CopyToHost(q, qh);
+        CopyToHost(k, kh);
+        Cpu.CpuOps.AttentionMass(qh, q.Rows, qHeads, kh, k.Rows, kvHeads, headDim, queryRows, keyRanges, mass);
+    }
 }

@@ -1,7 +1,9 @@
 // The step-level API: one conversation's state (the KV cache and the tokens it holds) and the two steps
 // research code drives by hand: prefill a prompt (text with image placeholders, plus pixels), then decode
 // one token at a time. Each step returns logits and, on request, every layer's hidden states.
+using System.Diagnostics;
 using VteKernels.Backends;
+using VteKernels.Engine.Exit;
 
 namespace VteKernels.Engine;
 
@@ -26,12 +28,18 @@ public sealed class InferenceSession : IDisposable
     /// <summary>Number of tokens in the sequence so far.</summary>
     public int Position => _tokens.Count;
 
+    /// <summary>The report of the latest prefill (exit, rows per layer, multiply-adds, cache, times); null before any.</summary>
+    public PrefillReport? LastReport { get; private set; }
+
     /// <summary>
     /// Runs the prompt through the model (vision tower for each image, then every decoder layer) and
-    /// returns the logits of its last row, or of every row with <see cref="PrefillOptions.AllLogits"/>.
-    /// A prompt given after earlier steps continues the same sequence.
+    /// returns the logits of its last row, or of every remaining row with <see cref="PrefillOptions.AllLogits"/>.
+    /// With an exit policy the visual rows may leave after some layer; the logits then cover the rows that
+    /// remain (prefix and text, in order, see <see cref="StepResult.Rows"/>). A prompt given after earlier
+    /// steps continues the same sequence.
     /// </summary>
-    /// <exception cref="InvalidInputException">Empty prompt, ids outside the vocabulary, placeholders that do not match the images, bad pixels, or a sequence longer than the model's context.</exception>
+    /// <exception cref="InvalidInputException">Empty prompt, ids outside the vocabulary, placeholders that do not match the images, bad pixels, a sequence longer than the model's context, or an exit layer beyond the model's depth.</exception>
+    /// <exception cref="ModelFormatException">The exit gates do not fit the model.</exception>
     public StepResult Prefill(PromptInput input, PrefillOptions? options = null)
     {
         options ??= new PrefillOptions();
@@ -42,32 +50,105 @@ public sealed class InferenceSession : IDisposable
             if ((uint)id >= (uint)cfg.Text.VocabSize && id != cfg.ImageTokenIndex)
                 throw new InvalidInputException($"token id {id} is outside the vocabulary of {cfg.Text.VocabSize}");
         var spans = input.FindImageSpans(cfg);
+        var policy = options.Exit ?? ExitPolicy.None;
+        if (policy is FixedLayerExit f && f.Layers > cfg.Text.NumLayers)
+            throw new InvalidInputException($"exit layer:{f.Layers} is beyond the model's {cfg.Text.NumLayers} decoder layers (0 <= K <= {cfg.Text.NumLayers})");
+        if (policy is GateExit g) g.Gates.Validate(cfg);
 
+        int n = input.TokenIds.Length, start = Position;
+        var cacheBase = Enumerable.Range(0, cfg.Text.NumLayers).Select(Cache.Length).ToArray();
+        var run = new ExitRun(cfg, policy, options.ExitKvMode, options.Trace, spans, cacheBase);
+        int[] ids = input.TokenIds;
+        int[] positions = Enumerable.Range(start, n).ToArray();
+        var rowMap = Enumerable.Range(0, n).ToList();
+        var images = input.Images;
+        if (policy is FixedLayerExit { Layers: 0 } && spans.Count > 0)
+        {
+            // No decoder layer sees the image: its rows never enter, and the vision tower need not run.
+            ids = LlavaModel.Keep(ids, spans);
+            positions = LlavaModel.Keep(positions, spans);
+            var kept = LlavaModel.Keep([.. rowMap], spans);
+            rowMap.Clear();
+            rowMap.AddRange(kept);
+            images = [];
+            run.ExitBeforeFirstLayer();
+        }
+
+        var clock = Stopwatch.StartNew();
         var features = new List<Tensor>();
         var visionStates = options.OutputVisionStates ? new List<IReadOnlyList<float[]>>() : null;
         var featuresHost = options.OutputVisionStates ? new List<float[]>() : null;
         try
         {
-            foreach (var image in input.Images)
+            foreach (var image in images)
             {
                 var states = options.OutputVisionStates ? new List<float[]>() : null;
-                var f = _model.EncodeImage(image, states);
-                features.Add(f);
+                var feat = _model.EncodeImage(image, states);
+                features.Add(feat);
                 if (states is not null) visionStates!.Add(states);
-                featuresHost?.Add(_model.ToHost(f));
+                featuresHost?.Add(_model.ToHost(feat));
             }
-            using var x = _model.Embed(input.TokenIds, spans, features);
-            var positions = Enumerable.Range(Position, input.TokenIds.Length).ToArray();
+            var visionTime = clock.Elapsed;
+            var x = _model.Embed(ids, images.Count == 0 ? [] : spans, features);
             var hidden = options.OutputHiddenStates ? new List<float[]>() : null;
-            _model.Decoder(x, positions, Cache, hidden);
-            _tokens.AddRange(input.TokenIds);
-            var logits = _model.Head(x, options.AllLogits ? x.Rows : 1, hidden);
-            return new StepResult(logits) { HiddenStates = hidden, VisionHiddenStates = visionStates, ImageFeatures = featuresHost };
+            x = _model.Decoder(x, positions, Cache, hidden, run, rowMap);
+            try
+            {
+                var decoderTime = clock.Elapsed - visionTime;
+                _tokens.AddRange(input.TokenIds);
+                int logitRows = options.AllLogits ? x.Rows : 1;
+                var logits = _model.Head(x, logitRows, hidden);
+                var headTime = clock.Elapsed - visionTime - decoderTime;
+                LastReport = BuildReport(run, input, spans, images.Count, start, logitRows, options.AllLogits ? n : 1,
+                    new StageTimes(visionTime, decoderTime, headTime));
+                return new StepResult(logits)
+                {
+                    HiddenStates = hidden, VisionHiddenStates = visionStates, ImageFeatures = featuresHost,
+                    Rows = rowMap.Skip(rowMap.Count - logitRows).ToArray(), Report = LastReport,
+                };
+            }
+            finally
+            {
+                x.Dispose();
+            }
         }
         finally
         {
-            foreach (var f in features) f.Dispose();
+            foreach (var feat in features) feat.Dispose();
         }
+    }
+
+    private PrefillReport BuildReport(ExitRun run, PromptInput input, IReadOnlyList<ImageSpan> spans, int imagesEncoded, int start,
+        int headRows, int fullHeadRows, StageTimes times)
+    {
+        var cfg = _model.Config;
+        var t = cfg.Text;
+        int n = input.TokenIds.Length;
+        var rows = run.Layers.Select(l => l.Rows).ToArray();
+        long decoder = 0, decoderFull = 0;
+        for (int l = 0; l < t.NumLayers; l++)
+        {
+            decoder += Cost.DecoderLayer(t, rows[l], run.CacheBase[l]);
+            decoderFull += Cost.DecoderLayer(t, n, start);
+        }
+        long vision = Cost.VisionPerImage(cfg);
+        var lengths = Enumerable.Range(0, t.NumLayers).Select(Cache.Length).ToArray();
+        return new PrefillReport
+        {
+            Policy = run.Policy.ToString(),
+            KvMode = run.KvMode,
+            PromptRows = n,
+            VisualRows = spans.Sum(s => s.Length),
+            ExitLayer = run.ExitLayer,
+            TokensPerLayer = rows,
+            Executed = new MacCount(imagesEncoded * vision, decoder, Cost.Head(t, headRows)),
+            Full = new MacCount(input.Images.Count * vision, decoderFull, Cost.Head(t, fullHeadRows)),
+            KvBytes = lengths.Sum(len => (long)len) * t.KvDim * 2 * Cache.ElementBytes,
+            KvBytesAllocated = Cache.BytesHeld,
+            KvLengths = lengths,
+            Times = times,
+            Layers = run.Layers,
+        };
     }
 
     /// <summary>Feeds one token and returns the next-token logits.</summary>
@@ -79,11 +160,11 @@ public sealed class InferenceSession : IDisposable
             throw new InvalidInputException($"token id {tokenId} is outside the vocabulary of {cfg.Text.VocabSize}");
         if (Position == 0) throw new InvalidInputException("decode before any prefill: prefill a prompt first");
         CheckLength(1);
-        using var x = _model.Embed([tokenId], [], []);
+        var x = _model.Embed([tokenId], [], []);
         var hidden = outputHiddenStates ? new List<float[]>() : null;
-        _model.Decoder(x, [Position], Cache, hidden);
+        var y = _model.Decoder(x, [Position], Cache, hidden);
         _tokens.Add(tokenId);
-        return new StepResult(_model.Head(x, 1, hidden)) { HiddenStates = hidden };
+        return new StepResult(_model.Head(y, 1, hidden)) { HiddenStates = hidden, Rows = [Position - 1] };
     }
 
     /// <summary>Forgets the sequence; the cache storage is kept for reuse.</summary>

@@ -4,6 +4,7 @@
 // those rows have. The vision tower stops at the deepest feature layer the config reads
 // (LLaVA-1.5 reads layer -2 of 24, so the last encoder layer never runs).
 using VteKernels.Backends;
+using VteKernels.Engine.Exit;
 using VteKernels.Formats;
 using VteKernels.Models;
 
@@ -206,24 +207,106 @@ public sealed class LlavaModel : IDisposable
     }
 
     /// <summary>
-    /// Runs every decoder layer over the rows <paramref name="x"/> (in place), whose absolute positions are
+    /// Runs every decoder layer over the rows <paramref name="x"/>, whose absolute positions are
     /// <paramref name="positions"/>; their keys and values are appended to <paramref name="cache"/> and the
-    /// queries attend causally to everything the cache holds.
+    /// queries attend causally to everything the cache holds. With an exit run, the policy is asked after
+    /// each layer and, when it fires, the visual rows leave (with their positions and row numbers in
+    /// <paramref name="rowMap"/>); the early layers' visual K/V are compacted away in
+    /// <see cref="ExitKvMode.DropAll"/>. Consumes <paramref name="x"/> and returns the final rows, which the
+    /// caller disposes.
     /// </summary>
-    internal void Decoder(Tensor x, ReadOnlySpan<int> positions, KvCache cache, List<float[]>? hiddenStates)
+    internal Tensor Decoder(Tensor x, int[] positions, KvCache cache, List<float[]>? hiddenStates, ExitRun? run = null, List<int>? rowMap = null)
     {
-        hiddenStates?.Add(ToHost(x));
-        for (int l = 0; l < _text.Length; l++)
+        try
         {
-            var w = _text[l];
-            using (var a = SelfAttention(w, x, positions, cache, l)) B.Add(x, a, x);   // h = x + Attn(Norm(x))
-            using (var f = FeedForward(w, x)) B.Add(x, f, x);                            // x = h + Ffn(Norm(h))
-            if (hiddenStates is not null && l < _text.Length - 1) hiddenStates.Add(ToHost(x));
+            hiddenStates?.Add(ToHost(x));
+            for (int l = 0; l < _text.Length; l++)
+            {
+                var w = _text[l];
+                run?.BeginLayer(x.Rows);
+                using (var a = SelfAttention(w, x, positions, cache, l, run)) B.Add(x, a, x);   // h = x + Attn(Norm(x))
+                using (var f = FeedForward(w, x)) B.Add(x, f, x);                                 // x = h + Ffn(Norm(h))
+                if (run is not null && run.EndLayer(l, () => GateInput(x, run.Spans)))           // the exit check
+                {
+                    var kept = DropRows(x, run.Spans);
+                    x.Dispose();
+                    x = kept;
+                    positions = Keep(positions, run.Spans);
+                    if (rowMap is not null)
+                    {
+                        var map = Keep([.. rowMap], run.Spans);
+                        rowMap.Clear();
+                        rowMap.AddRange(map);
+                    }
+                    if (run.KvMode == ExitKvMode.DropAll)
+                        for (int e = 0; e <= l; e++)
+                            for (int s = run.Spans.Count - 1; s >= 0; s--)   // last span first: earlier offsets stay valid
+                                cache.RemoveRows(e, run.CacheBase[e] + run.Spans[s].Start, run.Spans[s].Length);
+                    run.Exited();
+                }
+                if (hiddenStates is not null && l < _text.Length - 1) hiddenStates.Add(ToHost(x));
+            }
+            return x;
+        }
+        catch
+        {
+            x.Dispose();
+            throw;
         }
     }
 
+    /// <summary>
+    /// DyVTE's gate input: [mean of the rows after the last image, the last row excluded ; the last row].
+    /// Null when no row lies between the image and the last row (the mean is undefined; the gate cannot decide).
+    /// </summary>
+    private float[]? GateInput(Tensor x, IReadOnlyList<ImageSpan> spans)
+    {
+        int d = Config.Text.HiddenSize, n = x.Rows;
+        int first = spans.Count == 0 ? 0 : spans[^1].End;
+        int textRows = n - 1 - first;
+        if (textRows <= 0) return null;
+        using var tail = x.Slice(first, n - first);
+        var host = ToHost(tail);
+        var feature = new float[2 * d];
+        for (int r = 0; r < textRows; r++)
+            System.Numerics.Tensors.TensorPrimitives.Add(feature.AsSpan(0, d), host.AsSpan(r * d, d), feature.AsSpan(0, d));
+        System.Numerics.Tensors.TensorPrimitives.Divide(feature.AsSpan(0, d), textRows, feature.AsSpan(0, d));
+        host.AsSpan(textRows * d, d).CopyTo(feature.AsSpan(d));
+        return feature;
+    }
+
+    /// <summary>A new tensor holding the rows of <paramref name="x"/> outside <paramref name="drop"/>, in order.</summary>
+    private Tensor DropRows(Tensor x, IReadOnlyList<ImageSpan> drop)
+    {
+        int dropped = drop.Sum(s => s.Length);
+        var y = B.Allocate(x.Rows - dropped, x.Cols);
+        int src = 0, dst = 0;
+        foreach (var s in drop.Append(new ImageSpan(x.Rows, 0)))
+        {
+            int n = s.Start - src;
+            if (n > 0) B.CopyBlock(x, src, 0, y, dst, 0, n, x.Cols);
+            dst += n;
+            src = s.End;
+        }
+        return y;
+    }
+
+    /// <summary>The entries of <paramref name="values"/> outside the spans, in order.</summary>
+    internal static int[] Keep(int[] values, IReadOnlyList<ImageSpan> drop)
+    {
+        var kept = new List<int>(values.Length);
+        int s = 0;
+        for (int i = 0; i < values.Length; i++)
+        {
+            while (s < drop.Count && i >= drop[s].End) s++;
+            if (s < drop.Count && i >= drop[s].Start) continue;
+            kept.Add(values[i]);
+        }
+        return [.. kept];
+    }
+
     /// <summary>Attn(RmsNorm(x)) for one layer: project, rotate, append to the cache, attend, project out.</summary>
-    private Tensor SelfAttention(TextLayer w, Tensor x, ReadOnlySpan<int> positions, KvCache cache, int layer)
+    private Tensor SelfAttention(TextLayer w, Tensor x, ReadOnlySpan<int> positions, KvCache cache, int layer, ExitRun? run)
     {
         var t = Config.Text;
         int n = x.Rows;
@@ -242,7 +325,15 @@ public sealed class LlavaModel : IDisposable
         var (keys, values) = cache.View(layer);
         using (keys)
         using (values)
+        {
             B.Attention(q, t.NumHeads, keys, values, t.NumKvHeads, t.HeadDim, AttentionMask.Causal, a);
+            if (run is { WantsMass: true } && run.TextRows(n) is { Length: > 0 } textRows)
+            {
+                var mass = new float[textRows.Length * t.NumHeads];
+                B.AttentionMass(q, t.NumHeads, keys, t.NumKvHeads, t.HeadDim, textRows, run.VisualKeys(layer), mass);
+                run.RecordMass(mass, textRows.Length, t.NumHeads);
+            }
+        }
         var o = B.Allocate(n, t.HiddenSize);
         B.Linear(a, w.O, null, o);
         return o;

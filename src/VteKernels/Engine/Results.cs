@@ -12,6 +12,15 @@ public sealed record PrefillOptions
 
     /// <summary>Capture the vision tower's hidden states and the projected image features.</summary>
     public bool OutputVisionStates { get; init; }
+
+    /// <summary>When the visual tokens leave the decoder (default: never).</summary>
+    public Exit.ExitPolicy Exit { get; init; } = VteKernels.Engine.Exit.ExitPolicy.None;
+
+    /// <summary>What happens to the visual K/V of the layers before the exit (default: DyVTE's, they stay).</summary>
+    public Exit.ExitKvMode ExitKvMode { get; init; } = VteKernels.Engine.Exit.ExitKvMode.KeepEarly;
+
+    /// <summary>Measure every layer's text-to-image attention mass for the report (costs one extra score pass per layer).</summary>
+    public bool Trace { get; init; }
 }
 
 /// <summary>Logits of one or more rows: a row-major [Rows, Vocab] matrix.</summary>
@@ -30,7 +39,8 @@ public sealed record StepResult(Logits Logits)
     /// <summary>
     /// Language-model hidden states, each [rows, hidden]: index 0 is the input embeddings (images merged),
     /// index i the output of decoder layer i for i &lt; L, and index L the final-norm output of layer L - 1
-    /// (the same convention as HF transformers' hidden_states). Null unless requested.
+    /// (the same convention as HF transformers' hidden_states). After a visual-token exit following layer l,
+    /// indices l + 1 and later hold only the remaining rows. Null unless requested.
     /// </summary>
     public IReadOnlyList<float[]>? HiddenStates { get; init; }
 
@@ -39,4 +49,13 @@ public sealed record StepResult(Logits Logits)
 
     /// <summary>Projected image features per image, each [tokens per image, hidden].</summary>
     public IReadOnlyList<float[]>? ImageFeatures { get; init; }
+
+    /// <summary>
+    /// For each logits row, its position in the step's input (0 = the step's first token; after a visual-token
+    /// exit the visual rows are absent). For a decode step, the token's absolute position.
+    /// </summary>
+    public IReadOnlyList<int> Rows { get; init; } = [];
+
+    /// <summary>What the prefill did (null for decode steps).</summary>
+    public Exit.PrefillReport? Report { get; init; }
 }

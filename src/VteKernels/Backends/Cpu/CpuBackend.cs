@@ -208,6 +208,27 @@ public sealed class CpuKvCache : KvCache
     }
 
     /// <inheritdoc/>
+    public override void RemoveRows(int layer, int start, int count)
+    {
+        int len = _length[layer];
+        if (start < 0 || count < 0 || start + count > len)
+            throw new ArgumentOutOfRangeException(nameof(start), $"rows [{start}, {start + count}) of a layer holding {len}");
+        if (count == 0) return;
+        // Copy the kept rows into arrays of exactly the new length, so the removed rows' memory is released
+        // (a later append grows the arrays again by doubling).
+        int keep = len - count;
+        foreach (var store in new[] { _k, _v })
+        {
+            var old = store[layer];
+            var fresh = new float[keep * _kvDim];
+            Array.Copy(old, 0, fresh, 0, start * _kvDim);
+            Array.Copy(old, (start + count) * _kvDim, fresh, start * _kvDim, (len - start - count) * _kvDim);
+            store[layer] = fresh;
+        }
+        _length[layer] = keep;
+    }
+
+    /// <inheritdoc/>
     public override void Clear() => Array.Clear(_length);
 
     /// <inheritdoc/>

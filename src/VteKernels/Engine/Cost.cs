@@ -1,0 +1,42 @@
+// Multiply-add counts of LLaVA's stages, from the shapes alone. Only matrix products are counted (linear
+// layers, the patch convolution, attention's Q·Kᵀ and P·V, the LM head); norms, RoPE, softmax and
+// activations are O(rows · d) and below 1% of a layer at LLaVA shapes. FLOPs ≈ 2 × MACs.
+//
+//   patch embedding   patches · C · P² · dv                    (one image)
+//   vision layer      n · 4dv² + 2 · n² · dv + 2 · n · dv · fv   (n = 577 positions, dense attention)
+//   projector         t · (dv·f · d + d · d)                     (t = tokens per image, f = feature layers)
+//   decoder layer     r · d · (qDim + 2 kvDim) + r · qDim · d + 2 · S · headDim · heads + 3 · r · d · ff
+//                     (r query rows; S = Σ over rows of the keys each row sees, causal)
+//   LM head           rows_out · d · vocab
+using VteKernels.Models;
+
+namespace VteKernels.Engine;
+
+/// <summary>Multiply-add counts of the model's stages.</summary>
+public static class Cost
+{
+    /// <summary>Vision tower (the layers that run) and projector for one image.</summary>
+    public static long VisionPerImage(LlavaConfig c)
+    {
+        var v = c.Vision;
+        long n = v.NumPositions, dv = v.HiddenSize;
+        long patch = (long)v.NumPatches * v.NumChannels * v.PatchSize * v.PatchSize * dv;
+        long layer = n * 4 * dv * dv + 2 * n * n * dv + 2 * n * dv * v.IntermediateSize;
+        long projector = (long)c.TokensPerImage * ((long)c.ProjectorInputSize * c.Text.HiddenSize + (long)c.Text.HiddenSize * c.Text.HiddenSize);
+        return patch + c.VisionLayersNeeded * layer + projector;
+    }
+
+    /// <summary>
+    /// One decoder layer over <paramref name="rows"/> query rows appended after <paramref name="cached"/>
+    /// keys already in that layer's cache (each row sees the cached keys, the earlier new rows and itself).
+    /// </summary>
+    public static long DecoderLayer(TextConfig t, long rows, long cached)
+    {
+        long d = t.HiddenSize;
+        long seen = rows * cached + rows * (rows + 1) / 2;
+        return rows * d * (t.QDim + 2L * t.KvDim) + rows * t.QDim * d + 2 * seen * t.HeadDim * t.NumHeads + 3 * rows * d * t.IntermediateSize;
+    }
+
+    /// <summary>The LM head over <paramref name="rows"/> rows.</summary>
+    public static long Head(TextConfig t, long rows) => rows * t.HiddenSize * (long)t.VocabSize;
+}
