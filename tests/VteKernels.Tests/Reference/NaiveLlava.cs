@@ -154,7 +154,14 @@ internal sealed class NaiveLlava
     /// the images: the first TokensPerImage of them by image 0, the next by image 1, and so on (HF's
     /// masked_scatter), so the prompt must hold exactly images.Count * TokensPerImage image tokens.
     /// </summary>
-    public Result Forward(int[] inputIds, IReadOnlyList<float[]> images)
+    public Result Forward(int[] inputIds, IReadOnlyList<float[]> images) => Forward(inputIds, images, null, null);
+
+    /// <summary>
+    /// Forward pass with a per-layer attention mask: key k is seen by query q in layer l only when k &lt;= q and
+    /// <paramref name="visible"/>(l, q, k). <paramref name="probe"/>, when given, receives every attention
+    /// probability row (layer, head, query, probabilities over all keys).
+    /// </summary>
+    public Result Forward(int[] inputIds, IReadOnlyList<float[]> images, Func<int, int, int, bool>? visible, Action<int, int, int, double[]>? probe)
     {
         var t = Config.Text;
         int n = inputIds.Length, d = t.HiddenSize, per = Config.TokensPerImage;
@@ -188,11 +195,11 @@ internal sealed class NaiveLlava
         if (imageRow != images.Count * per)
             throw new ArgumentException($"{imageRow} image tokens for {images.Count} image(s) of {per} tokens", nameof(inputIds));
 
-        return RunDecoder(x, n, feats, (q, k) => k <= q);
+        return RunDecoder(x, n, feats, (l, q, k) => k <= q && (visible?.Invoke(l, q, k) ?? true), probe);
     }
 
     /// <summary>The LLaMA decoder on merged embeddings; <paramref name="visible"/>(query, key) is the attention mask.</summary>
-    private Result RunDecoder(double[] x, int n, double[] feats, Func<int, int, bool> visible)
+    private Result RunDecoder(double[] x, int n, double[] feats, Func<int, int, int, bool> visible, Action<int, int, int, double[]>? probe)
     {
         var t = Config.Text;
         int d = t.HiddenSize, hd = t.HeadDim;
@@ -209,7 +216,9 @@ internal sealed class NaiveLlava
             var v = Linear(h, n, d, lp + "self_attn.v_proj");
             Rope(q, n, t.NumHeads, hd, t.RopeTheta);
             Rope(k, n, t.NumKvHeads, hd, t.RopeTheta);
-            var a = Attention(q, k, v, n, t.NumHeads, t.NumKvHeads, hd, visible);
+            int layer = l;
+            var a = Attention(q, k, v, n, t.NumHeads, t.NumKvHeads, hd, (qi, kj) => visible(layer, qi, kj),
+                probe is null ? null : (h, qi, p) => probe(layer, h, qi, p));
             x = Add(x, Linear(a, n, t.QDim, lp + "self_attn.o_proj"));
 
             h = RmsNorm(x, n, d, W(lp + "post_attention_layernorm.weight"), eps);
@@ -325,7 +334,7 @@ internal sealed class NaiveLlava
     /// h / (heads / kvHeads); scale 1/sqrt(hd); key j is seen by query i only when visible(i, j).
     /// </summary>
     private static double[] Attention(double[] q, double[] k, double[] v, int n, int heads, int kvHeads, int hd,
-        Func<int, int, bool> visible)
+        Func<int, int, bool> visible, Action<int, int, double[]>? probe = null)
     {
         int group = heads / kvHeads, qw = heads * hd, kw = kvHeads * hd;
         double scale = 1 / Math.Sqrt(hd);
@@ -356,6 +365,12 @@ internal sealed class NaiveLlava
                     double acc = 0;
                     for (int j = 0; j < n; j++) acc += scores[j] * v[j * kw + kh * hd + e];
                     y[i * qw + h * hd + e] = acc / sum;
+                }
+                if (probe is not null)
+                {
+                    var probs = new double[n];
+                    for (int j = 0; j < n; j++) probs[j] = scores[j] / sum;
+                    probe(h, i, probs);
                 }
             }
         }

@@ -151,6 +151,7 @@ public sealed class CpuBackend : IBackend
 /// <summary>Per-layer growable key/value arrays; capacity doubles so appends are amortised O(1).</summary>
 public sealed class CpuKvCache : KvCache
 {
+    private const int MinRows = 16;
     private readonly int _kvDim;
     private readonly float[][] _k;
     private readonly float[][] _v;
@@ -183,7 +184,7 @@ public sealed class CpuKvCache : KvCache
         int need = (len + n) * _kvDim;
         if (need > _k[layer].Length)
         {
-            int cap = Math.Max(need, Math.Max(16 * _kvDim, _k[layer].Length * 2));
+            int cap = Math.Max(need, Math.Max(MinRows * _kvDim, _k[layer].Length * 2));
             Array.Resize(ref _k[layer], cap);
             Array.Resize(ref _v[layer], cap);
         }
@@ -214,13 +215,13 @@ public sealed class CpuKvCache : KvCache
         if (start < 0 || count < 0 || start + count > len)
             throw new ArgumentOutOfRangeException(nameof(start), $"rows [{start}, {start + count}) of a layer holding {len}");
         if (count == 0) return;
-        // Copy the kept rows into arrays of exactly the new length, so the removed rows' memory is released
-        // (a later append grows the arrays again by doubling).
+        // Copy the kept rows into arrays sized as a cache that never held the removed rows would be (the
+        // kept rows, at least the 16-row minimum), so their memory is released; appends grow it by doubling.
         int keep = len - count;
         foreach (var store in new[] { _k, _v })
         {
             var old = store[layer];
-            var fresh = new float[keep * _kvDim];
+            var fresh = new float[Math.Max(keep, MinRows) * _kvDim];
             Array.Copy(old, 0, fresh, 0, start * _kvDim);
             Array.Copy(old, (start + count) * _kvDim, fresh, start * _kvDim, (len - start - count) * _kvDim);
             store[layer] = fresh;
