@@ -3,6 +3,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using VteKernels.Engine;
+using VteKernels.Engine.Exit;
 using VteKernels.Formats;
 
 namespace VteKernels.Cli;
@@ -16,9 +17,12 @@ internal static class ForwardCommand
         var pixels = new Option<string[]>("--pixels") { Description = "float32 .npy [1,3,H,W] (or [3,H,W]) per image, in prompt order", AllowMultipleArgumentsPerToken = true };
         var output = new Option<string>("--out", "-o") { Description = "Where to write the logits .npy", Required = true };
         var device = DeviceOption.Create();
-        var cmd = new Command("forward", "Run one prefill and write the logits of every row as .npy") { model, ids, pixels, output, device };
+        var exit = new ExitOptions();
+        var cmd = new Command("forward", "Run one prefill and write the logits of every row as .npy (after a visual-token exit: the rows that remain)") { model, ids, pixels, output, device };
+        exit.AddTo(cmd);
         cmd.SetAction(p =>
         {
+            var (policy, kvMode, traceFile) = exit.Read(p);
             var tokenIds = TokenIdList.Parse(p.GetValue(ids)!);
             var images = (p.GetValue(pixels) ?? []).Select(PixelFile.Read).ToList();
             using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
@@ -26,11 +30,21 @@ internal static class ForwardCommand
             using var m = LlavaModel.Load(p.GetValue(model)!, backend);
             var load = clock.Elapsed;
             using var session = m.CreateSession();
-            var result = session.Prefill(new PromptInput(tokenIds, images), new PrefillOptions { AllLogits = true });
+            var result = session.Prefill(new PromptInput(tokenIds, images),
+                new PrefillOptions { AllLogits = true, Exit = policy, ExitKvMode = kvMode, Trace = traceFile is not null });
             var outPath = p.GetValue(output)!;
             Npy.Write(outPath, result.Logits.Values, [result.Logits.Rows, result.Logits.Vocab]);
             stdout.WriteLine($"device {backend.Device}; load {load.TotalMilliseconds:F0} ms, prefill {(clock.Elapsed - load).TotalMilliseconds:F0} ms; " +
                 $"wrote logits [{result.Logits.Rows}, {result.Logits.Vocab}] to {outPath}");
+            var report = result.Report!;
+            if (report.ExitLayer is not null || policy is not NoExit) stdout.WriteLine(report.Summary());
+            if (report.ExitLayer is not null)
+                stdout.WriteLine($"rows written: the {result.Logits.Rows} non-visual rows of {tokenIds.Length}, in prompt order");
+            if (traceFile is not null)
+            {
+                ExitOptions.WriteTrace(traceFile, report, new Dictionary<string, string> { ["model"] = Path.GetFullPath(p.GetValue(model)!), ["command"] = "forward" });
+                stdout.WriteLine($"wrote trace to {traceFile}");
+            }
             return 0;
         });
         return cmd;

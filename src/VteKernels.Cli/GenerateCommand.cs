@@ -24,9 +24,12 @@ internal static class GenerateCommand
         var topP = new Option<float>("--top-p") { Description = "Nucleus sampling mass", DefaultValueFactory = _ => 1f };
         var seed = new Option<int?>("--seed") { Description = "Random seed for sampling" };
         var device = DeviceOption.Create();
+        var exit = new ExitOptions();
         var cmd = new Command("generate", "Generate tokens for a prompt (streams them as they come)") { model, ids, pixels, maxNew, temp, topK, topP, seed, device };
+        exit.AddTo(cmd);
         cmd.SetAction(async (p, ct) =>
         {
+            var (policy, kvMode, traceFile) = exit.Read(p);
             if (p.GetValue(maxNew) < 0) throw new UsageException("--max-new-tokens must be >= 0");
             var sampling = new SamplingOptions { Temperature = p.GetValue(temp), TopK = p.GetValue(topK), TopP = p.GetValue(topP), Seed = p.GetValue(seed) };
             try { sampling.Validate(); }
@@ -44,7 +47,11 @@ internal static class GenerateCommand
 
             stdout.WriteLine($"model {Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'))} on {backend.Device}; prompt {prompt.TokenIds.Length} tokens ({prompt.Images.Count} image(s)); load {load.TotalMilliseconds:F0} ms");
             using var session = m.CreateSession();
-            var options = new GenerationOptions { MaxNewTokens = p.GetValue(maxNew), Sampling = sampling, StopTokens = stops };
+            var options = new GenerationOptions
+            {
+                MaxNewTokens = p.GetValue(maxNew), Sampling = sampling, StopTokens = stops,
+                Prefill = new PrefillOptions { Exit = policy, ExitKvMode = kvMode, Trace = traceFile is not null },
+            };
             var generated = new List<int>();
             TimeSpan first = default, last = default;
             await foreach (var t in Generator.GenerateAsync(session, prompt, options, ct))
@@ -59,6 +66,15 @@ internal static class GenerateCommand
             double decodeTps = generated.Count > 1 ? (generated.Count - 1) / (last - first).TotalSeconds : 0;
             stdout.WriteLine($"ids {string.Join(",", generated)}");
             stdout.WriteLine($"{generated.Count} tokens; time to first token {first.TotalMilliseconds:F0} ms; decode {decodeTps:F1} tok/s");
+            if (session.LastReport is { } report)
+            {
+                stdout.WriteLine($"exit {report.Summary()}");
+                if (traceFile is not null)
+                {
+                    ExitOptions.WriteTrace(traceFile, report, new Dictionary<string, string> { ["model"] = Path.GetFullPath(dir), ["command"] = "generate" });
+                    stdout.WriteLine($"wrote trace to {traceFile}");
+                }
+            }
             return 0;
         });
         return cmd;

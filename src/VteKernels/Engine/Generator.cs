@@ -15,6 +15,9 @@ public sealed record GenerationOptions
     /// <summary>How tokens are chosen.</summary>
     public SamplingOptions Sampling { get; init; } = new();
 
+    /// <summary>How the prompt is prefilled (visual-token exit, trace); the logits options are ignored.</summary>
+    public PrefillOptions Prefill { get; init; } = new();
+
     /// <summary>Tokens that end the generation (the EOS token); the stop token itself is reported with <see cref="GeneratedToken.IsStop"/>.</summary>
     public IReadOnlyList<int> StopTokens { get; init; } = [];
 }
@@ -44,7 +47,7 @@ public static class Generator
         var clock = Stopwatch.StartNew();
         cancellationToken.ThrowIfCancellationRequested();
         if (options.MaxNewTokens == 0) yield break;
-        var result = await Task.Run(() => session.Prefill(prompt), cancellationToken).ConfigureAwait(false);
+        var result = await Task.Run(() => session.Prefill(prompt, options.Prefill with { AllLogits = false }), cancellationToken).ConfigureAwait(false);
         for (int i = 0; i < options.MaxNewTokens; i++)
         {
             int next = sampler.Next(result.Logits.Last);
