@@ -22,13 +22,13 @@ internal static class Program
 {
     private static int Main(string[] args)
     {
-        if (args.Length == 0 || args[0] != "matmul")
+        if (args.Length == 0 || args[0] is not ("matmul" or "exit"))
         {
-            Console.Error.WriteLine("usage: VteKernels.Bench matmul [--quick] [--out PATH]");
+            Console.Error.WriteLine("usage: VteKernels.Bench matmul|exit [--quick] [--out PATH]");
             return 2;
         }
         bool quick = false;
-        string outPath = Path.Combine("bench", "results", "cpu-matmul.json");
+        string outPath = Path.Combine("bench", "results", $"cpu-{args[0]}.json");
         for (int i = 1; i < args.Length; i++)
         {
             switch (args[i])
@@ -40,7 +40,7 @@ internal static class Program
                     return 2;
             }
         }
-        return MatmulBench.Run(quick, outPath);
+        return args[0] == "exit" ? ExitBench.Run(quick, outPath) : MatmulBench.Run(quick, outPath);
     }
 }
 
