@@ -633,7 +633,11 @@ internal static class Builtins
                     _ => throw new TemplateError($"bad operand type for abs(): '{Values.TypeName(v)}'"),
                 };
             case "attr":
-                return GetAttr(v, Text(P(("name", Required))[0], "attr"));
+                // Attribute lookup only, as Jinja's attr filter does: a dict's keys are items, not attributes.
+                var attrName = Text(P(("name", Required))[0], "attr");
+                return v is OrderedDictionary<string, object?> ad
+                    ? (object?)DictMethod(ad, attrName) ?? new Undefined($"'dict object' has no attribute '{attrName}'")
+                    : GetAttr(v, attrName);
             case "capitalize":
                 P();
                 return Capitalize(Values.Str(v));
