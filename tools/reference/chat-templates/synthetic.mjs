@@ -254,3 +254,19 @@ export const SYNTHETIC = [
     template: String.raw`{{ d }}|{{ d.items() | list }}|{{ ('one',) }}|{{ 'a"b' ~ [("'")] }}|{{ -0.0 }}|{{ 1e300 * 10 }}|{{ 3.0 // 2 }}|{{ -7.5 % 2 }}`,
   },
 ];
+
+// Whitespace control in every combination of tag markers, around text with and without line breaks:
+// the rules (trim_blocks, lstrip_blocks, "-" and "+") are where template engines most often disagree.
+const PRE = ["x\n  ", "x  ", "\n\t", "", "x\n"];
+const POST = ["\n  y", "  y\n", "\n\ny", "", "\ny"];
+const TAGS = [
+  ["if", "{%", "%}"], ["if", "{%-", "%}"], ["if", "{%", "-%}"], ["if", "{%-", "-%}"], ["if", "{%+", "%}"], ["if", "{%", "+%}"],
+  ["comment", "{#", "#}"], ["comment", "{#-", "#}"], ["comment", "{#", "-#}"], ["comment", "{#-", "-#}"],
+  ["expr", "{{", "}}"], ["expr", "{{-", "}}"], ["expr", "{{", "-}}"], ["expr", "{{-", "-}}"],
+];
+for (const [kind, open, close] of TAGS) {
+  const tag = kind === "if" ? `${open} if true ${close}T${open} endif ${close}` : kind === "comment" ? `${open} c ${close}` : `${open} 'E' ${close}`;
+  const pieces = [];
+  for (const pre of PRE) for (const post of POST) pieces.push(pre + tag + post);
+  SYNTHETIC.push({ name: `whitespace-${kind}-${open}x${close}`, template: pieces.join("|") });
+}

@@ -146,7 +146,8 @@ internal static class Lexer
             if (depth == 0)
             {
                 char c = src[pos];
-                if ((c is '-' or '+') && At(src, pos + 1, closer) && At(src, pos + 2, '}'))
+                // "-}}", "-%}" and "+%}" ("+" only ends statements, as in Jinja).
+                if ((c == '-' || (c == '+' && !isExpr)) && At(src, pos + 1, closer) && At(src, pos + 2, '}'))
                 {
                     tokens.Add(new Token(isExpr ? TokenKind.ExprClose : TokenKind.StmtClose, src.Substring(pos, 3), pos));
                     return (pos + 3, c);
