@@ -64,3 +64,11 @@ public sealed class InvalidInputException : VteException
     /// <summary>Creates the exception.</summary>
     public InvalidInputException(string message) : base(message) { }
 }
+
+/// <summary>A chat template uses a construct this runtime does not implement, is malformed, or failed while
+/// rendering; for raise_exception(msg) in the template the message is msg itself.</summary>
+public sealed class ChatTemplateException : VteException
+{
+    /// <summary>Creates the exception.</summary>
+    public ChatTemplateException(string message) : base(message) { }
+}
