@@ -19,7 +19,7 @@ namespace VteKernels.Imaging;
 internal sealed class JpegDecoder
 {
     private const string Fmt = "JPEG";
-    private const int MaxScans = 1000;
+    private const int MaxScans = 256; // libjpeg writes ~10, scan optimizers a few dozen; bounds the time a hostile file can cost
 
     // Zigzag position -> natural (row-major) index; 16 extra entries map overruns to 63, as libjpeg's
     // jpeg_natural_order does, so a corrupt run length cannot index outside the block.
