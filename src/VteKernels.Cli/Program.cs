@@ -20,6 +20,7 @@ internal static class Program
             InspectCommand.Create(stdout),
             ForwardCommand.Create(stdout),
             GenerateCommand.Create(stdout),
+            PreprocessCommand.Create(stdout),
         };
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)
