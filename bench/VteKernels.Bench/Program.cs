@@ -1,4 +1,4 @@
-// Benchmarks of the CPU ops. `matmul` times CpuOps.Linear at tiny shapes and at LLaVA-1.5-7B layer shapes
+// Benchmarks of the CPU ops. `image` (ImageBench.cs) times image decoding and CLIP preprocessing. `matmul` times CpuOps.Linear at tiny shapes and at LLaVA-1.5-7B layer shapes
 // (decode n = 1 and prefill n = 64, 640), with weights stored F32 and BF16, and compares the throughput with
 // this machine's fp32 peak measured in the same run by a register-only Vector256 FMA loop.
 //
@@ -22,9 +22,9 @@ internal static class Program
 {
     private static int Main(string[] args)
     {
-        if (args.Length == 0 || args[0] is not ("matmul" or "exit"))
+        if (args.Length == 0 || args[0] is not ("matmul" or "exit" or "image"))
         {
-            Console.Error.WriteLine("usage: VteKernels.Bench matmul|exit [--quick] [--out PATH]");
+            Console.Error.WriteLine("usage: VteKernels.Bench matmul|exit|image [--quick] [--out PATH]");
             return 2;
         }
         bool quick = false;
@@ -40,7 +40,12 @@ internal static class Program
                     return 2;
             }
         }
-        return args[0] == "exit" ? ExitBench.Run(quick, outPath) : MatmulBench.Run(quick, outPath);
+        return args[0] switch
+        {
+            "exit" => ExitBench.Run(quick, outPath),
+            "image" => ImageBench.Run(quick, outPath),
+            _ => MatmulBench.Run(quick, outPath),
+        };
     }
 }
 

@@ -21,6 +21,7 @@ internal static class Program
             ForwardCommand.Create(stdout),
             GenerateCommand.Create(stdout),
             PlotCommand.Create(stdout),
+            PreprocessCommand.Create(stdout),
         };
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)

@@ -72,3 +72,38 @@ public sealed class ChatTemplateException : VteException
     /// <summary>Creates the exception.</summary>
     public ChatTemplateException(string message) : base(message) { }
 }
+
+/// <summary>An image file (PNG, JPEG, BMP, PNM) is malformed, truncated, too large or uses a feature the decoders do not read.</summary>
+public sealed class ImageFormatException : VteException
+{
+    /// <summary>The container format at fault ("PNG", "JPEG", "BMP", "PNM"), or "image" when it is not known.</summary>
+    public string Format { get; }
+
+    /// <summary>Byte offset in the file where the problem was found, or -1.</summary>
+    public long Offset { get; }
+
+    /// <summary>The file, when the image was loaded from one.</summary>
+    public string? FilePath { get; }
+
+    /// <summary>Creates the exception; the message reads "FORMAT: problem at byte N", prefixed with the file name where known.</summary>
+    public ImageFormatException(string format, string problem, long offset = -1, string? filePath = null, Exception? inner = null)
+        : base(Compose(format, problem, offset, filePath), inner)
+    {
+        Format = format;
+        Problem = problem;
+        Offset = offset;
+        FilePath = filePath;
+    }
+
+    /// <summary>The problem alone, without the format, offset and file.</summary>
+    public string Problem { get; }
+
+    /// <summary>The same error, naming the file it came from.</summary>
+    public ImageFormatException WithFile(string filePath) => new(Format, Problem, Offset, filePath, InnerException);
+
+    private static string Compose(string format, string problem, long offset, string? file)
+    {
+        var s = offset >= 0 ? $"{format}: {problem} at byte {offset}" : $"{format}: {problem}";
+        return file is null ? s : $"{Path.GetFileName(file)}: {s}";
+    }
+}

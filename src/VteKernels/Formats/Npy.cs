@@ -1,10 +1,10 @@
-// Reads and writes NumPy .npy files holding float arrays (reference inputs and golden outputs).
+// Reads and writes NumPy .npy files holding float arrays (reference inputs and golden outputs), and writes uint8 images.
 // Format (numpy.lib.format): the magic "\x93NUMPY", a version byte pair (1.0, 2.0 or 3.0), a little-endian
 // header length (u16 for 1.0, u32 for 2.0 and 3.0), then a Python dict literal
 // {'descr': ..., 'fortran_order': ..., 'shape': (...), } padded with spaces and ending in '\n' (latin-1 for
 // 1.0/2.0, UTF-8 for 3.0), then the raw data. Reading takes '<f4' (and '<f8', narrowed to float32) in C order
-// and requires the data to be exactly as long as the shape says. Writing produces version 1.0 '<f4' with the
-// header laid out byte for byte as numpy writes it (so the data starts 64-byte aligned).
+// and requires the data to be exactly as long as the shape says. Writing produces version 1.0 '<f4' (or '|u1'
+// for images) with the header laid out byte for byte as numpy writes it (so the data starts 64-byte aligned).
 using System.Buffers.Binary;
 using System.Globalization;
 using System.Runtime.InteropServices;
@@ -136,38 +136,9 @@ public static class Npy
     public static void Write(string path, ReadOnlySpan<float> data, ReadOnlySpan<int> shape)
     {
         ArgumentNullException.ThrowIfNull(path);
-        long count = 1;
-        foreach (var d in shape)
-        {
-            if (d < 0) throw new ArgumentException($"negative dimension in shape {ShapeRepr(shape)}", nameof(shape));
-            count = checked(count * d);
-        }
-        if (count != data.Length) throw new ArgumentException($"shape {ShapeRepr(shape)} holds {count} elements, got {data.Length}", nameof(shape));
-
-        var header = new StringBuilder("{'descr': '<f4', 'fortran_order': False, 'shape': ")
-            .Append(ShapeRepr(shape)).Append(", }");
-        if (shape.Length > 0) header.Append(' ', GrowthAxisMaxDigits - shape[0].ToString(CultureInfo.InvariantCulture).Length);
-        // numpy: pad with 1..64 spaces so that magic + version + length + header + '\n' is a multiple of 64.
-        int hlen = header.Length + 1;
-        int preamble = 10;
-        int pad = 64 - (preamble + hlen) % 64;
-        if (hlen + pad > ushort.MaxValue)
-        {
-            preamble = 12;
-            pad = 64 - (preamble + hlen) % 64;
-        }
-        header.Append(' ', pad).Append('\n');
-        var headerBytes = Encoding.Latin1.GetBytes(header.ToString());
-
+        CheckShape(data.Length, shape);
         using var fs = new FileStream(Path.GetFullPath(path), FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16);
-        Span<byte> pre = stackalloc byte[12];
-        Magic.CopyTo(pre);
-        pre[6] = preamble == 10 ? (byte)1 : (byte)2;
-        pre[7] = 0;
-        if (preamble == 10) BinaryPrimitives.WriteUInt16LittleEndian(pre[8..], (ushort)headerBytes.Length);
-        else BinaryPrimitives.WriteUInt32LittleEndian(pre[8..], (uint)headerBytes.Length);
-        fs.Write(pre[..preamble]);
-        fs.Write(headerBytes);
+        WriteHeader(fs, "<f4", shape);
         if (BitConverter.IsLittleEndian)
         {
             for (int i = 0; i < data.Length; i += ChunkElements)
@@ -182,6 +153,55 @@ public static class Npy
                 fs.Write(b);
             }
         }
+    }
+
+    /// <summary>Writes a C-order uint8 array (decoded images, H x W x 3) as a version 1.0 '|u1' .npy file.</summary>
+    /// <exception cref="ArgumentException">A dimension is negative or the shape does not hold <paramref name="data"/>.Length elements.</exception>
+    public static void WriteUInt8(string path, ReadOnlySpan<byte> data, ReadOnlySpan<int> shape)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        CheckShape(data.Length, shape);
+        using var fs = new FileStream(Path.GetFullPath(path), FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16);
+        WriteHeader(fs, "|u1", shape);
+        fs.Write(data);
+    }
+
+    private static void CheckShape(int length, ReadOnlySpan<int> shape)
+    {
+        long count = 1;
+        foreach (var d in shape)
+        {
+            if (d < 0) throw new ArgumentException($"negative dimension in shape {ShapeRepr(shape)}", nameof(shape));
+            count = checked(count * d);
+        }
+        if (count != length) throw new ArgumentException($"shape {ShapeRepr(shape)} holds {count} elements, got {length}", nameof(shape));
+    }
+
+    // The preamble and the header dict, byte for byte as numpy writes them.
+    private static void WriteHeader(Stream fs, string descr, ReadOnlySpan<int> shape)
+    {
+        var header = new StringBuilder("{'descr': '").Append(descr).Append("', 'fortran_order': False, 'shape': ")
+            .Append(ShapeRepr(shape)).Append(", }");
+        if (shape.Length > 0) header.Append(' ', GrowthAxisMaxDigits - shape[0].ToString(CultureInfo.InvariantCulture).Length);
+        // numpy: pad with 1..64 spaces so that magic + version + length + header + '\n' is a multiple of 64.
+        int hlen = header.Length + 1;
+        int preamble = 10;
+        int pad = 64 - (preamble + hlen) % 64;
+        if (hlen + pad > ushort.MaxValue)
+        {
+            preamble = 12;
+            pad = 64 - (preamble + hlen) % 64;
+        }
+        header.Append(' ', pad).Append('\n');
+        var headerBytes = Encoding.Latin1.GetBytes(header.ToString());
+        Span<byte> pre = stackalloc byte[12];
+        Magic.CopyTo(pre);
+        pre[6] = preamble == 10 ? (byte)1 : (byte)2;
+        pre[7] = 0;
+        if (preamble == 10) BinaryPrimitives.WriteUInt16LittleEndian(pre[8..], (ushort)headerBytes.Length);
+        else BinaryPrimitives.WriteUInt32LittleEndian(pre[8..], (uint)headerBytes.Length);
+        fs.Write(pre[..preamble]);
+        fs.Write(headerBytes);
     }
 
     // Python's repr of a tuple of ints: "()", "(3,)", "(1, 3)".
