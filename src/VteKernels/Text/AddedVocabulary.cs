@@ -5,6 +5,7 @@
 //   single_word: dropped unless bounded by non-word characters (or the ends) on both sides;
 //   lstrip / rstrip: the match swallows the white space on its left (not past the previous match) / right.
 // "Word" and "white space" follow Rust's regex \w and \s (Unicode), as HF tokenizers uses them.
+// Decoding uses a normalized token's normalized form, as HF tokenizers does.
 using System.Globalization;
 using System.Text;
 
@@ -19,6 +20,7 @@ internal sealed class AddedVocabulary
     private readonly Dictionary<string, int> _byContent = new(StringComparer.Ordinal);
     private readonly Dictionary<int, AddedToken> _byId = new();
     private readonly HashSet<string> _special = new(StringComparer.Ordinal);
+    private readonly Dictionary<int, string> _decodeForm = new();
     private readonly Matcher _raw;
     private readonly Matcher _normalized;
 
@@ -36,7 +38,9 @@ internal sealed class AddedVocabulary
             _byContent[t.Content] = t.Id;
             _byId[t.Id] = t;
             if (t.Special) _special.Add(t.Content);
-            if (t.Normalized) normalized.Add((normalizer?.Normalize(t.Content) ?? t.Content, t));
+            string form = t.Normalized ? normalizer?.Normalize(t.Content) ?? t.Content : t.Content;
+            _decodeForm[t.Id] = form;
+            if (t.Normalized) normalized.Add((form, t));
             else raw.Add((t.Content, t));
         }
         _raw = new Matcher(raw);
@@ -51,6 +55,13 @@ internal sealed class AddedVocabulary
 
     /// <summary>The content of the added token with this id, or null.</summary>
     public string? IdToToken(int id) => _byId.TryGetValue(id, out var t) ? t.Content : null;
+
+    /// <summary>
+    /// The string an added token contributes to decoding, or null: its content, normalized when the token is
+    /// matched on normalized text (HF decodes "hello" added with normalized = true under a ▁-prepending
+    /// normalizer as " hello").
+    /// </summary>
+    public string? DecodeForm(int id) => _decodeForm.TryGetValue(id, out var s) ? s : null;
 
     /// <summary>True when <paramref name="content"/> is a special token (skipped by decode when asked).</summary>
     public bool IsSpecial(string content) => _special.Contains(content);

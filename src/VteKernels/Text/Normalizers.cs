@@ -64,10 +64,28 @@ internal sealed class UnicodeFormNormalizer(NormalizationKind kind) : Normalizer
     public override string Normalize(string s) => UnicodeNormalizer.Normalize(s, kind);
 }
 
-/// <summary>Lower-cases with Unicode's invariant mapping.</summary>
+/// <summary>
+/// Lower-cases character by character as Rust's char::to_lowercase does: Unicode's simple mappings, plus
+/// the one unconditional multi-character mapping, U+0130 (İ) -> "i\u0307" (no final-sigma context rule).
+/// </summary>
 internal sealed class LowercaseNormalizer : Normalizer
 {
-    public override string Normalize(string s) => s.ToLowerInvariant();
+    public override string Normalize(string s)
+    {
+        string lower = s.ToLowerInvariant();
+        return s.Contains('\u0130') ? ReplaceDottedCapitalI(s, lower) : lower;
+    }
+
+    private static string ReplaceDottedCapitalI(string original, string lower)
+    {
+        var sb = new System.Text.StringBuilder(lower.Length + 4);
+        for (int i = 0; i < original.Length; i++)
+        {
+            if (original[i] == '\u0130') sb.Append("i\u0307");
+            else sb.Append(lower[i]);
+        }
+        return sb.ToString();
+    }
 }
 
 /// <summary>Removes white space on the left and/or right.</summary>

@@ -204,9 +204,9 @@ public sealed class Tokenizer
         var tokens = new List<string>(ids.Length);
         foreach (int id in ids)
         {
-            string? t = _p.Added.IdToToken(id) ?? _p.Model.IdToToken(id);
+            string? t = _p.Added.DecodeForm(id) ?? _p.Model.IdToToken(id);
             if (t is null) continue;
-            if (skipSpecialTokens && _p.Added.IsSpecial(t)) continue;
+            if (skipSpecialTokens && _p.Added.IsSpecialId(id)) continue;
             tokens.Add(t);
         }
         if (_p.Decoder is null) return string.Join(' ', tokens);

@@ -13,7 +13,10 @@
 //   corpus.jsonl             {text, ids, ids_plain, decoded, decoded_skip, decoded_clean} for a hand-written corpus;
 //                            decoded_clean is Tokenizers.js' decode, which like transformers applies
 //                            clean_up_tokenization_spaces when tokenizer_config.json asks for it (null where it fails)
-//   random.jsonl             the same for 300 random strings (fixed seed)
+//   random.jsonl.gz          the same for 300 random strings (fixed seed), gzipped
+// under Data/Tokenizers/variants/: <variant>.json (a patch of a base tokenizer.json: components replaced,
+// tokens added) and <variant>.jsonl.gz (records as above, gzipped), to cover components the four files do not use
+// (Metaspace schemes, added-token flags, Split behaviours, Digits, more normalizers and decoders);
 // and bench/results/reference-tokenize.json: encode throughput of both references on the benchmark texts.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -199,6 +202,51 @@ function randomString(rand) {
   return s;
 }
 
+
+// ---------------------------------------------------------------- variants
+const SP = '\u2581';
+const metaspace = (scheme, split) => ({ type: 'Metaspace', replacement: SP, prepend_scheme: scheme, split });
+const addedTok = (content, o) => ({ content, single_word: !!o.single_word, lstrip: !!o.lstrip, rstrip: !!o.rstrip, normalized: !!o.normalized, special: !!o.special });
+const VARIANTS = [
+  // transformers' LlamaTokenizerFast with legacy=false writes this shape.
+  { name: 'mistral-metaspace-first', base: 'mistral-32k', set: { normalizer: null, pre_tokenizer: metaspace('first', false), decoder: metaspace('first', false) } },
+  { name: 'mistral-metaspace-always-split', base: 'mistral-32k', set: { normalizer: null, pre_tokenizer: metaspace('always', true), decoder: metaspace('always', true) } },
+  { name: 'mistral-metaspace-never', base: 'mistral-32k', set: { normalizer: null, pre_tokenizer: metaspace('never', true),
+    decoder: { type: 'Sequence', decoders: [{ type: 'Replace', pattern: { String: SP }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }, { type: 'Strip', content: ' ', start: 2, stop: 0 }] } } },
+  { name: 'mistral-added-flags', base: 'mistral-32k', add: [
+    addedTok('<mask>', { lstrip: true, special: true }),
+    addedTok('[R]', { rstrip: true, special: true }),
+    addedTok('<both>', { lstrip: true, rstrip: true }),
+    addedTok('ony', { single_word: true }),
+    addedTok('hello', { normalized: true }),
+    addedTok('<sw>', { single_word: true, lstrip: true, special: true }),
+    addedTok('<maskmask>', { special: true }),
+    addedTok('wörld', { normalized: true, single_word: true }),
+  ] },
+  { name: 'gpt2-split-merged', base: 'gpt2-50k', set: { pre_tokenizer: { type: 'Sequence', pretokenizers: [
+    { type: 'Split', pattern: { Regex: '\\s+' }, behavior: 'MergedWithPrevious', invert: false },
+    { type: 'Split', pattern: { String: '-' }, behavior: 'MergedWithNext', invert: false },
+    { type: 'Digits', individual_digits: false },
+    { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: false }] } } },
+  { name: 'gpt2-split-removed-inverted', base: 'gpt2-50k', set: { pre_tokenizer: { type: 'Sequence', pretokenizers: [
+    { type: 'Split', pattern: { Regex: '[\\p{P}\\p{S}]+' }, behavior: 'Contiguous', invert: true },
+    { type: 'Split', pattern: { String: 'e' }, behavior: 'Removed', invert: false },
+    { type: 'Digits', individual_digits: true },
+    { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true }] } } },
+  { name: 'gpt2-nfkc-lowercase', base: 'gpt2-50k', set: { normalizer: { type: 'Sequence', normalizers: [
+    { type: 'NFKC' }, { type: 'Lowercase' }, { type: 'Replace', pattern: { Regex: '\\s{2,}' }, content: ' ' }, { type: 'Strip', strip_left: true, strip_right: true }] } } },
+  { name: 'gpt2-nfd', base: 'gpt2-50k', set: { normalizer: { type: 'NFD' } } },
+];
+const VARIANT_EXTRA = [
+  '<mask>', ' <mask>', 'a <mask> b', 'a  \t<mask>b', '<mask><mask>', 'x<maskmask>y', '<mask> <maskmask>',
+  '[R]', '[R] x', 'a[R]   b', '[R]\n\nz', '<both>', '  <both>  ', 'a <both> <both> b',
+  'ony', 'Anthony ony', 'tony ony.', '(ony)', 'ony_', 'ony1', 'onyony', 'é ony é', 'x\u0301ony',
+  'hello', 'Hello hello', 'sayhello', ' hello ', 'hello<mask>hello',
+  '<sw>', 'a<sw>', 'a <sw> b', '<sw>b', ' \u3000<sw>\u2000', 'wörld', 'hello wörld', 'wo\u0308rld',
+  'a-b-c --d', 'x1234y 56', 'well-known 3-4 e-mail', 'see: e.g., etc.!?', 'TŒST İstanbul ΣΑΣ ὈΔΥΣΣΕΎΣ ǅ',
+  '  multiple   spaces\t\there  ', '\u2126 \u212B \uFB01 \u2460 \u00BD \u33A1', 'ΣΑΣ σας Σ.',
+];
+
 // ---------------------------------------------------------------- run
 function minifiedTokenizerJson(pkg) {
   const file = require.resolve(`${pkg}/models/tokenizer.json`);
@@ -217,6 +265,12 @@ function benchTexts() {
   const english = fs.readFileSync(path.join(repo, 'bench', 'data', 'english-gpl3.txt'), 'utf8');
   const code = fs.readFileSync(path.join(repo, 'bench', 'data', 'code-sample.txt'), 'utf8');
   return { english, code };
+}
+
+// Plain JSONL, or gzipped when the name ends in .gz (the random and variant sets, to keep the repository small).
+function writeJsonl(file, lines) {
+  const text = Buffer.from(lines.join('\n') + '\n', 'utf8');
+  fs.writeFileSync(file, file.endsWith('.gz') ? zlib.gzipSync(text, { level: 9 }) : text);
 }
 
 function median(xs) { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; }
@@ -255,7 +309,7 @@ for (const t of TOKENIZERS) {
   const jsIds = (text, special) => js.encode(text, { add_special_tokens: special }).ids;
 
   const stats = { vocabSize: size, corpus: 0, random: 0, jsEncodeDisagreements: 0, jsDecodeDisagreements: 0, jsErrors: 0, firstJsDisagreements: [] };
-  for (const [file, texts] of [['corpus.jsonl', CORPUS], ['random.jsonl', null]]) {
+  for (const [file, texts] of [['corpus.jsonl', CORPUS], ['random.jsonl.gz', null]]) {
     const lines = [];
     const rand = mulberry32(20240611);
     const list = texts ?? Array.from({ length: 300 }, () => randomString(rand));
@@ -274,7 +328,7 @@ for (const t of TOKENIZERS) {
         if (rec.decoded_clean !== null && rec.decoded_clean !== rec.decoded) stats.jsDecodeDisagreements++;
       } catch { stats.jsErrors++; }
     }
-    fs.writeFileSync(path.join(dir, file), lines.join('\n') + '\n');
+    writeJsonl(path.join(dir, file), lines);
     stats[file.startsWith('corpus') ? 'corpus' : 'random'] = lines.length;
   }
   summary.tokenizers[t.name] = { package: `${t.pkg}@3.7.2`, ...stats };
@@ -287,6 +341,30 @@ for (const t of TOKENIZERS) {
     console.log(`${t.name} ${label}: rust ${r.mbPerS} MB/s, tokenizers.js ${j.mbPerS} MB/s`);
   }
   console.log(`${t.name}: ${JSON.stringify(stats)}`);
+}
+
+
+const variantDir = path.join(outRoot, 'variants');
+fs.mkdirSync(variantDir, { recursive: true });
+for (const v of VARIANTS) {
+  const base = JSON.parse(minifiedTokenizerJson(TOKENIZERS.find((t) => t.name === v.base).pkg));
+  const patch = { base: v.base, set: v.set ?? {}, add: [] };
+  Object.assign(base, v.set ?? {});
+  let nextId = Math.max(...Object.values(base.model.vocab), ...base.added_tokens.map((t) => t.id)) + 1;
+  for (const t of v.add ?? []) {
+    const id = base.model.vocab[t.content] ?? nextId++;
+    patch.add.push({ id, ...t });
+    base.added_tokens.push({ id, ...t });
+  }
+  const tok = rust.Tokenizer.fromString(JSON.stringify(base));
+  for (const t of patch.add) if (tok.tokenToId(t.content) !== t.id) throw new Error(`${v.name}: ${t.content} got id ${tok.tokenToId(t.content)}, expected ${t.id}`);
+  const rand = mulberry32(7);
+  const texts = [...CORPUS, ...VARIANT_EXTRA, ...Array.from({ length: 40 }, () => randomString(rand))];
+  const lines = [];
+  for (const text of texts) lines.push(JSON.stringify(await record(tok, text)));
+  fs.writeFileSync(path.join(variantDir, `${v.name}.json`), JSON.stringify(patch, null, 1) + '\n');
+  writeJsonl(path.join(variantDir, `${v.name}.jsonl.gz`), lines);
+  console.log(`variant ${v.name}: ${lines.length} records`);
 }
 
 fs.writeFileSync(path.join(outRoot, 'reference-summary.json'), JSON.stringify(summary, null, 2) + '\n');
