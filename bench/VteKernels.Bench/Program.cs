@@ -1,4 +1,4 @@
-// Benchmarks of the CPU ops. `matmul` times CpuOps.Linear at tiny shapes and at LLaVA-1.5-7B layer shapes
+// Benchmarks of the CPU ops and the tokenizer (`tokenize`, in TokenizeBench.cs). `matmul` times CpuOps.Linear at tiny shapes and at LLaVA-1.5-7B layer shapes
 // (decode n = 1 and prefill n = 64, 640), with weights stored F32 and BF16, and compares the throughput with
 // this machine's fp32 peak measured in the same run by a register-only Vector256 FMA loop.
 //
@@ -22,9 +22,11 @@ internal static class Program
 {
     private static int Main(string[] args)
     {
+        if (args.Length > 0 && args[0] == "tokenize") return TokenizeBench.Run(args[1..]);
         if (args.Length == 0 || args[0] != "matmul")
         {
             Console.Error.WriteLine("usage: VteKernels.Bench matmul [--quick] [--out PATH]");
+            Console.Error.WriteLine("       VteKernels.Bench tokenize [--quick] [--data DIR] [--out PATH]");
             return 2;
         }
         bool quick = false;
@@ -272,7 +274,7 @@ internal static class MatmulBench
         return v;
     }
 
-    private static string LoadAverage()
+    internal static string LoadAverage()
     {
         try
         {
