@@ -30,6 +30,7 @@ public sealed class Tokenizer
     {
         _p = pipeline;
         _post = post;
+        VocabSize = Math.Max(pipeline.Model.IdLimit, pipeline.Added.Tokens.Count == 0 ? 0 : pipeline.Added.Tokens.Max(t => t.Id) + 1);
         BosToken = config.BosToken;
         EosToken = config.EosToken;
         PadToken = config.PadToken;
@@ -44,8 +45,8 @@ public sealed class Tokenizer
         EosIds = eos;
     }
 
-    /// <summary>One more than the highest token id (model vocabulary and added tokens): the embedding rows a model needs.</summary>
-    public int VocabSize => Math.Max(_p.Model.IdLimit, _p.Added.Tokens.Count == 0 ? 0 : _p.Added.Tokens.Max(t => t.Id) + 1);
+    /// <summary>One more than the highest token id (model vocabulary and added tokens): the embedding rows a model needs at least.</summary>
+    public int VocabSize { get; }
 
     /// <summary>The beginning-of-sequence token (tokenizer_config.json), if any.</summary>
     public string? BosToken { get; }
@@ -114,8 +115,9 @@ public sealed class Tokenizer
         {
             throw new TokenizerException(jsonPath, $"not valid gzip: {e.Message}", e);
         }
-        catch (InvalidOperationException e)
+        catch (Exception e) when (e is InvalidOperationException or FormatException or KeyNotFoundException or IndexOutOfRangeException)
         {
+            // A value of the wrong JSON kind (a string where an id belongs, a missing key) deep in a component.
             throw new TokenizerException(jsonPath, $"unexpected JSON structure: {e.Message}", e);
         }
         var post = ApplyBosEosFlags(pipeline, config);
