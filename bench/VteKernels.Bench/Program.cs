@@ -1,4 +1,5 @@
-// Benchmarks of the CPU ops. `image` (ImageBench.cs) times image decoding and CLIP preprocessing. `matmul` times CpuOps.Linear at tiny shapes and at LLaVA-1.5-7B layer shapes
+// Benchmarks of the CPU ops, the tokenizer (`tokenize`, TokenizeBench.cs), image decoding (`image`, ImageBench.cs) and
+// visual-token exit (`exit`, ExitBench.cs). `matmul` times CpuOps.Linear at tiny shapes and at LLaVA-1.5-7B layer shapes
 // (decode n = 1 and prefill n = 64, 640), with weights stored F32 and BF16, and compares the throughput with
 // this machine's fp32 peak measured in the same run by a register-only Vector256 FMA loop.
 //
@@ -22,9 +23,11 @@ internal static class Program
 {
     private static int Main(string[] args)
     {
+        if (args.Length > 0 && args[0] == "tokenize") return TokenizeBench.Run(args[1..]);
         if (args.Length == 0 || args[0] is not ("matmul" or "exit" or "image"))
         {
             Console.Error.WriteLine("usage: VteKernels.Bench matmul|exit|image [--quick] [--out PATH]");
+            Console.Error.WriteLine("       VteKernels.Bench tokenize [--quick] [--data DIR] [--out PATH]");
             return 2;
         }
         bool quick = false;
@@ -277,7 +280,7 @@ internal static class MatmulBench
         return v;
     }
 
-    private static string LoadAverage()
+    internal static string LoadAverage()
     {
         try
         {

@@ -9,8 +9,8 @@ internal static class Program
 {
     public static int Main(string[] args) => Run(args, Console.Out, Console.Error);
 
-    /// <summary>Runs the CLI with the given writers (tests call this in-process).</summary>
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    /// <summary>Runs the CLI with the given writers and, for commands that read it, stdin (tests call this in-process).</summary>
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, TextReader? stdin = null)
     {
         var verbose = new Option<bool>("--verbose") { Description = "Print stack traces on errors", Recursive = true };
         var root = new RootCommand("VteKernels: LLaVA inference with dynamic visual-token exit")
@@ -22,6 +22,7 @@ internal static class Program
             GenerateCommand.Create(stdout),
             PlotCommand.Create(stdout),
             PreprocessCommand.Create(stdout),
+            TokenizeCommand.Create(stdout, stdin ?? Console.In),
         };
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)

@@ -107,3 +107,17 @@ public sealed class ImageFormatException : VteException
         return file is null ? s : $"{Path.GetFileName(file)}: {s}";
     }
 }
+
+/// <summary>A tokenizer file (tokenizer.json, tokenizer_config.json) is malformed or uses a component this runtime does not implement.</summary>
+public sealed class TokenizerException : VteException
+{
+    /// <summary>The file at fault, where there is one.</summary>
+    public string? FilePath { get; }
+
+    /// <summary>Creates the exception; the message is prefixed with the file's path.</summary>
+    public TokenizerException(string? filePath, string problem, Exception? inner = null)
+        : base(filePath is null ? problem : $"{filePath}: {problem}", inner)
+    {
+        FilePath = filePath;
+    }
+}
