@@ -12,8 +12,8 @@
 // and reading K twice: fine for a reference, far from the fused kernel's speed.
 #include "common.cuh"
 
-constexpr int ATTENTION_WARPS = 4;
-constexpr int ATTENTION_THREADS = ATTENTION_WARPS * 32;
+constexpr int ATTENTION_THREADS = 128;
+constexpr int ATTENTION_WARPS = ATTENTION_THREADS / 32;
 constexpr int ATTENTION_MAX_HEAD_DIM = 256;
 constexpr int ATTENTION_PER_LANE = ATTENTION_MAX_HEAD_DIM / 32;
 

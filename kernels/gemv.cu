@@ -7,9 +7,9 @@
 // point to be measured on a GPU (bench `kernels`), not a tuned choice.
 #include "common.cuh"
 
-constexpr int GEMV_WARPS = 8;
+constexpr int GEMV_THREADS = 256;
+constexpr int GEMV_WARPS = GEMV_THREADS / 32; // output rows per block
 constexpr int GEMV_UNROLL = 4;
-constexpr int GEMV_THREADS = GEMV_WARPS * 32;
 
 extern "C" __global__ void __launch_bounds__(GEMV_THREADS) VTE_ENTRY(gemv)(const GemvParams p)
 {

@@ -45,7 +45,8 @@ public sealed record CudaBackendOptions
 /// <summary>The CUDA implementation of <see cref="IBackend"/>.</summary>
 public sealed class CudaBackend : IBackend
 {
-    private const int ElementwiseThreads = 256;
+    /// <summary>Output rows per gemv_T block: one per warp (kernels/gemv.cu).</summary>
+    private static readonly int GemvRowsPerBlock = KernelCatalog.Gemv.Threads / 32;
 
     private readonly CudaContext _context;
     private readonly DevicePool _pool;
@@ -253,7 +254,7 @@ public sealed class CudaBackend : IBackend
         if (ids.Length == 0 || dim == 0) return;
         _context.MakeCurrent();
         using var idsDevice = UploadHost(ids);
-        Launch(KernelCatalog.Embedding, "embedding", (uint)ids.Length, 1, 256,
+        Launch(KernelCatalog.Embedding, "embedding", (uint)ids.Length, 1,
             new EmbeddingParams { Table = t.Pointer, Ids = idsDevice.Pointer, Y = d.Pointer, Rows = ids.Length, Dim = dim, Vocab = vocabulary });
     }
 
@@ -275,7 +276,7 @@ public sealed class CudaBackend : IBackend
         using var pixelsDevice = UploadHost(pixels);
         using var columns = (CudaTensor)Allocate(patches, patchLength);
         long total = (long)patches * patchLength;
-        Launch(KernelCatalog.PatchEmbed, "im2col", GridFor(total, ElementwiseThreads), 1, ElementwiseThreads,
+        Launch(KernelCatalog.PatchEmbed, "im2col", GridFor(total, KernelCatalog.PatchEmbed.Threads), 1,
             new Im2colParams { Pixels = pixelsDevice.Pointer, Columns = columns.Pointer, Channels = channels, Height = height, Width = width, Patch = patch });
         Linear(columns, conv, null, dst);
     }
@@ -302,7 +303,7 @@ public sealed class CudaBackend : IBackend
         ulong biasPtr = b?.Pointer ?? 0;
         if (n == 1 && _options.UseGemv)
         {
-            Launch(KernelCatalog.Gemv, "gemv", (uint)((outF + 7) / 8), 1, 256,
+            Launch(KernelCatalog.Gemv, "gemv", (uint)((outF + GemvRowsPerBlock - 1) / GemvRowsPerBlock), 1,
                 new GemvParams { X = xs.Pointer, W = ws.Pointer, Bias = biasPtr, Y = ys.Pointer, N = outF, K = inF });
             return;
         }
@@ -326,7 +327,7 @@ public sealed class CudaBackend : IBackend
         var (xs, g, ys) = NormArguments(x, gamma, y);
         if (xs.Rows == 0 || xs.Cols == 0) return;
         _context.MakeCurrent();
-        Launch(KernelCatalog.RmsNorm, "rms_norm", (uint)xs.Rows, 1, 256,
+        Launch(KernelCatalog.RmsNorm, "rms_norm", (uint)xs.Rows, 1,
             new RmsNormParams { X = xs.Pointer, Gamma = g.Pointer, Y = ys.Pointer, Rows = xs.Rows, Cols = xs.Cols, Eps = eps });
     }
 
@@ -343,7 +344,7 @@ public sealed class CudaBackend : IBackend
         if (Overlaps(ys, r) || Overlaps(ys, d)) throw new ArgumentException("y must not overlap residual or delta", nameof(y));
         if (r.Rows == 0 || r.Cols == 0) return;
         _context.MakeCurrent();
-        Launch(KernelCatalog.AddRmsNorm, "add_rms_norm", (uint)r.Rows, 1, 256,
+        Launch(KernelCatalog.AddRmsNorm, "add_rms_norm", (uint)r.Rows, 1,
             new AddRmsNormParams { Residual = r.Pointer, Delta = d.Pointer, Gamma = g.Pointer, Y = ys.Pointer, Rows = r.Rows, Cols = r.Cols, Eps = eps });
     }
 
@@ -355,7 +356,7 @@ public sealed class CudaBackend : IBackend
         if (b.Source.ElementCount != xs.Cols) throw new ArgumentException($"'{b.Source.Name}' holds {b.Source.ElementCount} elements, expected {xs.Cols}", nameof(beta));
         if (xs.Rows == 0 || xs.Cols == 0) return;
         _context.MakeCurrent();
-        Launch(KernelCatalog.LayerNorm, "layer_norm", (uint)xs.Rows, 1, 256,
+        Launch(KernelCatalog.LayerNorm, "layer_norm", (uint)xs.Rows, 1,
             new LayerNormParams { X = xs.Pointer, Gamma = g.Pointer, Beta = b.Pointer, Y = ys.Pointer, Rows = xs.Rows, Cols = xs.Cols, Eps = eps });
     }
 
@@ -394,7 +395,7 @@ public sealed class CudaBackend : IBackend
     {
         if (count == 0) return;
         _context.MakeCurrent();
-        Launch(KernelCatalog.Add, "add", GridFor(count / 4 + 1, ElementwiseThreads), 1, ElementwiseThreads, new AddParams { A = a, B = b, Y = y, Count = count });
+        Launch(KernelCatalog.Add, "add", GridFor(count / 4 + 1, KernelCatalog.Add.Threads), 1, new AddParams { A = a, B = b, Y = y, Count = count });
     }
 
     /// <inheritdoc/>
@@ -417,7 +418,7 @@ public sealed class CudaBackend : IBackend
         long count = (long)xs.Rows * xs.Cols;
         if (count == 0) return;
         _context.MakeCurrent();
-        Launch(KernelCatalog.BiasAct, entry, GridFor(count / 4 + 1, ElementwiseThreads), 1, ElementwiseThreads,
+        Launch(KernelCatalog.BiasAct, entry, GridFor(count / 4 + 1, KernelCatalog.BiasAct.Threads), 1,
             new BiasActParams { X = xs.Pointer, Bias = b?.Pointer ?? 0, Rows = xs.Rows, Cols = xs.Cols });
     }
 
@@ -430,8 +431,8 @@ public sealed class CudaBackend : IBackend
             throw new ArgumentException("output partially overlaps an input: it must be the same memory or disjoint", nameof(y));
         if (g.Rows == 0 || g.Cols == 0) return;
         _context.MakeCurrent();
-        uint gridX = GridFor((g.Cols + 7) / 8, ElementwiseThreads);
-        Launch(KernelCatalog.SiluMul, "silu_mul", gridX, (uint)Math.Min(g.Rows, 65535), ElementwiseThreads,
+        uint gridX = GridFor((g.Cols + 7) / 8, KernelCatalog.SiluMul.Threads);
+        Launch(KernelCatalog.SiluMul, "silu_mul", gridX, (uint)Math.Min(g.Rows, 65535),
             new SiluMulParams { Gate = g.Pointer, Up = u.Pointer, Y = ys.Pointer, Rows = g.Rows, Cols = g.Cols, GateStride = g.Cols, UpStride = u.Cols, YStride = ys.Cols });
     }
 
@@ -447,7 +448,7 @@ public sealed class CudaBackend : IBackend
         if (positions.Length != xs.Rows) throw new ArgumentException($"{positions.Length} positions for {xs.Rows} rows", nameof(positions));
         if (xs.Rows == 0) return;
         _context.MakeCurrent();
-        Launch(KernelCatalog.Rope, "rope", (uint)xs.Rows, 1, 128,
+        Launch(KernelCatalog.Rope, "rope", (uint)xs.Rows, 1,
             new RopeParams { X = xs.Pointer, Positions = PositionsOnDevice(positions), InvFreq = InvFreq(theta, headDim), Rows = xs.Rows, Heads = heads, HeadDim = headDim, RowStride = xs.Cols });
     }
 
@@ -497,7 +498,7 @@ public sealed class CudaBackend : IBackend
         if (Overlaps(os, qs) || Overlaps(os, ks) || Overlaps(os, vs)) throw new ArgumentException("output must not overlap q, k or v", nameof(output));
         if (nq == 0) return;
         _context.MakeCurrent();
-        Launch(KernelCatalog.AttentionReference, "attention_reference", (uint)nq, (uint)qHeads, 128, new AttentionParams
+        Launch(KernelCatalog.AttentionReference, "attention_reference", (uint)nq, (uint)qHeads, new AttentionParams
         {
             Q = qs.Pointer, K = ks.Pointer, V = vs.Pointer, Out = os.Pointer, Nq = nq, Nk = nk, QHeads = qHeads, KvHeads = kvHeads,
             HeadDim = headDim, QStride = qs.Cols, KvStride = ks.Cols, OutStride = os.Cols, Causal = mask == AttentionMask.Causal ? 1 : 0,
@@ -523,7 +524,7 @@ public sealed class CudaBackend : IBackend
         if (l.Rows == 0) return result;
         _context.MakeCurrent();
         using var output = _pool.Rent(l.Rows * sizeof(int));
-        Launch(KernelCatalog.Argmax, "argmax", (uint)l.Rows, 1, 1024, new ArgmaxParams { Logits = l.Pointer, Out = output.Pointer, Rows = l.Rows, Vocab = l.Cols });
+        Launch(KernelCatalog.Argmax, "argmax", (uint)l.Rows, 1, new ArgmaxParams { Logits = l.Pointer, Out = output.Pointer, Rows = l.Rows, Vocab = l.Cols });
         DownloadTo(output.Pointer, result.AsSpan());
         return result;
     }
@@ -547,7 +548,7 @@ public sealed class CudaBackend : IBackend
         _context.MakeCurrent();
         using var scratch = _pool.Rent((long)l.Rows * l.Cols * sizeof(ulong));
         using var output = _pool.Rent(l.Rows * sizeof(int));
-        Launch(KernelCatalog.Sample, "sample", (uint)l.Rows, 1, 1024, new SampleParams
+        Launch(KernelCatalog.Sample, "sample", (uint)l.Rows, 1, new SampleParams
         {
             Logits = l.Pointer, Scratch = scratch.Pointer, Out = output.Pointer, Seed = seed, Offset = step,
             Rows = l.Rows, Vocab = l.Cols, TopK = topK, Temperature = temperature, TopP = topP,
@@ -563,7 +564,7 @@ public sealed class CudaBackend : IBackend
         if (count == 0) return result;
         _context.MakeCurrent();
         using var output = _pool.Rent(count * sizeof(double));
-        Launch(KernelCatalog.Sample, "sample_uniforms", (uint)((count + 255) / 256), 1, 256,
+        Launch(KernelCatalog.Sample, "sample_uniforms", (uint)((count + KernelCatalog.Sample.Threads - 1) / KernelCatalog.Sample.Threads), 1,
             new UniformsParams { Out = output.Pointer, Seed = seed, Offset = step, Count = count });
         DownloadTo(output.Pointer, result.AsSpan());
         return result;
@@ -611,8 +612,8 @@ public sealed class CudaBackend : IBackend
     /// <summary>Grid size for <paramref name="work"/> items at <paramref name="threads"/> per block, capped (kernels loop grid-stride).</summary>
     private static uint GridFor(long work, int threads) => (uint)Math.Clamp((work + threads - 1) / threads, 1, 65535 * 16);
 
-    private void Launch<TParams>(KernelSpec spec, string entry, uint gridX, uint gridY, uint block, TParams args) where TParams : unmanaged =>
-        KernelLaunch.Launch(_kernels.Function(spec, DType, entry), KernelSpec.EntryName(entry, DType), gridX, gridY, block, _context.StreamPtr, args);
+    private void Launch<TParams>(KernelSpec spec, string entry, uint gridX, uint gridY, TParams args) where TParams : unmanaged =>
+        KernelLaunch.Launch(_kernels.Function(spec, DType, entry), KernelSpec.EntryName(entry, DType), gridX, gridY, (uint)spec.Threads, _context.StreamPtr, args);
 
     internal void CopyDeviceToDevice(ulong src, ulong dst, long bytes)
     {

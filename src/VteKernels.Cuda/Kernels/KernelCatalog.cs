@@ -1,13 +1,16 @@
-// Every kernel the backend launches: its source file, its entry points (without the dtype suffix) and the
-// specialisations it is compiled in. One -DVTE_DTYPE_* build per element type gives entries named
-// <entry>_<dtype> (rms_norm_bf16). Tests compile every (file, dtype) to PTX and look for every entry; a
-// kernel file missing from this list fails a test too.
+// Every kernel the backend launches: its source file, its entry points (without the dtype suffix), the
+// block size it must be launched with, and the specialisations it is compiled in. One -DVTE_DTYPE_* build
+// per element type gives entries named <entry>_<dtype> (rms_norm_bf16). The block size is the file's
+// <NAME>_THREADS constant (its __launch_bounds__, and some kernels size shared arrays by it); a test reads
+// it back from the source. Tests compile every (file, dtype) and look for every entry; a kernel file
+// missing from this list fails a test too.
 namespace VteKernels.Cuda.Kernels;
 
 /// <summary>One kernel source and its entry points.</summary>
 /// <param name="File">File name under kernels/, e.g. "rms_norm.cu".</param>
 /// <param name="Entries">Entry names without the dtype suffix.</param>
-internal sealed record KernelSpec(string File, IReadOnlyList<string> Entries)
+/// <param name="Threads">Threads per block, equal to the source's *_THREADS constant.</param>
+internal sealed record KernelSpec(string File, IReadOnlyList<string> Entries, int Threads)
 {
     /// <summary>The extern "C" name of <paramref name="entry"/> in the <paramref name="dtype"/> build.</summary>
     public static string EntryName(string entry, DType dtype) => $"{entry}_{KernelCatalog.Suffix(dtype)}";
@@ -19,19 +22,19 @@ internal sealed record KernelSpec(string File, IReadOnlyList<string> Entries)
 /// <summary>The kernels, by op.</summary>
 internal static class KernelCatalog
 {
-    public static readonly KernelSpec Add = new("add.cu", ["add"]);
-    public static readonly KernelSpec Embedding = new("embedding.cu", ["embedding"]);
-    public static readonly KernelSpec RmsNorm = new("rms_norm.cu", ["rms_norm"]);
-    public static readonly KernelSpec AddRmsNorm = new("add_rms_norm.cu", ["add_rms_norm"]);
-    public static readonly KernelSpec LayerNorm = new("layer_norm.cu", ["layer_norm"]);
-    public static readonly KernelSpec Rope = new("rope.cu", ["rope"]);
-    public static readonly KernelSpec BiasAct = new("bias_act.cu", ["quick_gelu", "gelu"]);
-    public static readonly KernelSpec SiluMul = new("silu_mul.cu", ["silu_mul"]);
-    public static readonly KernelSpec PatchEmbed = new("patch_embed.cu", ["im2col"]);
-    public static readonly KernelSpec Gemv = new("gemv.cu", ["gemv"]);
-    public static readonly KernelSpec Argmax = new("argmax.cu", ["argmax"]);
-    public static readonly KernelSpec Sample = new("sample.cu", ["sample", "sample_uniforms"]);
-    public static readonly KernelSpec AttentionReference = new("attention_reference.cu", ["attention_reference"]);
+    public static readonly KernelSpec Add = new("add.cu", ["add"], 256);
+    public static readonly KernelSpec Embedding = new("embedding.cu", ["embedding"], 256);
+    public static readonly KernelSpec RmsNorm = new("rms_norm.cu", ["rms_norm"], 256);
+    public static readonly KernelSpec AddRmsNorm = new("add_rms_norm.cu", ["add_rms_norm"], 256);
+    public static readonly KernelSpec LayerNorm = new("layer_norm.cu", ["layer_norm"], 256);
+    public static readonly KernelSpec Rope = new("rope.cu", ["rope"], 128);
+    public static readonly KernelSpec BiasAct = new("bias_act.cu", ["quick_gelu", "gelu"], 256);
+    public static readonly KernelSpec SiluMul = new("silu_mul.cu", ["silu_mul"], 256);
+    public static readonly KernelSpec PatchEmbed = new("patch_embed.cu", ["im2col"], 256);
+    public static readonly KernelSpec Gemv = new("gemv.cu", ["gemv"], 256);
+    public static readonly KernelSpec Argmax = new("argmax.cu", ["argmax"], 1024);
+    public static readonly KernelSpec Sample = new("sample.cu", ["sample", "sample_uniforms"], 512);
+    public static readonly KernelSpec AttentionReference = new("attention_reference.cu", ["attention_reference"], 128);
 
     /// <summary>All kernels.</summary>
     public static IReadOnlyList<KernelSpec> All { get; } =

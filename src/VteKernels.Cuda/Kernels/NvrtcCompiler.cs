@@ -11,12 +11,9 @@ namespace VteKernels.Cuda.Kernels;
 /// <param name="Image">A cubin, or PTX text with a terminating NUL (what cuModuleLoadData takes).</param>
 /// <param name="IsCubin">True for a cubin.</param>
 /// <param name="Target">The architecture option used: "sm_90" or "compute_90".</param>
-/// <param name="Log">NVRTC's log (warnings), empty when clean.</param>
-internal sealed record CompiledKernel(byte[] Image, bool IsCubin, string Target, string Log)
-{
-    /// <summary>The PTX as text (PTX images only).</summary>
-    public string PtxText => IsCubin ? throw new InvalidOperationException("a cubin is not text") : System.Text.Encoding.UTF8.GetString(Image).TrimEnd('\0');
-}
+/// <param name="Log">NVRTC's log (warnings, ptxas reports when asked for), empty when clean.</param>
+/// <param name="Ptx">The PTX text (NVRTC produces PTX on the way to a cubin too).</param>
+internal sealed record CompiledKernel(byte[] Image, bool IsCubin, string Target, string Log, string Ptx);
 
 /// <summary>One loaded NVRTC library.</summary>
 internal sealed class NvrtcCompiler
@@ -115,20 +112,17 @@ internal sealed class NvrtcCompiler
             string log = ReadLog(program);
             CudaCheck.Nvrtc(result, nameof(nvrtcCompileProgram), $"{name} ({string.Join(' ', options)}), NVRTC {Version}", log);
 
-            byte[] image;
+            CudaCheck.Nvrtc(nvrtcGetPTXSize(program, out nuint ptxSize), nameof(nvrtcGetPTXSize), name);
+            var ptx = new byte[(int)ptxSize]; // includes the terminating NUL, as cuModuleLoadData wants it
+            fixed (byte* p = ptx) CudaCheck.Nvrtc(nvrtcGetPTX(program, p), nameof(nvrtcGetPTX), name);
+            var image = ptx;
             if (cubin)
             {
                 CudaCheck.Nvrtc(nvrtcGetCUBINSize(program, out nuint size), nameof(nvrtcGetCUBINSize), name);
                 image = new byte[(int)size];
                 fixed (byte* p = image) CudaCheck.Nvrtc(nvrtcGetCUBIN(program, p), nameof(nvrtcGetCUBIN), name);
             }
-            else
-            {
-                CudaCheck.Nvrtc(nvrtcGetPTXSize(program, out nuint size), nameof(nvrtcGetPTXSize), name);
-                image = new byte[(int)size]; // includes the terminating NUL
-                fixed (byte* p = image) CudaCheck.Nvrtc(nvrtcGetPTX(program, p), nameof(nvrtcGetPTX), name);
-            }
-            return new CompiledKernel(image, cubin, target, log);
+            return new CompiledKernel(image, cubin, target, log, System.Text.Encoding.UTF8.GetString(ptx).TrimEnd('\0'));
         }
         finally
         {
