@@ -1,6 +1,7 @@
-// Benchmarks of the CPU ops. `matmul` times CpuOps.Linear at tiny shapes and at LLaVA-1.5-7B layer shapes
-// (decode n = 1 and prefill n = 64, 640), with weights stored F32 and BF16, and compares the throughput with
-// this machine's fp32 peak measured in the same run by a register-only Vector256 FMA loop.
+// Benchmarks. `kernels` (KernelsBench.cs) times the CUDA kernels on a GPU. `matmul` times CpuOps.Linear at
+// tiny shapes and at LLaVA-1.5-7B layer shapes (decode n = 1 and prefill n = 64, 640), with weights stored
+// F32 and BF16, and compares the throughput with this machine's fp32 peak measured in the same run by a
+// register-only Vector256 FMA loop.
 //
 //   dotnet run -c Release --project bench/VteKernels.Bench -- matmul [--quick] [--out bench/results/cpu-matmul.json]
 //
@@ -22,13 +23,13 @@ internal static class Program
 {
     private static int Main(string[] args)
     {
-        if (args.Length == 0 || args[0] != "matmul")
+        if (args.Length == 0 || args[0] is not ("matmul" or "kernels"))
         {
-            Console.Error.WriteLine("usage: VteKernels.Bench matmul [--quick] [--out PATH]");
+            Console.Error.WriteLine("usage: VteKernels.Bench matmul|kernels [--quick] [--out PATH]");
             return 2;
         }
         bool quick = false;
-        string outPath = Path.Combine("bench", "results", "cpu-matmul.json");
+        string outPath = Path.Combine("bench", "results", args[0] == "kernels" ? "cuda-kernels.json" : "cpu-matmul.json");
         for (int i = 1; i < args.Length; i++)
         {
             switch (args[i])
@@ -40,7 +41,7 @@ internal static class Program
                     return 2;
             }
         }
-        return MatmulBench.Run(quick, outPath);
+        return args[0] == "kernels" ? KernelsBench.Run(quick, outPath) : MatmulBench.Run(quick, outPath);
     }
 }
 

@@ -7,6 +7,7 @@ using Xunit;
 
 namespace VteKernels.Cuda.Tests;
 
+[Collection("Environment variables")] // the CLI reads VTE_CACHE_DIR
 public sealed class CudaCliTests
 {
     private static (int Code, string Out, string Err) Vte(params string[] args)

@@ -103,19 +103,31 @@ public sealed class KernelCacheTests
         Assert.False(cache.Write(Key(), [1, 2, 3]));
         Assert.Null(cache.TryRead(Key()));
     }
+}
 
-    [Fact]
-    public void DefaultFolderFollowsTheCacheVariables()
+/// <summary>Tests that set process environment variables run alone.</summary>
+[CollectionDefinition("Environment variables", DisableParallelization = true)]
+public sealed class EnvironmentVariablesCollection;
+
+[Collection("Environment variables")]
+public sealed class KernelCacheFolderTests
+{
+    [Theory]
+    [InlineData("/tmp/vte-cache-test", null, "/tmp/vte-cache-test/kernels")]
+    [InlineData(null, "/tmp/xdg", "/tmp/xdg/vtekernels/kernels")]
+    public void DefaultFolderFollowsTheCacheVariables(string? vteCacheDir, string? xdgCacheHome, string expected)
     {
-        var old = Environment.GetEnvironmentVariable("VTE_CACHE_DIR");
+        var (oldVte, oldXdg) = (Environment.GetEnvironmentVariable("VTE_CACHE_DIR"), Environment.GetEnvironmentVariable("XDG_CACHE_HOME"));
         try
         {
-            Environment.SetEnvironmentVariable("VTE_CACHE_DIR", "/tmp/vte-cache-test");
-            Assert.Equal("/tmp/vte-cache-test/kernels", KernelCache.DefaultDirectory());
+            Environment.SetEnvironmentVariable("VTE_CACHE_DIR", vteCacheDir);
+            Environment.SetEnvironmentVariable("XDG_CACHE_HOME", xdgCacheHome);
+            Assert.Equal(expected, KernelCache.DefaultDirectory());
         }
         finally
         {
-            Environment.SetEnvironmentVariable("VTE_CACHE_DIR", old);
+            Environment.SetEnvironmentVariable("VTE_CACHE_DIR", oldVte);
+            Environment.SetEnvironmentVariable("XDG_CACHE_HOME", oldXdg);
         }
     }
 }
