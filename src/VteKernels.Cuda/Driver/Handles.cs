@@ -29,29 +29,28 @@ internal sealed class CudaContextHandle : SafeHandle
         return h;
     }
 
-    /// <summary>Makes the context current on the calling thread (cheap when it already is).</summary>
+    /// <summary>Makes the context current on the calling thread (cheap when this handle made it current last).</summary>
     public void MakeCurrent()
     {
-        nint ctx = DangerousGetHandle();
-        if (CurrentOnThisThread == ctx) return;
-        CudaCheck.Driver(cuCtxSetCurrent(ctx), nameof(cuCtxSetCurrent));
-        CurrentOnThisThread = ctx;
+        if (CurrentOnThisThread == _id) return;
+        CudaCheck.Driver(cuCtxSetCurrent(DangerousGetHandle()), nameof(cuCtxSetCurrent));
+        CurrentOnThisThread = _id;
     }
 
     /// <summary>Makes the context current without throwing (releases of objects made in it).</summary>
-    internal void TryMakeCurrent()
-    {
-        nint ctx = DangerousGetHandle();
-        CurrentOnThisThread = cuCtxSetCurrent(ctx) == CUresult.CUDA_SUCCESS ? ctx : 0;
-    }
+    internal void TryMakeCurrent() =>
+        CurrentOnThisThread = cuCtxSetCurrent(DangerousGetHandle()) == CUresult.CUDA_SUCCESS ? _id : 0;
 
-    // The context this thread made current last, so that MakeCurrent costs nothing in the common case.
-    [ThreadStatic] private static nint CurrentOnThisThread;
+    // Which handle made its context current on this thread last. An id per handle rather than the raw
+    // CUcontext, because a primary context released and retained again may come back with the same value.
+    [ThreadStatic] private static long CurrentOnThisThread;
+    private static long s_nextId;
+    private readonly long _id = Interlocked.Increment(ref s_nextId);
 
     /// <inheritdoc/>
     protected override bool ReleaseHandle()
     {
-        if (CurrentOnThisThread == handle) CurrentOnThisThread = 0;
+        if (CurrentOnThisThread == _id) CurrentOnThisThread = 0;
         return cuDevicePrimaryCtxRelease_v2(Device) == CUresult.CUDA_SUCCESS;
     }
 }
