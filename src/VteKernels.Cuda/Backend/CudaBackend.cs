@@ -52,7 +52,6 @@ public sealed class CudaBackend : IBackend
     private readonly DevicePool _pool;
     private readonly KernelLoader _kernels;
     private readonly CudaBackendOptions _options;
-    private readonly List<CudaWeight> _weights = [];
     private readonly Dictionary<(float Theta, int HeadDim), DeviceBuffer> _invFreq = [];
     private CublasLtGemm? _gemm;
     private DType? _dtype;
@@ -128,9 +127,7 @@ public sealed class CudaBackend : IBackend
             buffer.Dispose();
             throw;
         }
-        var w = new CudaWeight(this, weight, buffer, dtype);
-        _weights.Add(w);
-        return w;
+        return new CudaWeight(this, weight, buffer, dtype); // freed with the pool when the backend is disposed
     }
 
     private unsafe void CopyWeight(Weight weight, DType dtype, ulong dst)
@@ -661,7 +658,6 @@ public sealed class CudaBackend : IBackend
         _gemm?.Dispose();
         _kernels.Dispose();
         _pool.Dispose(); // weights, tensors, tables and cached blocks
-        _weights.Clear();
         _invFreq.Clear();
         _context.Dispose();
     }
