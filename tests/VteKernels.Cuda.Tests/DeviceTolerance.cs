@@ -1,7 +1,8 @@
 // Tolerances of device results, per storage type, in one place. Two criteria:
 // * AssertRounded, for ops whose device result differs from the CPU op's float32 result only by rounding
 //   to the storage type (`roundings` times at most) plus float32 noise: elementwise
-//   |actual − expected| ≤ roundings·u·|expected| + 64·2⁻²⁴·(|expected| + max|expected|);
+//   |actual − expected| ≤ roundings·u·|expected| + 256·2⁻²⁴·(|expected| + max|expected|) (the float32 part
+//   allows for sums taken in another order, e.g. a 4096-wide sum of squares);
 // * AssertNoWorseThan, the oracle for reductions (GEMM, attention, whole model): against a float64
 //   reference, the device's largest error may be at most twice the CPU float32 op's largest error, plus
 //   `roundings` roundings of the largest reference value to the storage type.
@@ -28,8 +29,8 @@ internal static class DeviceTolerance
         double max = MaxAbs(expected);
         var e = new double[expected.Length];
         for (int i = 0; i < e.Length; i++) e[i] = expected[i];
-        double rtol = roundings * Unit(dtype) + 64 * F32Unit;
-        Tolerance.AssertClose(actual, e, atol: 64 * F32Unit * max + double.Epsilon, rtol: rtol, $"{context} {dtype}");
+        double rtol = roundings * Unit(dtype) + 256 * F32Unit;
+        Tolerance.AssertClose(actual, e, atol: 256 * F32Unit * max + double.Epsilon, rtol: rtol, $"{context} {dtype}");
     }
 
     public static void AssertNoWorseThan(ReadOnlySpan<float> actual, ReadOnlySpan<double> reference, ReadOnlySpan<float> baseline, DType dtype, string context,
