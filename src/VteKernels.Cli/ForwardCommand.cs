@@ -92,7 +92,7 @@ internal static class DeviceOption
 {
     public static Option<string> Create()
     {
-        var o = new Option<string>("--device") { Description = "Backend: cpu (cuda arrives with the CUDA backend)", DefaultValueFactory = _ => "cpu" };
+        var o = new Option<string>("--device") { Description = "Backend: cpu, or cuda (the first visible GPU; CUDA_VISIBLE_DEVICES picks it)", DefaultValueFactory = _ => "cpu" };
         o.AcceptOnlyFromAmong("cpu", "cuda");
         return o;
     }
@@ -100,6 +100,8 @@ internal static class DeviceOption
     public static Backends.IBackend CreateBackend(string name) => name switch
     {
         "cpu" => new Backends.Cpu.CpuBackend(),
-        _ => throw new UsageException($"device '{name}' is not available in this build (the CUDA backend is not built yet); use --device cpu"),
+        // No fallback to the CPU: a machine without a usable GPU gets CudaUnavailableException, one "error:" line.
+        "cuda" => new Cuda.CudaBackend(),
+        _ => throw new UsageException($"unknown device '{name}' (expected cpu or cuda)"),
     };
 }

@@ -1,0 +1,365 @@
+// `kernels`: the CUDA kernels at LLaVA-1.5-7B shapes (prefill n = 640, decode n = 1, CLIP 577 × 1024).
+// Order of business, as for every benchmark here: correctness first (each benched op against the CPU op on
+// a small odd shape), then timings. Memory-bound kernels report GB/s (bytes each must read and write, once)
+// and the share of the device-to-device copy bandwidth measured in the same run (read + write bytes);
+// GEMMs report TFLOP/s and the share of a large square cuBLASLt GEMM measured in the same run.
+//
+// Timing: CUDA events around a CUDA graph that replays the op `reps` times, so host launch overhead is
+// not counted (ops that copy from or to the host each call cannot be captured and run on the stream,
+// marked "stream": their figure includes launch overhead and the copy). Median of 9 samples (5 with
+// --quick) after a warm-up that loads the modules and makes the GEMM plans.
+//
+//   dotnet run -c Release --project bench/VteKernels.Bench -- kernels [--quick] [--out bench/results/cuda-kernels.json]
+//
+// Without a usable GPU it prints one "error:" line and exits 2.
+using System.Text.Encodings.Web;
+using System.Text.Json;
+using VteKernels;
+using VteKernels.Backends;
+using VteKernels.Backends.Cpu;
+using VteKernels.Cuda;
+
+namespace VteKernels.Bench;
+
+internal static class KernelsBench
+{
+    private sealed record Row(string Kernel, string Shape, string Mode, int Reps, double MedianMs, double MinMs,
+        double GBps, double PercentOfCopy, double Tflops, double PercentOfGemm);
+
+    public static int Run(bool quick, string outPath)
+    {
+        CudaBackend b;
+        try
+        {
+            b = new CudaBackend(new CudaBackendOptions { DType = DType.BF16 });
+        }
+        catch (CudaUnavailableException e)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 2;
+        }
+        using (b)
+        {
+            Console.WriteLine($"device: {b.Device}");
+            b.LoadKernels();
+            Console.WriteLine($"kernels: {b.KernelStats.Compiled} compiled by NVRTC, {b.KernelStats.CacheHits} from the cache, {b.KernelStats.Fatbins} fatbins");
+            if (!CheckCorrectness(b)) return 1;
+            var bench = new Bench(b, quick);
+            return bench.RunAll(outPath);
+        }
+    }
+
+    private sealed class Bench(CudaBackend b, bool quick)
+    {
+        private readonly int _samples = quick ? 5 : 9;
+        private readonly List<Row> _rows = [];
+        private double _copyGBps, _gemmTflops;
+
+        public int RunAll(string outPath)
+        {
+            _copyGBps = MeasureCopy();
+            Console.WriteLine($"device-to-device copy: {_copyGBps:F0} GB/s (read + write bytes)");
+            _gemmTflops = MeasureGemm("reference gemm 8192^3", 8192, 8192, 8192, record: false);
+            Console.WriteLine($"cuBLASLt bf16 GEMM 8192^3: {_gemmTflops:F1} TFLOP/s");
+            Console.WriteLine();
+
+            const int n = 640, d = 4096, ffn = 11008, vocab = 32064;
+            var g4096 = Vector(d);
+            var g1024 = Vector(1024);
+            var b1024 = Vector(1024);
+            using (var x = Filled(n, d))
+            using (var y = Filled(n, d))
+            using (var z = Filled(n, d))
+            {
+                Graph("rms_norm", $"[{n}, {d}]", Bytes(2 * n * d), () => b.RmsNorm(x, g4096, 1e-5f, y));
+                Graph("add_rms_norm", $"[{n}, {d}]", Bytes(4 * n * d), () => b.AddRmsNorm(x, y, g4096, 1e-5f, z));
+                Graph("add", $"[{n}, {d}]", Bytes(3 * n * d), () => b.Add(x, y, z));
+                var positions = Enumerable.Range(0, n).ToArray();
+                Graph("rope (q)", $"[{n}, 32 x 128]", Bytes(2 * n * d), () => b.Rope(x, 32, 128, positions, 10000f));
+                var ids = Enumerable.Range(0, n).Select(i => i * 37 % vocab).ToArray();
+                var table = b.Upload(RandomWeight("embed", vocab, d));
+                Stream("embedding", $"{n} ids x {d}", Bytes(2 * n * d), () => b.Embedding(table, ids, y));
+            }
+            using (var gate = Filled(n, ffn))
+            using (var up = Filled(n, ffn))
+            using (var h = Filled(n, ffn))
+            {
+                Graph("silu_mul", $"[{n}, {ffn}]", Bytes(3 * n * ffn), () => b.SiluMul(gate, up, h));
+                Graph("gelu", $"[{n}, {ffn}]", Bytes(2 * n * ffn), () => b.Gelu(h));
+                Graph("quick_gelu", $"[{n}, {ffn}]", Bytes(2 * n * ffn), () => b.QuickGelu(h));
+            }
+            using (var x = Filled(577, 1024))
+            using (var y = Filled(577, 1024))
+                Graph("layer_norm", "[577, 1024]", Bytes(2 * 577 * 1024), () => b.LayerNorm(x, g1024, b1024, 1e-5f, y));
+            using (var patches = Filled(576, 1024))
+            {
+                var conv = b.Upload(RandomWeight("conv", 1024, 3 * 14 * 14));
+                var pixels = new float[3 * 336 * 336];
+                Stream("im2col + gemm (patch embed)", "[3, 336, 336] p14 -> [576, 1024]", 3 * 336 * 336 * 4 + Bytes(576 * 588 * 2 + 1024 * 588 + 576 * 1024),
+                    () => b.PatchEmbed(pixels, 3, 336, 336, 14, conv, patches));
+            }
+
+            // Decode: GEMV against cuBLASLt on the same shapes.
+            using var cublasOnly = new CudaBackend(new CudaBackendOptions { DType = DType.BF16, UseGemv = false });
+            foreach (var (name, inF, outF) in new[] { ("q_proj", d, d), ("gate/up", d, ffn), ("down", ffn, d), ("lm_head", d, vocab) })
+            {
+                var w = RandomWeight(name, outF, inF);
+                long bytes = Bytes((long)inF * outF + inF + outF);
+                using (var x1 = Filled(1, inF))
+                using (var y1 = Filled(1, outF))
+                {
+                    var wd = b.Upload(w);
+                    Graph("gemv", $"{name} {inF}->{outF}", bytes, () => b.Linear(x1, wd, null, y1));
+                }
+                var wc = cublasOnly.Upload(w);
+                using var xc = cublasOnly.Allocate(1, inF);
+                using var yc = cublasOnly.Allocate(1, outF);
+                Graph("cublasLt m=1", $"{name} {inF}->{outF}", bytes, () => cublasOnly.Linear(xc, wc, null, yc), cublasOnly);
+            }
+
+            // Prefill GEMMs.
+            foreach (var (name, m, inF, outF) in new[] { ("q_proj", n, d, d), ("gate/up", n, d, ffn), ("down", n, ffn, d), ("clip fc1", 577, 1024, 4096) })
+                MeasureGemm($"{name} {inF}->{outF}", m, inF, outF, record: true);
+
+            using (var logits = Filled(1, vocab))
+            {
+                Stream("argmax", $"[1, {vocab}]", Bytes(vocab), () => b.ArgMax(logits));
+                ulong step = 0;
+                Stream("sample (T 0.7, top-k 50, top-p 0.9)", $"[1, {vocab}]", Bytes(vocab), () => b.Sample(logits, 0.7f, 50, 0.9f, 1, step++));
+            }
+            using (var q = Filled(1, d))
+            using (var k = Filled(n, d))
+            using (var v = Filled(n, d))
+            using (var o = Filled(1, d))
+                Graph("attention_reference (placeholder)", $"decode 1 x {n} keys, 32 heads x 128", Bytes(2 * n * d + 2 * d),
+                    () => b.Attention(q, 32, k, v, 32, 128, AttentionMask.Causal, o));
+
+            Print();
+            Write(outPath);
+            return 0;
+        }
+
+        private static long Bytes(long elements) => elements * 2; // bf16
+
+        private DeviceWeight Vector(int length) => b.Upload(RandomWeight("v", length));
+
+        private Tensor Filled(int rows, int cols)
+        {
+            var t = b.Allocate(rows, cols);
+            var values = new float[rows * cols];
+            var rng = new Random(rows ^ cols);
+            for (int i = 0; i < values.Length; i++) values[i] = rng.NextSingle() * 2 - 1;
+            b.CopyFromHost(values, t);
+            return t;
+        }
+
+        private double MeasureCopy()
+        {
+            long bytes = quick ? 256L << 20 : 1L << 30;
+            using var src = b.Pool.Rent(bytes);
+            using var dst = b.Pool.Rent(bytes);
+            b.CopyDeviceToDevice(src.Pointer, dst.Pointer, bytes);
+            const int reps = 5;
+            var (median, _) = Time(() => { for (int i = 0; i < reps; i++) b.CopyDeviceToDevice(src.Pointer, dst.Pointer, bytes); }, reps, b);
+            return 2.0 * bytes / (median * 1e-3) / 1e9;
+        }
+
+        private double MeasureGemm(string label, int m, int k, int n, bool record)
+        {
+            using var x = Filled(m, k);
+            using var y = b.Allocate(m, n);
+            var w = b.Upload(RandomWeight("w", n, k));
+            b.Linear(x, w, null, y); // makes the plan
+            double flops = 2.0 * m * n * k;
+            int reps = Reps(() => b.Linear(x, w, null, y), b);
+            using var graph = CudaGraph.Capture(b.Context, () => { for (int i = 0; i < reps; i++) b.Linear(x, w, null, y); });
+            var (median, min) = Time(graph.Launch, reps, b);
+            double tflops = flops / (median * 1e-3) / 1e12;
+            if (record)
+            {
+                _rows.Add(new Row("gemm (cuBLASLt)", $"{label}, m={m}", "graph", reps, median, min, 0, 0, tflops, 100 * tflops / _gemmTflops));
+                Console.WriteLine($"  gemm {label} m={m}: {median:F3} ms, {tflops:F1} TFLOP/s");
+            }
+            return tflops;
+        }
+
+        private void Graph(string kernel, string shape, long bytes, Action op, CudaBackend? on = null)
+        {
+            var backend = on ?? b;
+            op(); // loads, plans, cached uploads
+            int reps = Reps(op, backend);
+            using var graph = CudaGraph.Capture(backend.Context, () => { for (int i = 0; i < reps; i++) op(); });
+            var (median, min) = Time(graph.Launch, reps, backend);
+            Add(kernel, shape, "graph", reps, median, min, bytes);
+        }
+
+        private void Stream(string kernel, string shape, long bytes, Action op)
+        {
+            op();
+            int reps = Reps(op, b);
+            var (median, min) = Time(() => { for (int i = 0; i < reps; i++) op(); }, reps, b);
+            Add(kernel, shape, "stream", reps, median, min, bytes);
+        }
+
+        private void Add(string kernel, string shape, string mode, int reps, double median, double min, long bytes)
+        {
+            double gbps = bytes / (median * 1e-3) / 1e9;
+            _rows.Add(new Row(kernel, shape, mode, reps, median, min, gbps, 100 * gbps / _copyGBps, 0, 0));
+            Console.WriteLine($"  {kernel} {shape}: {median * 1e3:F1} us, {gbps:F0} GB/s");
+        }
+
+        /// <summary>Repetitions per sample so that a sample lasts about 2 ms.</summary>
+        private static int Reps(Action op, CudaBackend on)
+        {
+            using var start = new CudaEvent(on.Context);
+            using var end = new CudaEvent(on.Context);
+            start.Record();
+            op();
+            end.Record();
+            double ms = CudaEvent.ElapsedMs(start, end);
+            return (int)Math.Clamp(2.0 / Math.Max(ms, 1e-4), 1, 1000);
+        }
+
+        /// <summary>Median and minimum milliseconds per repetition of <paramref name="run"/>, which performs <paramref name="reps"/> repetitions.</summary>
+        private (double Median, double Min) Time(Action run, int reps, CudaBackend on)
+        {
+            using var start = new CudaEvent(on.Context);
+            using var end = new CudaEvent(on.Context);
+            run();
+            on.Synchronize();
+            var times = new double[_samples];
+            for (int s = 0; s < times.Length; s++)
+            {
+                start.Record();
+                run();
+                end.Record();
+                times[s] = CudaEvent.ElapsedMs(start, end) / reps;
+            }
+            Array.Sort(times);
+            return (times[times.Length / 2], times[0]);
+        }
+
+        private void Print()
+        {
+            Console.WriteLine();
+            Console.WriteLine($"copy {_copyGBps:F0} GB/s; GEMM reference {_gemmTflops:F1} TFLOP/s; ms is the median per call");
+            Console.WriteLine($"{"kernel",-36} | {"shape",-36} | {"mode",-6} | {"ms",9} | {"GB/s",7} | {"% copy",6} | {"TFLOP/s",7} | {"% gemm",6}");
+            Console.WriteLine(new string('-', 132));
+            foreach (var r in _rows)
+                Console.WriteLine($"{r.Kernel,-36} | {r.Shape,-36} | {r.Mode,-6} | {r.MedianMs,9:F4} | {r.GBps,7:F0} | {r.PercentOfCopy,5:F0}% | {r.Tflops,7:F1} | {r.PercentOfGemm,5:F0}%");
+        }
+
+        private void Write(string outPath)
+        {
+            var dir = Path.GetDirectoryName(Path.GetFullPath(outPath));
+            if (dir is not null) Directory.CreateDirectory(dir);
+            var doc = new
+            {
+                benchmark = "CUDA kernels at LLaVA-1.5-7B shapes, bf16 storage, float32 accumulation",
+                date = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'"),
+                quick,
+                device = new
+                {
+                    name = b.Info.Name, architecture = b.Info.Architecture, memoryGiB = Math.Round(b.Info.TotalMemoryBytes / (double)(1L << 30), 1),
+                    sms = b.Info.MultiprocessorCount, driverCuda = $"{b.Info.DriverVersion / 1000}.{b.Info.DriverVersion % 1000 / 10}",
+                    theoreticalGBps = Math.Round(b.Info.TheoreticalBandwidthGBps, 0),
+                },
+                nvrtc = VteKernels.Cuda.Kernels.NvrtcCompiler.IsAvailable(out _) ? VteKernels.Cuda.Kernels.NvrtcCompiler.Instance.Version : null,
+                cublasLtVersion = CublasLtGemm.Version,
+                copyGBps = Math.Round(_copyGBps, 1),
+                gemmReferenceTflops = Math.Round(_gemmTflops, 2),
+                note = "GB/s counts the bytes each kernel must read and write once; copy GB/s counts read + write bytes. " +
+                       "'graph' rows replay the op in a CUDA graph (no host overhead); 'stream' rows include host copies and launch overhead.",
+                rows = _rows.Select(r => new
+                {
+                    kernel = r.Kernel, shape = r.Shape, mode = r.Mode, reps = r.Reps, medianMs = Math.Round(r.MedianMs, 5), minMs = Math.Round(r.MinMs, 5),
+                    gbps = Math.Round(r.GBps, 1), percentOfCopy = Math.Round(r.PercentOfCopy, 1), tflops = Math.Round(r.Tflops, 2), percentOfGemm = Math.Round(r.PercentOfGemm, 1),
+                }),
+            };
+            var options = new JsonSerializerOptions { WriteIndented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+            File.WriteAllText(outPath, JsonSerializer.Serialize(doc, options) + "\n");
+            Console.WriteLine();
+            Console.WriteLine($"wrote {outPath}");
+        }
+    }
+
+    private static Weight RandomWeight(string name, params int[] shape)
+    {
+        int count = shape.Aggregate(1, (a, c) => a * c);
+        var rng = new Random(count);
+        var v = new float[count];
+        for (int i = 0; i < v.Length; i++) v[i] = (rng.NextSingle() * 2 - 1) * 0.05f;
+        return Weight.FromFloats(name, v, DType.BF16, shape);
+    }
+
+    /// <summary>Each benched op against the CPU op on a small odd shape (a fast wrong kernel is worth nothing).</summary>
+    private static bool CheckCorrectness(CudaBackend b)
+    {
+        const int rows = 7, cols = 4104, outF = 33;
+        var rng = new Random(5);
+        float[] R(int n) => Enumerable.Range(0, n).Select(_ => DTypes.FromBFloat16Bits(DTypes.ToBFloat16Bits(rng.NextSingle() * 2 - 1))).ToArray();
+        var x = R(rows * cols);
+        var gamma = Weight.FromFloats("g", R(cols), DType.BF16, cols);
+        var w = Weight.FromFloats("w", R(outF * cols).Select(v => v * 0.02f).ToArray(), DType.BF16, outF, cols);
+        var failures = new List<string>();
+        void Compare(string op, float[] device, float[] cpu)
+        {
+            double scale = cpu.Max(Math.Abs), err = 0;
+            for (int i = 0; i < cpu.Length; i++) err = Math.Max(err, Math.Abs(device[i] - cpu[i]));
+            if (!(err <= 1.0 / 64 * scale)) failures.Add($"{op}: max |device - cpu| {err:E2} against max |cpu| {scale:E2}");
+        }
+        float[] Get(Tensor t)
+        {
+            var a = new float[t.Rows * t.Cols];
+            b.CopyToHost(t, a);
+            return a;
+        }
+        using var xd = b.Allocate(rows, cols);
+        b.CopyFromHost(x, xd);
+
+        var cpuNorm = new float[x.Length];
+        CpuOps.RmsNorm(x, rows, gamma, 1e-5f, cpuNorm);
+        using (var yd = b.Allocate(rows, cols))
+        {
+            b.RmsNorm(xd, b.Upload(gamma), 1e-5f, yd);
+            Compare("rms_norm", Get(yd), cpuNorm);
+        }
+        var cpuLinear = new float[rows * outF];
+        CpuOps.Linear(x, rows, w, null, cpuLinear);
+        var wd = b.Upload(w);
+        using (var yd = b.Allocate(rows, outF))
+        {
+            b.Linear(xd, wd, null, yd);
+            Compare("gemm", Get(yd), cpuLinear);
+        }
+        using (var x1 = xd.Slice(0, 1))
+        using (var yd = b.Allocate(1, outF))
+        {
+            b.Linear(x1, wd, null, yd);
+            Compare("gemv", Get(yd), cpuLinear[..outF]);
+        }
+        var cpuSilu = new float[x.Length];
+        CpuOps.SiluMul(x, x, cpuSilu);
+        using (var yd = b.Allocate(rows, cols))
+        {
+            b.SiluMul(xd, xd, yd);
+            Compare("silu_mul", Get(yd), cpuSilu);
+        }
+        var cpuRope = (float[])x.Clone();
+        var positions = Enumerable.Range(1000, rows).ToArray();
+        CpuOps.Rope(cpuRope, rows, cols / 72, 72, positions, 10000f);
+        using (var yd = b.Allocate(rows, cols))
+        {
+            b.CopyFromHost(x, yd);
+            b.Rope(yd, cols / 72, 72, positions, 10000f);
+            Compare("rope", Get(yd), cpuRope);
+        }
+        if (failures.Count > 0)
+        {
+            foreach (var f in failures) Console.Error.WriteLine($"incorrect: {f}");
+            return false;
+        }
+        Console.WriteLine("correctness: rms_norm, gemm, gemv, silu_mul, rope match the CPU ops (bf16, 7 x 4104)");
+        return true;
+    }
+}
