@@ -140,4 +140,24 @@ public sealed class TokenizerReferenceTests
             return skip == c.DecodedSkip ? null : $"decode skipping specials: got {TokenizerFixtures.Show(skip)}, want {TokenizerFixtures.Show(c.DecodedSkip)}";
         });
     }
+
+    // Long inputs (a piece repeated up to 200k times): one huge BPE word, long runs, long prose; HF's id
+    // count and the SHA-256 of its ids joined with commas.
+    [Theory, MemberData(nameof(Names))]
+    public void LongInputsMatchHf(string name)
+    {
+        var tok = TokenizerFixtures.Json(name);
+        using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(TokenizerFixtures.Dir(name), "long.json")));
+        foreach (var c in doc.RootElement.EnumerateArray())
+        {
+            string piece = c.GetProperty("piece").GetString()!;
+            int times = c.GetProperty("times").GetInt32();
+            var ids = tok.Encode(new StringBuilder(piece.Length * times).Insert(0, piece, times).ToString());
+            string hash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(string.Join(",", ids))));
+            Assert.True(c.GetProperty("count").GetInt32() == ids.Length && c.GetProperty("sha256").GetString() == hash,
+                $"{name}: {TokenizerFixtures.Show(piece)} x {times}: {ids.Length} ids (HF {c.GetProperty("count").GetInt32()}), hash {hash[..12]} (HF {c.GetProperty("sha256").GetString()![..12]})");
+        }
+    }
+
+    public static TheoryData<string> Names() => new(TokenizerFixtures.Names);
 }

@@ -14,6 +14,7 @@
 //                            decoded_clean is Tokenizers.js' decode, which like transformers applies
 //                            clean_up_tokenization_spaces when tokenizer_config.json asks for it (null where it fails)
 //   random.jsonl.gz          the same for 300 random strings (fixed seed), gzipped
+//   long.json                long inputs (a piece repeated): id count and SHA-256 of the ids joined with commas
 // under Data/Tokenizers/variants/: <variant>.json (a patch of a base tokenizer.json: components replaced,
 // tokens added) and <variant>.jsonl.gz (records as above, gzipped), to cover components the four files do not use
 // (Metaspace schemes, added-token flags, Split behaviours, Digits, more normalizers and decoders);
@@ -22,6 +23,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { fileURLToPath } from 'node:url';
+import crypto from 'node:crypto';
 import { createRequire } from 'node:module';
 import rust from 'tokenizers';
 import { Tokenizer as JsTokenizer } from '@huggingface/tokenizers';
@@ -157,6 +159,15 @@ const CORPUS = [
   '\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n',
   'Supercalifragilisticexpialidocious pneumonoultramicroscopicsilicovolcanoconiosis',
   'lowercase UPPERCASE MiXeD cAsE',
+];
+
+const LONG = [
+  ['你好，世界！这是一个测试。我们正在测试分词器。', 5000],
+  ['a', 200000],
+  [' ', 100000],
+  ['The quick brown fox jumps over the lazy dog. ', 4000],
+  ['x = f(y);\n\t', 20000],
+  ['😀🇫🇷𠀀', 3000],
 ];
 
 // ---------------------------------------------------------------- random strings
@@ -332,6 +343,14 @@ for (const t of TOKENIZERS) {
     stats[file.startsWith('corpus') ? 'corpus' : 'random'] = lines.length;
   }
   summary.tokenizers[t.name] = { package: `${t.pkg}@3.7.2`, ...stats };
+
+  // Long inputs: one huge word (no spaces, a run of one letter, a run of spaces) and long prose.
+  const long = [];
+  for (const [piece, times] of LONG) {
+    const ids = (await tok.encode(piece.repeat(times), null, { addSpecialTokens: true })).getIds();
+    long.push({ piece, times, count: ids.length, sha256: crypto.createHash('sha256').update(Array.from(ids).join(',')).digest('hex') });
+  }
+  fs.writeFileSync(path.join(dir, 'long.json'), JSON.stringify(long, null, 1) + '\n');
 
   for (const [label, text] of [['english', english], ['code', code]]) {
     const r = await timeEncode((s) => tok.encode(s, null, { addSpecialTokens: true }), text);
