@@ -1,31 +1,46 @@
-// `vte generate`: prompt in, streamed tokens out, on a model directory or, with no --model, on the
-// built-in synthetic model (the "tiny" preset, written once to the user's cache folder). Until the
-// tokenizer front end lands the prompt is given as token ids; without --input-ids a default LLaVA-style
-// prompt is built (BOS, the image placeholders, a few text tokens) around a synthetic test image.
+// `vte generate`: a question and an image in, streamed text out, on a model directory or, with no --model,
+// on the built-in synthetic model (the "tiny" preset, written once to the user's cache folder) and the sample
+// image shipped with the tool. The prompt is rendered in LLaVA-1.5's format (or Vicuna-v1's, or the model's
+// chat template), tokenized with the model's tokenizer.json, and each image is decoded and preprocessed as
+// HF's CLIPImageProcessor does (or padded to a square first, as the original LLaVA-1.5 does). Research
+// callers can bypass the front end with --input-ids and --pixels.
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;
 using VteKernels.Engine;
 using VteKernels.Models;
 using VteKernels.Synth;
+using VteKernels.Text;
 
 namespace VteKernels.Cli;
 
 internal static class GenerateCommand
 {
+    public const string DefaultQuestion = "Describe this image.";
+
     public static Command Create(TextWriter stdout)
     {
         var model = new Option<string>("--model", "-m") { Description = "Model directory (default: the built-in synthetic tiny model)" };
-        var ids = new Option<string>("--input-ids") { Description = "Prompt as comma-separated token ids with image placeholders expanded (or @FILE)" };
-        var pixels = new Option<string[]>("--pixels") { Description = "float32 .npy [1,3,H,W] per image (default: a synthetic test image when the prompt has one)", AllowMultipleArgumentsPerToken = true };
+        var prompt = new Option<string>("--prompt", "-p") { Description = $"The question (default: \"{DefaultQuestion}\")" };
+        var images = new Option<string[]>("--image") { Description = "Image file (PNG, JPEG, BMP, PPM); repeat for several. Default: the bundled sample image", AllowMultipleArgumentsPerToken = true };
+        var noImage = new Option<bool>("--no-image") { Description = "Text-only prompt" };
+        var style = new Option<string>("--prompt-style") { Description = "llava (USER: <image>\\n{q} ASSISTANT:), vicuna (with the Vicuna-v1 system prompt), template (the model's chat_template) or raw (the text as given, <image> where the images go)", DefaultValueFactory = _ => "llava" };
+        var imageMode = new Option<string>("--image-mode") { Description = "clip (HF CLIPImageProcessor: resize, center crop) or pad (LLaVA-1.5: pad to a square with the mean colour first)", DefaultValueFactory = _ => "clip" };
+        var ids = new Option<string>("--input-ids") { Description = "Prompt as comma-separated token ids with image placeholders expanded (or @FILE); bypasses the tokenizer" };
+        var pixels = new Option<string[]>("--pixels") { Description = "Preprocessed float32 .npy [1,3,H,W] per image (with --input-ids)", AllowMultipleArgumentsPerToken = true };
         var maxNew = new Option<int>("--max-new-tokens", "-n") { Description = "Most tokens to generate", DefaultValueFactory = _ => 24 };
         var temp = new Option<float>("--temp") { Description = "Sampling temperature (0 = greedy)", DefaultValueFactory = _ => 0f };
         var topK = new Option<int>("--top-k") { Description = "Sample among the k most likely tokens (0 = all)", DefaultValueFactory = _ => 0 };
         var topP = new Option<float>("--top-p") { Description = "Nucleus sampling mass", DefaultValueFactory = _ => 1f };
         var seed = new Option<int?>("--seed") { Description = "Random seed for sampling" };
         var device = DeviceOption.Create();
+        style.AcceptOnlyFromAmong("llava", "vicuna", "template", "raw");
+        imageMode.AcceptOnlyFromAmong("clip", "pad");
         var exit = new ExitOptions();
-        var cmd = new Command("generate", "Generate tokens for a prompt (streams them as they come)") { model, ids, pixels, maxNew, temp, topK, topP, seed, device };
+        var cmd = new Command("generate", "Answer a question about an image (streams the text as it comes)")
+        {
+            model, prompt, images, noImage, style, imageMode, ids, pixels, maxNew, temp, topK, topP, seed, device,
+        };
         exit.AddTo(cmd);
         cmd.SetAction(async (p, ct) =>
         {
@@ -34,6 +49,12 @@ internal static class GenerateCommand
             var sampling = new SamplingOptions { Temperature = p.GetValue(temp), TopK = p.GetValue(topK), TopP = p.GetValue(topP), Seed = p.GetValue(seed) };
             try { sampling.Validate(); }
             catch (ArgumentOutOfRangeException e) { throw new UsageException(e.Message.Split('(')[0].Trim()); }
+            bool research = p.GetValue(ids) is not null;
+            if (research && (p.GetValue(prompt) is not null || p.GetValue(images) is { Length: > 0 }))
+                throw new UsageException("--input-ids bypasses the text and image front end: give --pixels, not --prompt or --image");
+            if (!research && p.GetValue(pixels) is { Length: > 0 })
+                throw new UsageException("--pixels goes with --input-ids; give images with --image");
+            if (p.GetValue(noImage) && p.GetValue(images) is { Length: > 0 }) throw new UsageException("--no-image and --image exclude each other");
 
             var dir = p.GetValue(model) ?? BuiltInModel.EnsureTiny(stdout);
             using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
@@ -41,27 +62,44 @@ internal static class GenerateCommand
             using var m = LlavaModel.Load(dir, backend);
             var load = clock.Elapsed;
             var cfg = m.Config;
-            var prompt = BuildPrompt(cfg, p.GetValue(ids), p.GetValue(pixels));
-            var decoder = PieceDecoder.TryLoad(dir);
-            var stops = cfg.Text.EosTokenId is int eos ? new[] { eos } : [];
+            var tokenizer = File.Exists(Path.Combine(dir, "tokenizer.json")) ? Tokenizer.Load(dir) : null;
 
-            stdout.WriteLine($"model {Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'))} on {backend.Device}; prompt {prompt.TokenIds.Length} tokens ({prompt.Images.Count} image(s)); load {load.TotalMilliseconds:F0} ms");
+            PromptInput input;
+            if (research) input = ResearchPrompt(cfg, p.GetValue(ids)!, p.GetValue(pixels));
+            else
+            {
+                if (tokenizer is null) throw new UsageException($"{dir} has no tokenizer.json: give the prompt as --input-ids");
+                var files = p.GetValue(noImage) ? [] : p.GetValue(images) is { Length: > 0 } given ? given : [SampleImage.Path()];
+                var options = MultimodalPrompt.PreprocessingFor(dir, cfg, pad: p.GetValue(imageMode) == "pad");
+                var loaded = files.Select(f => MultimodalPrompt.LoadImage(f, options, cfg)).ToList();
+                var question = p.GetValue(prompt) ?? DefaultQuestion;
+                var (text, special) = p.GetValue(style) == "raw" ? (question, true)
+                    : MultimodalPrompt.Render(PromptFormat.ParseStyle(p.GetValue(style)!), tokenizer, [(question, null)], loaded.Count);
+                input = MultimodalPrompt.Build(cfg, tokenizer, text, loaded, special);
+            }
+            var stops = StopTokens(cfg, tokenizer);
+
+            stdout.WriteLine($"model {Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'))} on {backend.Device}; prompt {input.TokenIds.Length} tokens ({input.Images.Count} image(s)); load {load.TotalMilliseconds:F0} ms");
+            if (p.GetValue(model) is null) stdout.WriteLine("(the built-in synthetic model has random weights: its text is noise; give a real model with -m DIR)");
             using var session = m.CreateSession();
-            var options = new GenerationOptions
+            var genOptions = new GenerationOptions
             {
                 MaxNewTokens = p.GetValue(maxNew), Sampling = sampling, StopTokens = stops,
                 Prefill = new PrefillOptions { Exit = policy, ExitKvMode = kvMode, Trace = traceFile is not null },
             };
             var generated = new List<int>();
+            var stream = tokenizer?.CreateStreamingDecoder();
+            var pieces = tokenizer is null ? PieceDecoder.TryLoad(dir) : null;
             TimeSpan first = default, last = default;
-            await foreach (var t in Generator.GenerateAsync(session, prompt, options, ct))
+            await foreach (var t in Generator.GenerateAsync(session, input, genOptions, ct))
             {
                 if (t.Index == 0) first = t.Elapsed;
                 last = t.Elapsed;
                 generated.Add(t.Id);
-                stdout.Write(decoder?.Piece(t.Id) is string s ? s : $"[{t.Id}]");
+                stdout.Write(stream is not null ? stream.Push(t.Id) : pieces?.Piece(t.Id) is string s ? s : $"[{t.Id}]");
                 stdout.Flush();
             }
+            if (stream is not null) stdout.Write(stream.Flush());
             stdout.WriteLine();
             double decodeTps = generated.Count > 1 ? (generated.Count - 1) / (last - first).TotalSeconds : 0;
             stdout.WriteLine($"ids {string.Join(",", generated)}");
@@ -80,23 +118,29 @@ internal static class GenerateCommand
         return cmd;
     }
 
-    private static PromptInput BuildPrompt(LlavaConfig cfg, string? idText, string[]? pixelFiles)
+    /// <summary>The end-of-sequence ids: the model config's, else the tokenizer's.</summary>
+    public static int[] StopTokens(LlavaConfig cfg, Tokenizer? tokenizer) =>
+        cfg.Text.EosTokenId is int eos ? [eos] : tokenizer is not null ? [.. tokenizer.EosIds] : [];
+
+    private static PromptInput ResearchPrompt(LlavaConfig cfg, string idText, string[]? pixelFiles)
     {
         var images = (pixelFiles ?? []).Select(PixelFile.Read).ToList();
-        int[] tokenIds;
-        if (idText is not null) tokenIds = TokenIdList.Parse(idText);
-        else
-        {
-            // BOS, then the image, then a short fixed text tail, like "USER: <image>\n... ASSISTANT:".
-            var list = new List<int> { cfg.Text.BosTokenId ?? 1 };
-            list.AddRange(Enumerable.Repeat(cfg.ImageTokenIndex, cfg.TokensPerImage));
-            list.AddRange(Enumerable.Range(0, 8).Select(i => (int)((300 + 37L * i) % Math.Max(1, cfg.ImageTokenIndex))));
-            tokenIds = [.. list];
-        }
+        var tokenIds = TokenIdList.Parse(idText);
         int placeholders = tokenIds.Count(id => id == cfg.ImageTokenIndex) / Math.Max(1, cfg.TokensPerImage);
         if (images.Count == 0 && placeholders > 0)
             images.AddRange(Enumerable.Range(0, placeholders).Select(i => SyntheticImage.Create(cfg.Vision.ImageSize, i)));
         return new PromptInput(tokenIds, images);
+    }
+}
+
+/// <summary>The sample image shipped next to the tool (assets/sample.png in the repository).</summary>
+internal static class SampleImage
+{
+    public static string Path()
+    {
+        var path = System.IO.Path.Combine(AppContext.BaseDirectory, "assets", "sample.png");
+        if (!File.Exists(path)) throw new UsageException($"the bundled sample image is missing ({path}); give an image with --image");
+        return path;
     }
 }
 

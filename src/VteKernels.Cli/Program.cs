@@ -23,6 +23,7 @@ internal static class Program
             PlotCommand.Create(stdout),
             PreprocessCommand.Create(stdout),
             TokenizeCommand.Create(stdout, stdin ?? Console.In),
+            ChatCommand.Create(stdout, () => stdin ?? Console.In),
         };
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)
