@@ -48,6 +48,40 @@ public sealed class CudaKvCacheTests
         Assert.True(cache.BytesHeld >= (558 + 34 + 577) * 2L * kvDim * dtype.Size());
     }
 
+    [Theory]
+    [InlineData(DType.BF16, 0, 576)]
+    [InlineData(DType.BF16, 35, 576)]
+    [InlineData(DType.F32, 600, 41)]
+    public void RemoveRowsCompactsLikeTheCpuCacheAndGivesStorageBack(DType dtype, int start, int count)
+    {
+        using var b = Gpu.Backend(dtype);
+        using var cpu = new CpuBackend();
+        const int kvDim = 40, n = 641;
+        using var cache = b.CreateKvCache(1, kvDim);
+        using var reference = cpu.CreateKvCache(1, kvDim);
+        var k = CudaOpTests.Random(n * kvDim, 1, dtype);
+        var v = CudaOpTests.Random(n * kvDim, 2, dtype);
+        using (var kd = CudaOpTests.Put(b, k, n, kvDim)) using (var vd = CudaOpTests.Put(b, v, n, kvDim)) cache.Append(0, kd, vd);
+        using (var kc = cpu.Allocate(n, kvDim)) using (var vc = cpu.Allocate(n, kvDim))
+        {
+            cpu.CopyFromHost(k, kc);
+            cpu.CopyFromHost(v, vc);
+            reference.Append(0, kc, vc);
+        }
+        long before = cache.BytesHeld;
+        cache.RemoveRows(0, start, count);
+        reference.RemoveRows(0, start, count);
+        Assert.Equal(n - count, cache.Length(0));
+        Assert.True(cache.BytesHeld < before, $"{cache.BytesHeld} bytes held after compaction, {before} before");
+        var (kv, vv) = cache.View(0);
+        var (kr, vr) = reference.View(0);
+        using (kv) using (vv) using (kr) using (vr)
+        {
+            Assert.Equal(((CpuTensor)kr).Span.ToArray(), CudaOpTests.Get(b, kv));
+            Assert.Equal(((CpuTensor)vr).Span.ToArray(), CudaOpTests.Get(b, vv));
+        }
+    }
+
     [Fact]
     public void ViewsDieWithTheStorageTheyView()
     {

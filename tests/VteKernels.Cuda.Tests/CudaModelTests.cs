@@ -49,6 +49,31 @@ public sealed class CudaModelTests
     }
 
     [Theory]
+    [InlineData(DType.F32, 2, Engine.Exit.ExitKvMode.KeepEarly)]
+    [InlineData(DType.F32, 1, Engine.Exit.ExitKvMode.DropAll)]
+    [InlineData(DType.BF16, 3, Engine.Exit.ExitKvMode.KeepEarly)]
+    public void VisualTokenExitMatchesTheCpuBackendInPrefillAndDecode(DType device, int exitLayer, Engine.Exit.ExitKvMode mode)
+    {
+        var dir = TestModels.Tiny();
+        using var gpu = Gpu.Backend(device);
+        using var cpuModel = LlavaModel.Load(dir, new CpuBackend());
+        using var gpuModel = LlavaModel.Load(dir, gpu);
+        var (prompt, cfg) = Prompt(cpuModel, 7);
+        var options = new PrefillOptions { AllLogits = true, Exit = Engine.Exit.ExitPolicy.AtLayer(exitLayer), ExitKvMode = mode, Trace = true };
+        using var cs = cpuModel.CreateSession();
+        using var gs = gpuModel.CreateSession();
+        var c = cs.Prefill(prompt, options);
+        var g = gs.Prefill(prompt, options);
+        Assert.Equal(c.Rows, g.Rows);
+        Assert.Equal(c.Report!.KvLengths, g.Report!.KvLengths);
+        AssertLogitsClose(g.Logits.Values, c.Logits.Values, cfg.Text.VocabSize, device, $"exit layer:{exitLayer} {mode}");
+        for (int l = 0; l < exitLayer; l++)
+            Assert.Equal(c.Report.Layers[l].VisualMass!.Value, g.Report.Layers[l].VisualMass!.Value, LogitTolerance(device));
+        for (int step = 0; step < 3; step++)
+            AssertLogitsClose(gs.Decode(11 + step).Logits.Values, cs.Decode(11 + step).Logits.Values, cfg.Text.VocabSize, device, $"decode {step} after exit");
+    }
+
+    [Theory]
     [InlineData(DType.F32, DType.F32, 1)]
     [InlineData(DType.F32, DType.BF16, 2)]
     [InlineData(DType.BF16, DType.BF16, 3)]
