@@ -7,27 +7,12 @@ using VteKernels.Formats;
 using VteKernels.Models;
 using Xunit;
 
+using static VteKernels.Tests.Cli.CliRunner;
+
 namespace VteKernels.Tests.Cli;
 
 public sealed class ExitCliTests
 {
-    private static (int Code, string Out, string Err) Vte(params string[] args)
-    {
-        var o = new StringWriter();
-        var e = new StringWriter();
-        int code = Program.Run(args, o, e);
-        return (code, o.ToString(), e.ToString());
-    }
-
-    private static void AssertUserError((int Code, string Out, string Err) r, string expected)
-    {
-        Assert.Equal(2, r.Code);
-        var lines = r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Single(lines);
-        Assert.StartsWith("error: ", lines[0]);
-        Assert.Contains(expected, lines[0]);
-    }
-
     private static (string Dir, LlavaConfig Cfg, int[] Ids, float[] Px, string PxPath) Setup()
     {
         var dir = TestModels.Tiny();

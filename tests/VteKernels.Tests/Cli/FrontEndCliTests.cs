@@ -7,27 +7,12 @@ using VteKernels.Models;
 using VteKernels.Text;
 using Xunit;
 
+using static VteKernels.Tests.Cli.CliRunner;
+
 namespace VteKernels.Tests.Cli;
 
 public sealed class FrontEndCliTests
 {
-    private static (int Code, string Out, string Err) Vte(string? stdin, params string[] args)
-    {
-        var o = new StringWriter();
-        var e = new StringWriter();
-        int code = Program.Run(args, o, e, stdin is null ? null : new StringReader(stdin));
-        return (code, o.ToString(), e.ToString());
-    }
-
-    private static void AssertUserError((int Code, string Out, string Err) r, string expected)
-    {
-        Assert.Equal(2, r.Code);
-        var lines = r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Single(lines);
-        Assert.StartsWith("error: ", lines[0]);
-        Assert.Contains(expected, lines[0]);
-    }
-
     private static string SamplePath => Path.Combine(AppContext.BaseDirectory, "assets", "sample.png");
 
     [Fact]
@@ -68,13 +53,13 @@ public sealed class FrontEndCliTests
     public void GenerateRunsTheWholeFrontEnd()
     {
         var dir = TestModels.Tiny();
-        var r = Vte(null, "generate", "-m", dir, "-n", "4", "-p", "What colour is the sky?", "--image", SamplePath, "--exit", "layer:1");
+        var r = VteWithInput(null, "generate", "-m", dir, "-n", "4", "-p", "What colour is the sky?", "--image", SamplePath, "--exit", "layer:1");
         Assert.True(r.Code == 0, r.Err);
         Assert.Contains("(1 image(s))", r.Out);
         Assert.Contains("exit layer:1: exit after 1 of 4 layers", r.Out);
-        var vicuna = Vte(null, "generate", "-m", dir, "-n", "2", "--prompt-style", "vicuna", "--image-mode", "pad");
+        var vicuna = VteWithInput(null, "generate", "-m", dir, "-n", "2", "--prompt-style", "vicuna", "--image-mode", "pad");
         Assert.True(vicuna.Code == 0, vicuna.Err);
-        var template = Vte(null, "generate", "-m", dir, "-n", "2", "--prompt-style", "template", "--no-image", "-p", "hi");
+        var template = VteWithInput(null, "generate", "-m", dir, "-n", "2", "--prompt-style", "template", "--no-image", "-p", "hi");
         Assert.True(template.Code == 0, template.Err);
         Assert.Contains("(0 image(s))", template.Out);
     }
@@ -83,14 +68,14 @@ public sealed class FrontEndCliTests
     public void GenerateRejectsBadImagesAndMixedInputsWithOneLine()
     {
         var dir = TestModels.Tiny();
-        AssertUserError(Vte(null, "generate", "-m", dir, "--image", "/no/such.png"), "such.png");
+        AssertUserError(VteWithInput(null, "generate", "-m", dir, "--image", "/no/such.png"), "such.png");
         var bad = Path.Combine(TestModels.NewTempDir("bad-image"), "bad.png");
         File.WriteAllBytes(bad, [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 13, (byte)'I', (byte)'H']);
-        AssertUserError(Vte(null, "generate", "-m", dir, "--image", bad), "PNG");
-        AssertUserError(Vte(null, "generate", "-m", dir, "--pixels", bad), "--pixels goes with --input-ids");
-        AssertUserError(Vte(null, "generate", "-m", dir, "--input-ids", "1,2", "-p", "x"), "bypasses");
-        AssertUserError(Vte(null, "generate", "-m", dir, "--no-image", "--image", SamplePath), "exclude");
-        AssertUserError(Vte(null, "generate", "-m", dir, "--prompt-style", "fancy"), "fancy");
+        AssertUserError(VteWithInput(null, "generate", "-m", dir, "--image", bad), "PNG");
+        AssertUserError(VteWithInput(null, "generate", "-m", dir, "--pixels", bad), "--pixels goes with --input-ids");
+        AssertUserError(VteWithInput(null, "generate", "-m", dir, "--input-ids", "1,2", "-p", "x"), "bypasses");
+        AssertUserError(VteWithInput(null, "generate", "-m", dir, "--no-image", "--image", SamplePath), "exclude");
+        AssertUserError(VteWithInput(null, "generate", "-m", dir, "--prompt-style", "fancy"), "fancy");
     }
 
     [Fact]
@@ -98,7 +83,7 @@ public sealed class FrontEndCliTests
     {
         var dir = TestModels.Tiny();
         var script = $"hello\nand then?\n/image {SamplePath}\ndescribe it\n/image /no/such.png\n/clear\n/what\nbye\n/quit\nnever read\n";
-        var r = Vte(script, "chat", "-m", dir, "-n", "3");
+        var r = VteWithInput(script, "chat", "-m", dir, "-n", "3");
         Assert.True(r.Code == 0, r.Err);
         Assert.Contains("(new conversation about sample.png)", r.Out);
         Assert.Contains("(conversation cleared)", r.Out);

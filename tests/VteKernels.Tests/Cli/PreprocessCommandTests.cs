@@ -10,27 +10,12 @@ using VteKernels.Models;
 using VteKernels.Tests.Imaging;
 using Xunit;
 
+using static VteKernels.Tests.Cli.CliRunner;
+
 namespace VteKernels.Tests.Cli;
 
 public sealed class PreprocessCommandTests
 {
-    private static (int Code, string Out, string Err) Vte(params string[] args)
-    {
-        var o = new StringWriter();
-        var e = new StringWriter();
-        int code = Program.Run(args, o, e);
-        return (code, o.ToString(), e.ToString());
-    }
-
-    private static void AssertUserError((int Code, string Out, string Err) r, string expected)
-    {
-        Assert.True(r.Code == 2, $"exit {r.Code}: {r.Err}");
-        var lines = r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Single(lines);
-        Assert.StartsWith("error: ", lines[0]);
-        Assert.Contains(expected, lines[0]);
-    }
-
     private static string ReferenceSha(string file, string options) =>
         ImageData.Preprocess.GetProperty("cases").EnumerateArray()
             .Single(c => c.GetProperty("file").GetString() == file && c.GetProperty("options").GetString() == options)

@@ -5,18 +5,12 @@ using VteKernels.Cli;
 using VteKernels.Tests.Text;
 using Xunit;
 
+using static VteKernels.Tests.Cli.CliRunner;
+
 namespace VteKernels.Tests.Cli;
 
 public sealed class TokenizeCliTests
 {
-    private static (int Code, string Out, string Err) Vte(string? stdin, params string[] args)
-    {
-        var o = new StringWriter();
-        var e = new StringWriter();
-        int code = Program.Run(args, o, e, new StringReader(stdin ?? ""));
-        return (code, o.ToString(), e.ToString());
-    }
-
     [Theory]
     [InlineData("mistral-32k", false)]
     [InlineData("llama3-128k", true)]
@@ -27,7 +21,7 @@ public sealed class TokenizeCliTests
         string input = string.Join("\n", cases.Select(c => JsonSerializer.Serialize(c.Text))) + "\n";
         var args = new List<string> { "tokenize", "--tokenizer", TokenizerFixtures.Dir(name), "--jsonl" };
         if (noSpecial) args.Add("--no-special");
-        var r = Vte(input, args.ToArray());
+        var r = VteWithInput(input, args.ToArray());
         Assert.True(r.Code == 0, r.Err);
         var lines = r.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.Equal(cases.Count, lines.Length);
@@ -38,7 +32,7 @@ public sealed class TokenizeCliTests
     [Fact]
     public void HumanViewListsTokensAndCount()
     {
-        var r = Vte(null, "tokenize", "-t", TokenizerFixtures.Dir("mistral-32k"), "--text", "Hello\nworld");
+        var r = VteWithInput(null, "tokenize", "-t", TokenizerFixtures.Dir("mistral-32k"), "--text", "Hello\nworld");
         Assert.True(r.Code == 0, r.Err);
         var lines = r.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.StartsWith("   id  piece", lines[0]);
@@ -50,7 +44,7 @@ public sealed class TokenizeCliTests
     [Fact]
     public void HumanViewReadsStdinWithoutText()
     {
-        var r = Vte("some text", "tokenize", "-t", TokenizerFixtures.Dir("qwen3-151k"), "--no-special");
+        var r = VteWithInput("some text", "tokenize", "-t", TokenizerFixtures.Dir("qwen3-151k"), "--no-special");
         Assert.True(r.Code == 0, r.Err);
         Assert.EndsWith("2 tokens for 9 bytes of text\n", r.Out.ReplaceLineEndings("\n"));
     }
@@ -61,7 +55,7 @@ public sealed class TokenizeCliTests
     [InlineData("number line", "42\n", "stdin line 1")]
     public void BadJsonlInputIsOneErrorLine(string label, string stdin, string expected)
     {
-        var r = Vte(stdin, "tokenize", "-t", TokenizerFixtures.Dir("gpt2-50k"), "--jsonl");
+        var r = VteWithInput(stdin, "tokenize", "-t", TokenizerFixtures.Dir("gpt2-50k"), "--jsonl");
         Assert.True(r.Code == 2, $"{label}: exit {r.Code}");
         var err = r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.Single(err);
@@ -72,13 +66,13 @@ public sealed class TokenizeCliTests
     [Fact]
     public void MissingOrUnsupportedTokenizerIsOneErrorLine()
     {
-        var missing = Vte(null, "tokenize", "-t", "/nonexistent/tokenizer", "--text", "x");
+        var missing = VteWithInput(null, "tokenize", "-t", "/nonexistent/tokenizer", "--text", "x");
         Assert.Equal(2, missing.Code);
         Assert.StartsWith("error: /nonexistent/tokenizer", missing.Err);
 
         using var dir = new TempDir();
         File.WriteAllText(dir.File("tokenizer.json"), """{"model":{"type":"Unigram","vocab":[]}}""");
-        var unsupported = Vte(null, "tokenize", "-t", dir.Path, "--text", "x");
+        var unsupported = VteWithInput(null, "tokenize", "-t", dir.Path, "--text", "x");
         Assert.Equal(2, unsupported.Code);
         Assert.Single(unsupported.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.Contains("unsupported model type 'Unigram'", unsupported.Err);
