@@ -93,7 +93,7 @@ internal static class ChatCommand
 
                 turns.Add((line, null));
                 var images = current is null ? new List<ImageInput>() : [current];
-                var (text, special) = MultimodalPrompt.Render(promptStyle, tokenizer, turns, images.Count);
+                var (text, special) = MultimodalPrompt.Render(promptStyle, tokenizer, turns, images.Count, dir);
                 var full = MultimodalPrompt.Build(cfg, tokenizer, text, images, special);
                 var step = ContinueOrRestart(session, full, cfg.ImageTokenIndex);
                 var stream = tokenizer.CreateStreamingDecoder();

@@ -74,7 +74,7 @@ internal static class GenerateCommand
                 var loaded = files.Select(f => MultimodalPrompt.LoadImage(f, options, cfg)).ToList();
                 var question = p.GetValue(prompt) ?? DefaultQuestion;
                 var (text, special) = p.GetValue(style) == "raw" ? (question, true)
-                    : MultimodalPrompt.Render(PromptFormat.ParseStyle(p.GetValue(style)!), tokenizer, [(question, null)], loaded.Count);
+                    : MultimodalPrompt.Render(PromptFormat.ParseStyle(p.GetValue(style)!), tokenizer, [(question, null)], loaded.Count, dir);
                 input = MultimodalPrompt.Build(cfg, tokenizer, text, loaded, special);
             }
             var stops = StopTokens(cfg, tokenizer);

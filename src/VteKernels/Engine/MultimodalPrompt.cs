@@ -12,17 +12,50 @@ namespace VteKernels.Engine;
 public static class MultimodalPrompt
 {
     /// <summary>
-    /// Renders the conversation <paramref name="turns"/> (the last one unanswered) in <paramref name="style"/>,
-    /// with <paramref name="imageCount"/> images in the first user turn.
+    /// The model's chat template, where HF keeps it: the processor's chat_template.jinja or chat_template.json
+    /// in <paramref name="modelDir"/> (what LlavaProcessor.apply_chat_template uses), else the tokenizer's
+    /// (tokenizer_config.json). Null when there is none.
     /// </summary>
-    /// <exception cref="InvalidInputException">The template style is asked for but the tokenizer has no chat template.</exception>
+    /// <exception cref="ModelFormatException">chat_template.json is not JSON or has no "chat_template" string.</exception>
+    public static string? FindChatTemplate(string? modelDir, Tokenizer tokenizer)
+    {
+        if (modelDir is not null)
+        {
+            var jinja = Path.Combine(modelDir, "chat_template.jinja");
+            if (File.Exists(jinja)) return File.ReadAllText(jinja);
+            var json = Path.Combine(modelDir, "chat_template.json");
+            if (File.Exists(json))
+            {
+                try
+                {
+                    using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(json));
+                    if (doc.RootElement.ValueKind == System.Text.Json.JsonValueKind.Object &&
+                        doc.RootElement.TryGetProperty("chat_template", out var t) && t.ValueKind == System.Text.Json.JsonValueKind.String)
+                        return t.GetString();
+                    throw new ModelFormatException(json, null, "expected an object with a \"chat_template\" string");
+                }
+                catch (System.Text.Json.JsonException e)
+                {
+                    throw new ModelFormatException(json, null, $"not valid JSON: {e.Message}", e);
+                }
+            }
+        }
+        return tokenizer.ChatTemplate;
+    }
+
+    /// <summary>
+    /// Renders the conversation <paramref name="turns"/> (the last one unanswered) in <paramref name="style"/>,
+    /// with <paramref name="imageCount"/> images in the first user turn. The template style reads the chat
+    /// template from <paramref name="modelDir"/> as <see cref="FindChatTemplate"/> does.
+    /// </summary>
+    /// <exception cref="InvalidInputException">The template style is asked for but the model has no chat template.</exception>
     public static (string Text, bool AddSpecialTokens) Render(PromptStyle style, Tokenizer tokenizer,
-        IReadOnlyList<(string User, string? Assistant)> turns, int imageCount)
+        IReadOnlyList<(string User, string? Assistant)> turns, int imageCount, string? modelDir = null)
     {
         if (style != PromptStyle.Template)
             return (style == PromptStyle.VicunaV1 ? PromptFormat.VicunaV1(turns, imageCount) : PromptFormat.Llava15(turns, imageCount), true);
-        if (tokenizer.ChatTemplate is not string source)
-            throw new InvalidInputException("the model's tokenizer_config.json has no chat_template; use the llava or vicuna prompt style");
+        if (FindChatTemplate(modelDir, tokenizer) is not string source)
+            throw new InvalidInputException("the model has no chat template (chat_template.jinja, chat_template.json or tokenizer_config.json); use the llava or vicuna prompt style");
         var messages = new List<ChatMessage>();
         for (int i = 0; i < turns.Count; i++)
         {
@@ -31,8 +64,10 @@ public static class MultimodalPrompt
         }
         var text = ChatTemplate.Parse(source).Render(messages, addGenerationPrompt: true,
             new Dictionary<string, object?> { ["bos_token"] = tokenizer.BosToken ?? "", ["eos_token"] = tokenizer.EosToken ?? "" });
-        // apply_chat_template's output already holds the special tokens the template wrote (BOS).
-        return (text, false);
+        // HF's LLaVA flow tokenizes the rendered text with the processor, special tokens included (llava-hf's
+        // template writes no BOS, so the tokenizer adds it); a template that writes BOS itself must not get a second one.
+        bool templateWroteBos = tokenizer.BosToken is { Length: > 0 } bos && text.StartsWith(bos, StringComparison.Ordinal);
+        return (text, !templateWroteBos);
     }
 
     /// <summary>

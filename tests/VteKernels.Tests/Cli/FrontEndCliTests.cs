@@ -37,6 +37,24 @@ public sealed class FrontEndCliTests
     }
 
     [Fact]
+    public void TheProcessorsChatTemplateWinsOverTheTokenizersAndRendersLikeLlava15()
+    {
+        var dir = TestModels.CopyOf(TestModels.Tiny());
+        var tok = Tokenizer.Load(dir);
+        var llava = File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "Data", "chat-templates", "templates", "llava-1.5-hf.jinja"));
+        Assert.Equal(tok.ChatTemplate, MultimodalPrompt.FindChatTemplate(dir, tok));
+        File.WriteAllText(Path.Combine(dir, "chat_template.json"), System.Text.Json.JsonSerializer.Serialize(new { chat_template = llava }));
+        Assert.Equal(llava, MultimodalPrompt.FindChatTemplate(dir, tok));
+        var (text, special) = MultimodalPrompt.Render(PromptStyle.Template, tok, [("What is this?", null)], 1, dir);
+        Assert.True(special);   // the template writes no BOS: the tokenizer adds it, as LlavaProcessor does
+        Assert.Equal(PromptFormat.Llava15("What is this?"), text);
+        File.WriteAllText(Path.Combine(dir, "chat_template.json"), "[1, 2]");
+        Assert.Throws<ModelFormatException>(() => MultimodalPrompt.FindChatTemplate(dir, tok));
+        var r = Vte("generate", "-m", dir, "--prompt-style", "template", "-n", "1");
+        AssertUserError(r, "chat_template.json");
+    }
+
+    [Fact]
     public void SampleImagePreprocessesToTheTowerSizeAndMatchesTheLibraryPipeline()
     {
         var dir = TestModels.Tiny();
