@@ -284,13 +284,6 @@ internal static class Font5x7
 /// <summary>Minimal PNG writer: 8-bit RGB, one IDAT, no filtering.</summary>
 internal static class Png
 {
-    private static readonly uint[] CrcTable = Enumerable.Range(0, 256).Select(n =>
-    {
-        uint c = (uint)n;
-        for (int k = 0; k < 8; k++) c = (c & 1) != 0 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        return c;
-    }).ToArray();
-
     public static byte[] Encode(uint[] rgb, int width, int height)
     {
         var raw = new byte[height * (1 + 3 * width)];
@@ -329,9 +322,7 @@ internal static class Png
         var typeBytes = Encoding.ASCII.GetBytes(type);
         s.Write(typeBytes);
         s.Write(data);
-        uint crc = 0xFFFFFFFFu;
-        foreach (var b in typeBytes.Concat(data)) crc = CrcTable[(crc ^ b) & 0xFF] ^ (crc >> 8);
-        System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(len, crc ^ 0xFFFFFFFFu);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(len, Imaging.Crc32.Compute([.. typeBytes, .. data]));
         s.Write(len);
     }
 }

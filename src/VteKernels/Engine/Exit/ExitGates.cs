@@ -1,6 +1,6 @@
 // DyVTE's exit gates: one small router per decoder layer,
 //   logits = W2 · GELU(W1 · [mean of the text states after the image (last token excluded) ; last prompt token state])
-// with W1 [hidden, 2d] and W2 [2, hidden] (hidden = 2048 in the public release, no biases, exact erf GELU).
+// with W1 [hidden, 2d] and W2 [2, hidden] (hidden = 2048 in the public release, no biases, exact erf GELU as CpuOps.Gelu computes it).
 // The exit fires after layer l when logits[1] > logits[0]. The gates run on the host in float32: a check
 // reads two d-vectors and costs 2d · 2048 + 2 · 2048 multiply-adds (16.8 M for a 7B model), next to ~4 G
 // for one decoder layer over 640 tokens.
@@ -10,6 +10,7 @@
 // A directory is searched file by file, so a whole original checkpoint folder can be given.
 using System.Numerics.Tensors;
 using System.Text.RegularExpressions;
+using VteKernels.Backends.Cpu;
 using VteKernels.Formats;
 using VteKernels.Models;
 
@@ -27,40 +28,8 @@ public sealed record ExitGate(int Layer, int ModelDim, int Hidden, float[] W1, f
         if (feature.Length != 2 * ModelDim) throw new ArgumentException($"gate input has {feature.Length} values, expected {2 * ModelDim}", nameof(feature));
         var h = new float[Hidden];
         for (int i = 0; i < Hidden; i++) h[i] = TensorPrimitives.Dot(W1.AsSpan(i * 2 * ModelDim, 2 * ModelDim), feature);
-        for (int i = 0; i < Hidden; i++) h[i] = (float)Gelu(h[i]);
+        CpuOps.Gelu(h);
         return (TensorPrimitives.Dot(W2.AsSpan(0, Hidden), h), TensorPrimitives.Dot(W2.AsSpan(Hidden, Hidden), h));
-    }
-
-    // Exact GELU, x · Φ(x), in double so the decision near logit ties does not depend on an approximation.
-    private static double Gelu(double x) => 0.5 * x * (1 + Erf(x / Math.Sqrt(2)));
-
-    // Abramowitz-Stegun 7.1.26 is too coarse (1.5e-7 absolute) for a reference; this series/continued-fraction
-    // pair is accurate to ~1e-15.
-    internal static double Erf(double x)
-    {
-        double ax = Math.Abs(x);
-        double r;
-        if (ax < 2.5)
-        {
-            // Maclaurin series: erf x = 2/√π Σ (-1)^n x^(2n+1) / (n! (2n+1)).
-            double term = ax, sum = ax, x2 = ax * ax;
-            for (int n = 1; n < 60; n++)
-            {
-                term *= -x2 / n;
-                double add = term / (2 * n + 1);
-                sum += add;
-                if (Math.Abs(add) < 1e-17 * Math.Abs(sum)) break;
-            }
-            r = 2 / Math.Sqrt(Math.PI) * sum;
-        }
-        else
-        {
-            // Continued fraction for erfc, evaluated bottom-up.
-            double f = 0;
-            for (int n = 60; n >= 1; n--) f = n / 2.0 / (ax + f);
-            r = 1 - Math.Exp(-ax * ax) / Math.Sqrt(Math.PI) / (ax + f);
-        }
-        return x < 0 ? -r : r;
     }
 }
 

@@ -62,19 +62,8 @@ internal sealed class ExitRun
     public bool WantsMass => Spans.Count > 0 && (_trace || Policy is AttentionMassExit);
 
     /// <summary>Text rows in current coordinates: rows after the first image that are not visual.</summary>
-    public int[] TextRows(int rows)
-    {
-        if (Spans.Count == 0) return [];
-        var list = new List<int>();
-        int s = 0;
-        for (int i = Spans[0].Start; i < rows; i++)
-        {
-            while (s < Spans.Count && i >= Spans[s].End) s++;
-            if (s < Spans.Count && i >= Spans[s].Start) continue;
-            list.Add(i);
-        }
-        return [.. list];
-    }
+    public int[] TextRows(int rows) =>
+        Spans.Count == 0 ? [] : LlavaModel.Keep(Enumerable.Range(0, rows).ToArray(), Spans).Where(i => i > Spans[0].Start).ToArray();
 
     /// <summary>Visual key ranges in layer <paramref name="layer"/>'s cache coordinates.</summary>
     public (int Start, int Length)[] VisualKeys(int layer) => Spans.Select(s => (CacheBase[layer] + s.Start, s.Length)).ToArray();
