@@ -36,4 +36,25 @@ internal static class Tolerance
             Assert.Fail($"{context}: {mismatches} of {actual.Length} elements outside atol {atol:E2} + rtol {rtol:E2}·|expected|; " +
                         $"max |error| {maxAbs:E3} at [{maxAt}]{shown}");
     }
+
+    /// <summary>
+    /// Asserts that no element is NaN and max |actual − expected| ≤ rel · max(1, max |expected|): a whole model
+    /// output (logits, hidden states) held to a share of its own scale. Logs the figures to <paramref name="log"/>.
+    /// </summary>
+    public static void AssertCloseToScale(ReadOnlySpan<float> actual, ReadOnlySpan<double> expected, double rel, string context, ITestOutputHelper? log = null)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        double maxDiff = 0, maxRef = 0;
+        int worst = 0;
+        for (int i = 0; i < actual.Length; i++)
+        {
+            Assert.False(float.IsNaN(actual[i]), $"{context}: NaN at flat index {i}");
+            double d = Math.Abs(actual[i] - expected[i]);
+            if (d > maxDiff) { maxDiff = d; worst = i; }
+            maxRef = Math.Max(maxRef, Math.Abs(expected[i]));
+        }
+        double bound = rel * Math.Max(1, maxRef);
+        log?.WriteLine($"{context}: max |diff| {maxDiff:E2} (at {worst}), max |ref| {maxRef:F3}, bound {bound:E2}");
+        Assert.True(maxDiff <= bound, $"{context}: max |diff| {maxDiff:E3} at flat index {worst} (got {actual[worst]}, want {expected[worst]}) exceeds {bound:E3}");
+    }
 }

@@ -17,25 +17,8 @@ public sealed class ExitTests(ITestOutputHelper output)
 {
     private const double Rel = 2e-5;
 
-    private void AssertClose(string what, ReadOnlySpan<float> got, ReadOnlySpan<double> want, double rel = Rel)
-    {
-        Assert.Equal(want.Length, got.Length);
-        double maxDiff = 0, maxRef = 0;
-        int worst = 0;
-        for (int i = 0; i < got.Length; i++)
-        {
-            Assert.False(float.IsNaN(got[i]), $"{what}: NaN at flat index {i}");
-            double d = Math.Abs(got[i] - want[i]);
-            if (d > maxDiff) { maxDiff = d; worst = i; }
-            maxRef = Math.Max(maxRef, Math.Abs(want[i]));
-        }
-        double bound = rel * Math.Max(1, maxRef);
-        output.WriteLine($"{what}: max |diff| {maxDiff:E2} (at {worst}), max |ref| {maxRef:F3}, bound {bound:E2}");
-        Assert.True(maxDiff <= bound, $"{what}: max |diff| {maxDiff:E3} at flat index {worst} (got {got[worst]}, want {want[worst]}) exceeds {bound:E3}");
-    }
-
-    private static int[] ReadIds(string path) =>
-        File.ReadAllText(path).Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse).ToArray();
+    private void AssertClose(string what, ReadOnlySpan<float> got, ReadOnlySpan<double> want) =>
+        Tolerance.AssertCloseToScale(got, want, Rel, what, output);
 
     private static bool[] VisualMask(LlavaConfig cfg, int[] ids) => ids.Select(id => id == cfg.ImageTokenIndex).ToArray();
 
@@ -53,7 +36,7 @@ public sealed class ExitTests(ITestOutputHelper output)
         var dir = FixturePaths.Case(name);
         using var model = LlavaModel.Load(Path.Combine(dir, "model"), new CpuBackend());
         var cfg = model.Config;
-        var ids = ReadIds(Path.Combine(dir, "input_ids.txt"));
+        var ids = FixturePaths.ReadIds(Path.Combine(dir, "input_ids.txt"));
         var px = Npy.ReadFloat32(Path.Combine(dir, "pixels.npy"));
         using var session = model.CreateSession();
         var r = session.Prefill(new PromptInput(ids, [ImageInput.Square(px.Data, cfg.Vision.ImageSize)]),

@@ -14,25 +14,12 @@ namespace VteKernels.Tests.Engine;
 
 public sealed class LlavaEngineTests(ITestOutputHelper output)
 {
-    private static int[] ReadIds(string path) =>
-        File.ReadAllText(path).Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse).ToArray();
-
     /// <summary>max |got - want| &lt;= rel * max(1, max |want|); logs the figures.</summary>
     private void AssertClose(string what, ReadOnlySpan<float> got, ReadOnlySpan<float> want, double rel)
     {
-        Assert.Equal(want.Length, got.Length);
-        double maxDiff = 0, maxRef = 0;
-        int worst = 0;
-        for (int i = 0; i < got.Length; i++)
-        {
-            Assert.False(float.IsNaN(got[i]), $"{what}: NaN at flat index {i}");
-            double d = Math.Abs((double)got[i] - want[i]);
-            if (d > maxDiff) { maxDiff = d; worst = i; }
-            maxRef = Math.Max(maxRef, Math.Abs(want[i]));
-        }
-        double bound = rel * Math.Max(1, maxRef);
-        output.WriteLine($"{what}: max |diff| {maxDiff:E2} (at {worst}), max |ref| {maxRef:F3}, bound {bound:E2}");
-        Assert.True(maxDiff <= bound, $"{what}: max |diff| {maxDiff:E3} at flat index {worst} (got {got[worst]}, want {want[worst]}) exceeds {bound:E3}");
+        var wide = new double[want.Length];
+        for (int i = 0; i < want.Length; i++) wide[i] = want[i];
+        Tolerance.AssertCloseToScale(got, wide, rel, what, output);
     }
 
     private void AssertClose(string what, ReadOnlySpan<float> got, double[] want, double rel) =>
@@ -46,7 +33,7 @@ public sealed class LlavaEngineTests(ITestOutputHelper output)
         var dir = FixturePaths.Case(name);
         using var model = LlavaModel.Load(Path.Combine(dir, "model"), new CpuBackend());
         var cfg = model.Config;
-        var ids = ReadIds(Path.Combine(dir, "input_ids.txt"));
+        var ids = FixturePaths.ReadIds(Path.Combine(dir, "input_ids.txt"));
         var px = Npy.ReadFloat32(Path.Combine(dir, "pixels.npy"));
         using var session = model.CreateSession();
         var r = session.Prefill(new PromptInput(ids, [ImageInput.Square(px.Data, cfg.Vision.ImageSize)]),
@@ -70,9 +57,9 @@ public sealed class LlavaEngineTests(ITestOutputHelper output)
     {
         var dir = FixturePaths.Case(name);
         using var model = LlavaModel.Load(Path.Combine(dir, "model"), new CpuBackend());
-        var ids = ReadIds(Path.Combine(dir, "input_ids.txt"));
+        var ids = FixturePaths.ReadIds(Path.Combine(dir, "input_ids.txt"));
         var px = Npy.ReadFloat32(Path.Combine(dir, "pixels.npy"));
-        var want = ReadIds(Path.Combine(dir, "greedy8.txt"));
+        var want = FixturePaths.ReadIds(Path.Combine(dir, "greedy8.txt"));
         using var session = model.CreateSession();
         var got = await Generator.GenerateAllAsync(session, new PromptInput(ids, [ImageInput.Square(px.Data, model.Config.Vision.ImageSize)]),
             new GenerationOptions { MaxNewTokens = 8 }, TestContext.Current.CancellationToken);

@@ -21,6 +21,11 @@ internal static class FixturePaths
         return dir;
     }
 
+    /// <summary>The token ids of a fixture's comma-separated list (input_ids.txt, greedy8.txt).</summary>
+    public static int[] ReadIds(string path) =>
+        File.ReadAllText(path).Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(s => int.Parse(s, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+
     private static string Find()
     {
         var start = AppContext.BaseDirectory;

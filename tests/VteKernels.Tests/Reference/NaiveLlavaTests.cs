@@ -23,15 +23,11 @@ public sealed class NaiveLlavaTests(ITestOutputHelper output)
     {
         var dir = FixturePaths.Case(n);
         var model = new NaiveLlava(Path.Combine(dir, "model"));
-        var ids = ReadIds(Path.Combine(dir, "input_ids.txt"));
+        var ids = FixturePaths.ReadIds(Path.Combine(dir, "input_ids.txt"));
         var (pixels, shape) = NaiveNpy.Read(Path.Combine(dir, "pixels.npy"));
         Assert.Equal([1, model.Config.Vision.NumChannels, model.Config.Vision.ImageSize, model.Config.Vision.ImageSize], shape);
         return new CaseRun(model, ids, pixels, model.Forward(ids, [pixels]));
     })).Value;
-
-    private static int[] ReadIds(string path) =>
-        File.ReadAllText(path).Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-            .Select(int.Parse).ToArray();
 
     /// <summary>Asserts max |got - want| &lt;= Tolerance * max(1, max |want|) and logs both numbers.</summary>
     private void AssertClose(string what, double[] got, float[] want)
@@ -112,7 +108,7 @@ public sealed class NaiveLlavaTests(ITestOutputHelper output)
     public void GreedyDecodingWithoutCacheMatchesHf(string name)
     {
         var run = Run(name);
-        var want = ReadIds(Path.Combine(FixturePaths.Case(name), "greedy8.txt"));
+        var want = FixturePaths.ReadIds(Path.Combine(FixturePaths.Case(name), "greedy8.txt"));
         Assert.Equal(8, want.Length);
         int vocab = run.Model.Config.Text.VocabSize;
         var ids = run.Ids.ToList();
