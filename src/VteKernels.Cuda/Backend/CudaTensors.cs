@@ -86,6 +86,13 @@ public sealed class CudaWeight : DeviceWeight
     /// <summary>Device address.</summary>
     public ulong Pointer => Buffer.Pointer;
 
+    /// <summary>Returns the device copy to the pool; the weight must not be used afterwards.</summary>
+    public override void Dispose()
+    {
+        Buffer.Dispose();
+        base.Dispose();
+    }
+
     /// <inheritdoc/>
     public override string ToString() => $"{Source.Name} {DType} [{string.Join(", ", Source.Shape)}] on cuda";
 }

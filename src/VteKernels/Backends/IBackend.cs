@@ -15,11 +15,18 @@ public enum AttentionMask
     Causal,
 }
 
-/// <summary>A weight as a backend holds it (on the CPU, the memory-mapped view itself).</summary>
-public abstract class DeviceWeight
+/// <summary>
+/// A weight as a backend holds it (on the CPU, the memory-mapped view itself). A model's weights live as long
+/// as the backend; weights made for one request (folded adapters) are disposed when it ends, which gives a
+/// device copy back.
+/// </summary>
+public abstract class DeviceWeight : IDisposable
 {
     /// <summary>The stored tensor this was made from.</summary>
     public abstract Weight Source { get; }
+
+    /// <summary>Gives the backend's copy back (the CPU holds none: nothing happens).</summary>
+    public virtual void Dispose() => GC.SuppressFinalize(this);
 }
 
 /// <summary>An activation matrix [Rows, Cols] held by a backend. Views made by <see cref="Slice"/> share storage.</summary>

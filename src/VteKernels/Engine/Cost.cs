@@ -5,8 +5,10 @@
 //   patch embedding   patches · C · P² · dv                    (one image)
 //   vision layer      n · 4dv² + 2 · n² · dv + 2 · n · dv · fv   (n = 577 positions, dense attention)
 //   projector         t · (dv·f · d + d · d)                     (t = tokens per image, f = feature layers)
-//   decoder layer     r · d · (qDim + 2 kvDim) + r · qDim · d + 2 · S · headDim · heads + 3 · r · d · ff
-//                     (r query rows; S = Σ over rows of the keys each row sees, causal)
+//   decoder layer     kv · d · 2 kvDim + 2 · r · qDim · d + 2 · S · headDim · heads + 3 · f · d · ff
+//                     (r query rows, kv rows giving keys/values, f rows through the FFN; S = Σ over query rows
+//                     of the keys each sees, causal). Dense: r = kv = f. NAAViT: r = f = the non-visual rows.
+//                     EAS-skipped layer: FFN only; a PIA adapter adds 2 · d · H per row it transforms.
 //   LM head           rows_out · d · vocab
 using VteKernels.Models;
 
@@ -30,12 +32,18 @@ public static class Cost
     /// One decoder layer over <paramref name="rows"/> query rows appended after <paramref name="cached"/>
     /// keys already in that layer's cache (each row sees the cached keys, the earlier new rows and itself).
     /// </summary>
-    public static long DecoderLayer(TextConfig t, long rows, long cached)
-    {
-        long d = t.HiddenSize;
-        long seen = rows * cached + rows * (rows + 1) / 2;
-        return rows * d * (t.QDim + 2L * t.KvDim) + rows * t.QDim * d + 2 * seen * t.HeadDim * t.NumHeads + 3 * rows * d * t.IntermediateSize;
-    }
+    public static long DecoderLayer(TextConfig t, long rows, long cached) =>
+        Attention(t, rows, rows, rows * cached + rows * (rows + 1) / 2) + Ffn(t, rows);
+
+    /// <summary>
+    /// The attention block: Q and O projections for <paramref name="queryRows"/>, K and V for
+    /// <paramref name="kvRows"/>, scores and weighted values over <paramref name="seen"/> (query, key) pairs.
+    /// </summary>
+    public static long Attention(TextConfig t, long queryRows, long kvRows, long seen) =>
+        kvRows * t.HiddenSize * 2L * t.KvDim + 2 * queryRows * (long)t.QDim * t.HiddenSize + 2 * seen * t.HeadDim * t.NumHeads;
+
+    /// <summary>The SwiGLU FFN over <paramref name="rows"/> rows.</summary>
+    public static long Ffn(TextConfig t, long rows) => 3 * rows * (long)t.HiddenSize * t.IntermediateSize;
 
     /// <summary>The LM head over <paramref name="rows"/> rows.</summary>
     public static long Head(TextConfig t, long rows) => rows * t.HiddenSize * (long)t.VocabSize;

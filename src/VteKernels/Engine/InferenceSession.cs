@@ -3,6 +3,7 @@
 // one token at a time. Each step returns logits and, on request, every layer's hidden states.
 using System.Diagnostics;
 using VteKernels.Backends;
+using VteKernels.Engine.Eas;
 using VteKernels.Engine.Exit;
 
 namespace VteKernels.Engine;
@@ -13,11 +14,26 @@ public sealed class InferenceSession : IDisposable
     private readonly LlavaModel _model;
     private readonly List<int> _tokens = [];
 
-    internal InferenceSession(LlavaModel model)
+    private readonly PiaSequence? _pia;
+
+    internal InferenceSession(LlavaModel model, SessionOptions? options)
     {
         _model = model;
+        Options = options ?? new SessionOptions();
+        Options.Eas?.Validate(model.Config);
+        if (Options.Eas is { Adapters.Count: > 0 }) _pia = new PiaSequence(model.Config.Text.NumLayers);
         Cache = model.Backend.CreateKvCache(model.Config.Text.NumLayers, model.Config.Text.KvDim);
     }
+
+    /// <summary>The methods that hold for the whole sequence (EAS attention skipping).</summary>
+    public SessionOptions Options { get; }
+
+    /// <summary>
+    /// The PIA adapters' expert mix per adapted layer as resolved by the first prefill (w0, w1); empty before.
+    /// </summary>
+    public IReadOnlyDictionary<int, double[]> AdapterMix =>
+        _pia is null ? new Dictionary<int, double[]>()
+            : Enumerable.Range(0, _model.Config.Text.NumLayers).Where(l => _pia[l] is not null).ToDictionary(l => l, l => _pia[l]!.ExpertMix);
 
     /// <summary>The key/value cache (per layer).</summary>
     public KvCache Cache { get; }
@@ -54,6 +70,8 @@ public sealed class InferenceSession : IDisposable
         if (policy is FixedLayerExit f && f.Layers > cfg.Text.NumLayers)
             throw new InvalidInputException($"exit layer:{f.Layers} is beyond the model's {cfg.Text.NumLayers} decoder layers (0 <= K <= {cfg.Text.NumLayers})");
         if (policy is GateExit g) g.Gates.Validate(cfg);
+        if (options.Naavit && spans.Count > 0 && spans[^1].End == input.TokenIds.Length)
+            throw new InvalidInputException("with NAAViT the prompt must end with text: visual rows issue no queries, so an image at the end leaves nothing to predict from");
 
         int n = input.TokenIds.Length, start = Position;
         var cacheBase = Enumerable.Range(0, cfg.Text.NumLayers).Select(Cache.Length).ToArray();
@@ -91,7 +109,12 @@ public sealed class InferenceSession : IDisposable
             var visionTime = clock.Elapsed;
             var x = _model.Embed(ids, images.Count == 0 ? [] : spans, features);
             var hidden = options.OutputHiddenStates ? new List<float[]>() : null;
-            x = _model.Decoder(x, positions, Cache, hidden, run, rowMap);
+            var layerMacs = new long[cfg.Text.NumLayers];
+            x = _model.Decoder(x, new DecoderPass
+            {
+                Positions = positions, Cache = Cache, HiddenStates = hidden, Exit = run, RowMap = rowMap,
+                Naavit = options.Naavit && images.Count > 0, Eas = Options.Eas, PiaMode = Options.PiaMode, Pia = _pia, LayerMacs = layerMacs,
+            });
             try
             {
                 var decoderTime = clock.Elapsed - visionTime;
@@ -100,7 +123,7 @@ public sealed class InferenceSession : IDisposable
                 var logits = _model.Head(x, logitRows, hidden);
                 var headTime = clock.Elapsed - visionTime - decoderTime;
                 LastReport = BuildReport(run, input, spans, images.Count, start, logitRows, options.AllLogits ? n : 1,
-                    new StageTimes(visionTime, decoderTime, headTime));
+                    new StageTimes(visionTime, decoderTime, headTime), layerMacs, options.Naavit && images.Count > 0);
                 return new StepResult(logits)
                 {
                     HiddenStates = hidden, VisionHiddenStates = visionStates, ImageFeatures = featuresHost,
@@ -119,23 +142,21 @@ public sealed class InferenceSession : IDisposable
     }
 
     private PrefillReport BuildReport(ExitRun run, PromptInput input, IReadOnlyList<ImageSpan> spans, int imagesEncoded, int start,
-        int headRows, int fullHeadRows, StageTimes times)
+        int headRows, int fullHeadRows, StageTimes times, long[] layerMacs, bool naavit)
     {
         var cfg = _model.Config;
         var t = cfg.Text;
         int n = input.TokenIds.Length;
         var rows = run.Layers.Select(l => l.Rows).ToArray();
-        long decoder = 0, decoderFull = 0;
-        for (int l = 0; l < t.NumLayers; l++)
-        {
-            decoder += Cost.DecoderLayer(t, rows[l], run.CacheBase[l]);
-            decoderFull += Cost.DecoderLayer(t, n, start);
-        }
+        long decoder = layerMacs.Sum(), decoderFull = 0;
+        for (int l = 0; l < t.NumLayers; l++) decoderFull += Cost.DecoderLayer(t, n, start);
         long vision = Cost.VisionPerImage(cfg);
         var lengths = Enumerable.Range(0, t.NumLayers).Select(Cache.Length).ToArray();
         return new PrefillReport
         {
             Policy = run.Policy.ToString(),
+            Naavit = naavit,
+            SkippedLayers = Options.Eas?.SkippedLayers.ToArray() ?? [],
             KvMode = run.KvMode,
             PromptRows = n,
             VisualRows = spans.Sum(s => s.Length),
@@ -162,16 +183,17 @@ public sealed class InferenceSession : IDisposable
         CheckLength(1);
         var x = _model.Embed([tokenId], [], []);
         var hidden = outputHiddenStates ? new List<float[]>() : null;
-        var y = _model.Decoder(x, [Position], Cache, hidden);
+        var y = _model.Decoder(x, new DecoderPass { Positions = [Position], Cache = Cache, HiddenStates = hidden, Eas = Options.Eas, PiaMode = Options.PiaMode, Pia = _pia });
         _tokens.Add(tokenId);
         return new StepResult(_model.Head(y, 1, hidden)) { HiddenStates = hidden, Rows = [Position - 1] };
     }
 
-    /// <summary>Forgets the sequence; the cache storage is kept for reuse.</summary>
+    /// <summary>Forgets the sequence (and the adapters' per-sequence terms); the cache storage is kept for reuse.</summary>
     public void Reset()
     {
         _tokens.Clear();
         Cache.Clear();
+        _pia?.Dispose();
     }
 
     private void CheckLength(int more)
@@ -181,6 +203,10 @@ public sealed class InferenceSession : IDisposable
             throw new InvalidInputException($"sequence of {Position + more} tokens exceeds the model's context of {max} tokens");
     }
 
-    /// <summary>Frees the cache.</summary>
-    public void Dispose() => Cache.Dispose();
+    /// <summary>Frees the cache and the per-sequence adapter weights.</summary>
+    public void Dispose()
+    {
+        Cache.Dispose();
+        _pia?.Dispose();
+    }
 }

@@ -4,6 +4,7 @@
 // those rows have. The vision tower stops at the deepest feature layer the config reads
 // (LLaVA-1.5 reads layer -2 of 24, so the last encoder layer never runs).
 using VteKernels.Backends;
+using VteKernels.Engine.Eas;
 using VteKernels.Engine.Exit;
 using VteKernels.Formats;
 using VteKernels.Models;
@@ -91,8 +92,9 @@ public sealed class LlavaModel : IDisposable
         }
     }
 
-    /// <summary>A new session with an empty cache.</summary>
-    public InferenceSession CreateSession() => new(this);
+    /// <summary>A new session with an empty cache; <paramref name="options"/> sets sequence-wide methods (EAS).</summary>
+    /// <exception cref="ModelFormatException">The EAS configuration does not fit the model.</exception>
+    public InferenceSession CreateSession(SessionOptions? options = null) => new(this, options);
 
     /// <summary>Releases the weight files this model opened.</summary>
     public void Dispose() => _store?.Dispose();
@@ -207,44 +209,54 @@ public sealed class LlavaModel : IDisposable
     }
 
     /// <summary>
-    /// Runs every decoder layer over the rows <paramref name="x"/>, whose absolute positions are
-    /// <paramref name="positions"/>; their keys and values are appended to <paramref name="cache"/> and the
-    /// queries attend causally to everything the cache holds. With an exit run, the policy is asked after
-    /// each layer and, when it fires, the visual rows leave (with their positions and row numbers in
-    /// <paramref name="rowMap"/>); the early layers' visual K/V are compacted away in
-    /// <see cref="ExitKvMode.DropAll"/>. Consumes <paramref name="x"/> and returns the final rows, which the
-    /// caller disposes.
+    /// Runs every decoder layer over the rows <paramref name="x"/>; <paramref name="pass"/> holds their positions,
+    /// the cache their keys and values go to, and the methods in effect. Queries attend causally to everything
+    /// the layer's cache holds. With an exit run the policy is asked after each layer and, when it fires, the
+    /// visual rows leave (with their positions and row numbers); the early layers' visual K/V are compacted away
+    /// in <see cref="ExitKvMode.DropAll"/>. With NAAViT the visual rows issue no queries and skip the FFN (they
+    /// still give keys and values), and leave after the last layer. Layers whose attention EAS skips run only
+    /// their FFN and hold no cache. Consumes <paramref name="x"/> and returns the final rows, which the caller
+    /// disposes.
     /// </summary>
-    internal Tensor Decoder(Tensor x, int[] positions, KvCache cache, List<float[]>? hiddenStates, ExitRun? run = null, List<int>? rowMap = null)
+    internal Tensor Decoder(Tensor x, DecoderPass pass)
     {
         try
         {
-            hiddenStates?.Add(ToHost(x));
+            var run = pass.Exit;
+            pass.HiddenStates?.Add(ToHost(x));
             for (int l = 0; l < _text.Length; l++)
             {
                 var w = _text[l];
+                bool skip = pass.Skips(l);
+                // Rows that issue queries and run the FFN: all of them, or with NAAViT the non-visual ones.
+                var active = pass.Naavit && run is { Spans.Count: > 0 } ? Runs(x.Rows, run.Spans) : [(0, x.Rows)];
                 run?.BeginLayer(x.Rows);
-                using (var a = SelfAttention(w, x, positions, cache, l, run)) B.Add(x, a, x);   // h = x + Attn(Norm(x))
-                using (var f = FeedForward(w, x)) B.Add(x, f, x);                                 // x = h + Ffn(Norm(h))
-                if (run is not null && run.EndLayer(l, () => GateInput(x, run.Spans)))           // the exit check
+                var pia = PiaFor(w, x, l, pass, skip);
+                long macs = 0;
+                if (!skip)
+                    using (var a = SelfAttention(w, x, active, pass, l, pia, ref macs)) AddRows(x, a, active);   // h = x + Attn(Norm(x))
+                using (var xs = Gather(x, active, run))
+                using (var f = FeedForward(w, xs ?? x, skip, pia, ref macs)) AddRows(x, f, active);            // x = h + Ffn(Norm(h))
+                if (pass.LayerMacs is not null) pass.LayerMacs[l] = macs;
+                if (run is not null && run.EndLayer(l, () => GateInput(x, run.Spans)))                        // the exit check
                 {
-                    var kept = DropRows(x, run.Spans);
-                    x.Dispose();
-                    x = kept;
-                    positions = Keep(positions, run.Spans);
-                    if (rowMap is not null)
-                    {
-                        var map = Keep([.. rowMap], run.Spans);
-                        rowMap.Clear();
-                        rowMap.AddRange(map);
-                    }
                     if (run.KvMode == ExitKvMode.DropAll)
                         for (int e = 0; e <= l; e++)
+                        {
+                            if (pass.Skips(e)) continue;   // no cache there
                             for (int s = run.Spans.Count - 1; s >= 0; s--)   // last span first: earlier offsets stay valid
-                                cache.RemoveRows(e, run.CacheBase[e] + run.Spans[s].Start, run.Spans[s].Length);
+                                pass.Cache.RemoveRows(e, run.CacheBase[e] + run.Spans[s].Start, run.Spans[s].Length);
+                        }
+                    x = DropVisualRows(x, pass);
                     run.Exited();
                 }
-                if (hiddenStates is not null && l < _text.Length - 1) hiddenStates.Add(ToHost(x));
+                if (pass.HiddenStates is not null && l < _text.Length - 1) pass.HiddenStates.Add(ToHost(x));
+            }
+            if (pass.Naavit && run is { Spans.Count: > 0 })
+            {
+                // The visual rows asked nothing: their last state is their input. Only the rows that queried go on.
+                x = DropVisualRows(x, pass);
+                run.Exited();
             }
             return x;
         }
@@ -252,6 +264,59 @@ public sealed class LlavaModel : IDisposable
         {
             x.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>Replaces x by its rows outside the exit run's visual spans, and drops their positions and row numbers.</summary>
+    private Tensor DropVisualRows(Tensor x, DecoderPass pass)
+    {
+        var spans = pass.Exit!.Spans;
+        var kept = DropRows(x, spans);
+        x.Dispose();
+        pass.Positions = Keep(pass.Positions, spans);
+        if (pass.RowMap is { } rowMap)
+        {
+            var map = Keep([.. rowMap], spans);
+            rowMap.Clear();
+            rowMap.AddRange(map);
+        }
+        return kept;
+    }
+
+    /// <summary>The runs of rows in [0, n) outside <paramref name="spans"/>, in order.</summary>
+    internal static (int Start, int Length)[] Runs(int n, IReadOnlyList<ImageSpan> spans)
+    {
+        var runs = new List<(int, int)>();
+        int at = 0;
+        foreach (var s in spans.Append(new ImageSpan(n, 0)))
+        {
+            if (s.Start > at) runs.Add((at, s.Start - at));
+            at = s.End;
+        }
+        return [.. runs];
+    }
+
+    private static bool IsAll((int Start, int Length)[] runs, int rows) => runs.Length == 1 && runs[0].Start == 0 && runs[0].Length == rows;
+
+    /// <summary>The active rows as one new tensor, or null when they are all of x (no copy needed).</summary>
+    private Tensor? Gather(Tensor x, (int Start, int Length)[] active, ExitRun? run) =>
+        IsAll(active, x.Rows) ? null : DropRows(x, run!.Spans);
+
+    /// <summary>x[active rows] += y, y holding the active rows one after another.</summary>
+    private void AddRows(Tensor x, Tensor y, (int Start, int Length)[] active)
+    {
+        if (IsAll(active, x.Rows))
+        {
+            B.Add(x, y, x);
+            return;
+        }
+        int offset = 0;
+        foreach (var (start, length) in active)
+        {
+            using var xs = x.Slice(start, length);
+            using var ys = y.Slice(offset, length);
+            B.Add(xs, ys, xs);
+            offset += length;
         }
     }
 
@@ -305,55 +370,211 @@ public sealed class LlavaModel : IDisposable
         return [.. kept];
     }
 
-    /// <summary>Attn(RmsNorm(x)) for one layer: project, rotate, append to the cache, attend, project out.</summary>
-    private Tensor SelfAttention(TextLayer w, Tensor x, ReadOnlySpan<int> positions, KvCache cache, int layer, ExitRun? run)
+    /// <summary>
+    /// Attn(RmsNorm(x)) for one layer: project (through the PIA adapter when there is one), rotate, append every
+    /// row's K/V to the cache, then the active rows' queries attend causally; returns their output rows.
+    /// </summary>
+    private Tensor SelfAttention(TextLayer w, Tensor x, (int Start, int Length)[] active, DecoderPass pass, int layer, PiaLayer? pia, ref long macs)
     {
         var t = Config.Text;
-        int n = x.Rows;
+        var run = pass.Exit;
+        int n = x.Rows, nq = active.Sum(r => r.Length);
+        bool all = IsAll(active, n);
         using var h = B.Allocate(n, t.HiddenSize);
-        using var q = B.Allocate(n, t.QDim);
+        B.RmsNorm(x, w.InputNorm, t.RmsNormEps, h);
+        using var adapted = pia?.Down is not null ? Adapt(h, pia) : null;   // y = M h + beta, explicitly
+        var src = adapted ?? h;
+        if (adapted is not null) macs += n * pia!.MacsPerRow;
+        bool folded = pia?.Q is not null;
         using var k = B.Allocate(n, t.KvDim);
         using var v = B.Allocate(n, t.KvDim);
-        using var a = B.Allocate(n, t.QDim);
-        B.RmsNorm(x, w.InputNorm, t.RmsNormEps, h);
-        B.Linear(h, w.Q, null, q);
-        B.Linear(h, w.K, null, k);
-        B.Linear(h, w.V, null, v);
-        B.Rope(q, t.NumHeads, t.HeadDim, positions, t.RopeTheta);
-        B.Rope(k, t.NumKvHeads, t.HeadDim, positions, t.RopeTheta);
-        cache.Append(layer, k, v);
-        var (keys, values) = cache.View(layer);
+        B.Linear(src, folded ? pia!.K! : w.K, folded ? pia!.KBias : null, k);
+        B.Linear(src, folded ? pia!.V! : w.V, folded ? pia!.VBias : null, v);
+        B.Rope(k, t.NumKvHeads, t.HeadDim, pass.Positions, t.RopeTheta);
+        pass.Cache.Append(layer, k, v);
+
+        using var qIn = all ? null : DropRows(src, run!.Spans);
+        using var q = B.Allocate(nq, t.QDim);
+        B.Linear(qIn ?? src, folded ? pia!.Q! : w.Q, folded ? pia!.QBias : null, q);
+        B.Rope(q, t.NumHeads, t.HeadDim, all ? pass.Positions : Keep(pass.Positions, run!.Spans), t.RopeTheta);
+        using var a = B.Allocate(nq, t.QDim);
+        var (keys, values) = pass.Cache.View(layer);
+        long seen = 0;
         using (keys)
         using (values)
         {
-            B.Attention(q, t.NumHeads, keys, values, t.NumKvHeads, t.HeadDim, AttentionMask.Causal, a);
-            if (run is { WantsMass: true } && run.TextRows(n) is { Length: > 0 } textRows)
+            int cached = keys.Rows - n;   // keys before this step's rows
+            if (all)
             {
-                var mass = new float[textRows.Length * t.NumHeads];
-                B.AttentionMass(q, t.NumHeads, keys, t.NumKvHeads, t.HeadDim, textRows, run.VisualKeys(layer), mass);
-                run.RecordMass(mass, textRows.Length, t.NumHeads);
+                B.Attention(q, t.NumHeads, keys, values, t.NumKvHeads, t.HeadDim, AttentionMask.Causal, a);
+                if (run is { WantsMass: true } && run.TextRows(n) is { Length: > 0 } textRows)
+                {
+                    var mass = new float[textRows.Length * t.NumHeads];
+                    B.AttentionMass(q, t.NumHeads, keys, t.NumKvHeads, t.HeadDim, textRows, run.VisualKeys(layer), mass);
+                    run.RecordMass(mass, textRows.Length, t.NumHeads);
+                }
+                seen = (long)n * cached + (long)n * (n + 1) / 2;
+            }
+            else
+            {
+                // Each run of query rows is the last rows of the keys up to its end: plain causal attention there.
+                var mass = new List<float>();
+                int massRows = 0, offset = 0;
+                foreach (var (start, length) in active)
+                {
+                    int visible = cached + start + length;
+                    using var qs = q.Slice(offset, length);
+                    using var os = a.Slice(offset, length);
+                    using var ks = keys.Slice(0, visible);
+                    using var vs = values.Slice(0, visible);
+                    B.Attention(qs, t.NumHeads, ks, vs, t.NumKvHeads, t.HeadDim, AttentionMask.Causal, os);
+                    if (run is { WantsMass: true } && start > run.Spans[0].Start)
+                    {
+                        var part = new float[length * t.NumHeads];
+                        B.AttentionMass(qs, t.NumHeads, ks, t.NumKvHeads, t.HeadDim, Enumerable.Range(0, length).ToArray(), run.VisualKeys(layer), part);
+                        mass.AddRange(part);
+                        massRows += length;
+                    }
+                    seen += (long)length * (cached + start) + (long)length * (length + 1) / 2;
+                    offset += length;
+                }
+                if (massRows > 0) run!.RecordMass(mass.ToArray(), massRows, t.NumHeads);
             }
         }
-        var o = B.Allocate(n, t.HiddenSize);
+        macs += Cost.Attention(t, nq, n, seen);
+        var o = B.Allocate(nq, t.HiddenSize);
         B.Linear(a, w.O, null, o);
         return o;
     }
 
-    /// <summary>Ffn(RmsNorm(h)) = down(silu(gate(n)) * up(n)) with n = RmsNorm(h).</summary>
-    private Tensor FeedForward(TextLayer w, Tensor x)
+    /// <summary>The explicit PIA adapter: h + Up (Down h + downBias) + upBias, a new tensor.</summary>
+    private Tensor Adapt(Tensor h, PiaLayer pia)
+    {
+        int width = pia.Down!.Source.Rows;
+        var y = B.Allocate(h.Rows, h.Cols);
+        using var u = B.Allocate(h.Rows, width);
+        B.Linear(h, pia.Down, pia.DownBias, u);
+        B.Linear(u, pia.Up!, pia.UpBias, y);
+        B.Add(y, h, y);
+        return y;
+    }
+
+    /// <summary>
+    /// Ffn(RmsNorm(h)) = down(silu(gate(n)) * up(n)) with n = RmsNorm(h). In a layer whose attention is skipped
+    /// with a PIA adapter, n = gamma_post * (M RmsNorm_in(h) + beta) instead (EAS's replacement).
+    /// </summary>
+    private Tensor FeedForward(TextLayer w, Tensor x, bool skipped, PiaLayer? pia, ref long macs)
     {
         var t = Config.Text;
         int n = x.Rows;
         using var h = B.Allocate(n, t.HiddenSize);
+        DeviceWeight gateW = w.Gate, upW = w.Up;
+        DeviceWeight? gateB = null, upB = null;
+        if (skipped && pia?.Gate is not null)
+        {
+            B.RmsNorm(x, w.InputNorm, t.RmsNormEps, h);   // the folded gate/up absorb gamma_post * (M h + beta)
+            (gateW, gateB, upW, upB) = (pia.Gate, pia.GateBias, pia.FfnUp!, pia.FfnUpBias);
+        }
+        else if (skipped && pia?.Down is not null)
+        {
+            B.RmsNorm(x, w.InputNorm, t.RmsNormEps, h);
+            using var z = B.Allocate(n, t.HiddenSize);
+            using (var u = B.Allocate(n, pia.Down.Source.Rows))
+            {
+                B.Linear(h, pia.Down, pia.DownBias, u);
+                B.Linear(u, pia.Up!, pia.UpBias, z);           // gamma_post * (Up u + upBias)
+            }
+            B.RmsNorm(x, pia.NormGamma!, t.RmsNormEps, h);     // gamma_post * RmsNorm_in(x)
+            B.Add(h, z, h);
+            macs += n * pia.MacsPerRow;
+        }
+        else
+        {
+            B.RmsNorm(x, w.PostAttentionNorm, t.RmsNormEps, h);
+        }
         using var gate = B.Allocate(n, t.IntermediateSize);
         using var up = B.Allocate(n, t.IntermediateSize);
-        B.RmsNorm(x, w.PostAttentionNorm, t.RmsNormEps, h);
-        B.Linear(h, w.Gate, null, gate);
-        B.Linear(h, w.Up, null, up);
+        B.Linear(h, gateW, gateB, gate);
+        B.Linear(h, upW, upB, up);
         B.SiluMul(gate, up, gate);
         var y = B.Allocate(n, t.HiddenSize);
         B.Linear(gate, w.Down, null, y);
+        macs += Cost.Ffn(t, n);
         return y;
+    }
+
+    /// <summary>
+    /// The PIA adapter of <paramref name="layer"/> resolved for this sequence, or null. The first prefill resolves
+    /// it from the mean of the layer's normed input rows; later steps reuse it.
+    /// </summary>
+    private PiaLayer? PiaFor(TextLayer w, Tensor x, int layer, DecoderPass pass, bool skipped)
+    {
+        if (pass.Eas?.AdapterFor(layer) is not { } adapter || pass.Pia is null) return null;
+        if (pass.Pia[layer] is { } ready) return ready;
+        var t = Config.Text;
+        int d = t.HiddenSize, hw = adapter.HiddenDim;
+        var mean = new float[d];
+        using (var h = B.Allocate(x.Rows, d))
+        {
+            B.RmsNorm(x, w.InputNorm, t.RmsNormEps, h);
+            var host = ToHost(h);
+            var acc = new double[d];
+            for (int r = 0; r < x.Rows; r++)
+                for (int j = 0; j < d; j++) acc[j] += host[r * d + j];
+            for (int j = 0; j < d; j++) mean[j] = (float)(acc[j] / x.Rows);
+        }
+        var (mix, up, upBias, down, downBias) = PiaMath.Resolve(adapter, mean);
+        var p = new PiaLayer { ExpertMix = mix, MacsPerRow = 2L * d * hw };
+        string name = $"pia.{layer}";
+        try
+        {
+            double[]? gamma = null;
+            if (skipped) gamma = [.. w.PostAttentionNorm.Source.ToFloatArray().Select(f => (double)f)];
+            if (pass.PiaMode == PiaMode.Explicit)
+            {
+                p.Down = p.Own(B, name + ".down", down, hw, d);
+                p.DownBias = p.Own(B, name + ".down_bias", downBias, hw);
+                if (gamma is not null)
+                {
+                    for (int o = 0; o < d; o++)
+                    {
+                        for (int k = 0; k < hw; k++) up[o * hw + k] *= gamma[o];
+                        upBias[o] *= gamma[o];
+                    }
+                    var gIn = w.InputNorm.Source.ToFloatArray();
+                    p.NormGamma = p.Own(B, name + ".norm", [.. gIn.Select((g, j) => g * gamma[j])], d);
+                }
+                p.Up = p.Own(B, name + ".up", up, d, hw);
+                p.UpBias = p.Own(B, name + ".up_bias", upBias, d);
+            }
+            else
+            {
+                var beta = PiaMath.Beta(up, upBias, downBias, d, hw);
+                (DeviceWeight, DeviceWeight) Fold(DeviceWeight weight, string what)
+                {
+                    var (fw, fb) = PiaMath.Fold(weight.Source, gamma, up, down, beta, d, hw);
+                    return (p.Own(B, $"{name}.{what}", fw, weight.Source.Rows, d), p.Own(B, $"{name}.{what}_bias", fb, weight.Source.Rows));
+                }
+                if (skipped)
+                {
+                    (p.Gate, p.GateBias) = Fold(w.Gate, "gate");
+                    (p.FfnUp, p.FfnUpBias) = Fold(w.Up, "up");
+                }
+                else
+                {
+                    (p.Q, p.QBias) = Fold(w.Q, "q");
+                    (p.K, p.KBias) = Fold(w.K, "k");
+                    (p.V, p.VBias) = Fold(w.V, "v");
+                }
+            }
+        }
+        catch
+        {
+            p.Dispose();
+            throw;
+        }
+        pass.Pia.Set(layer, p);
+        return p;
     }
 
     /// <summary>Final norm (in place) and the LM head over the last <paramref name="rows"/> rows of x.</summary>

@@ -21,6 +21,23 @@ public sealed record PrefillOptions
 
     /// <summary>Measure every layer's text-to-image attention mass for the report (costs one extra score pass per layer).</summary>
     public bool Trace { get; init; }
+
+    /// <summary>
+    /// NAAViT, training-free: the visual rows issue no queries and skip the FFN in every layer (their keys and
+    /// values come from their input state), text queries see every visual key. The logits then cover the
+    /// non-visual rows only (see <see cref="StepResult.Rows"/>). Decode steps are unaffected.
+    /// </summary>
+    public bool Naavit { get; init; }
+}
+
+/// <summary>Methods that hold for a whole sequence.</summary>
+public sealed record SessionOptions
+{
+    /// <summary>EAS: the decoder layers whose attention is skipped, with their PIA adapters (null: none).</summary>
+    public Eas.EasAdapters? Eas { get; init; }
+
+    /// <summary>How PIA adapters run: explicit low-rank operations (default) or folded into the weights per sequence.</summary>
+    public Eas.PiaMode PiaMode { get; init; } = VteKernels.Engine.Eas.PiaMode.Explicit;
 }
 
 /// <summary>Logits of one or more rows: a row-major [Rows, Vocab] matrix.</summary>

@@ -66,6 +66,12 @@ public sealed record PrefillReport
     /// <summary>Visual rows in the prompt.</summary>
     public required int VisualRows { get; init; }
 
+    /// <summary>Whether NAAViT ran (visual rows issued no queries and skipped the FFN).</summary>
+    public bool Naavit { get; init; }
+
+    /// <summary>Decoder layers whose attention was skipped (EAS), ascending.</summary>
+    public int[] SkippedLayers { get; init; } = [];
+
     /// <summary>
     /// Number of decoder layers that saw the visual tokens (the K of layer:K) when an exit fired; null when
     /// every layer saw them (no exit, or a prompt without images).
@@ -103,8 +109,9 @@ public sealed record PrefillReport
     public string Summary()
     {
         string exit = ExitLayer is int k ? $"exit after {k} of {TokensPerLayer.Length} layers" : VisualRows == 0 ? "no image" : "no exit";
+        string methods = (Naavit ? "; naavit" : "") + (SkippedLayers.Length > 0 ? $"; attention skipped in {SkippedLayers.Length} layers" : "");
         return FormattableString.Invariant(
-            $"{Policy}: {exit}; rows/layer {TokensPerLayer[0]}->{TokensPerLayer[^1]}; MACs {Executed.Total / 1e9:F3} G of {Full.Total / 1e9:F3} G full ({100 * MacRatio:F1}%); KV {KvBytes / 1048576.0:F2} MiB; vision {Times.Vision.TotalMilliseconds:F0} ms, decoder {Times.Decoder.TotalMilliseconds:F0} ms, head {Times.Head.TotalMilliseconds:F0} ms");
+            $"{Policy}: {exit}{methods}; rows/layer {TokensPerLayer[0]}->{TokensPerLayer[^1]}; MACs {Executed.Total / 1e9:F3} G of {Full.Total / 1e9:F3} G full ({100 * MacRatio:F1}%); KV {KvBytes / 1048576.0:F2} MiB; vision {Times.Vision.TotalMilliseconds:F0} ms, decoder {Times.Decoder.TotalMilliseconds:F0} ms, head {Times.Head.TotalMilliseconds:F0} ms");
     }
 
     /// <summary>Writes the report (and every layer's trace) as JSON.</summary>
@@ -119,6 +126,10 @@ public sealed record PrefillReport
         w.WriteString("kv_mode", KvMode == ExitKvMode.KeepEarly ? "keep" : "drop");
         w.WriteNumber("prompt_rows", PromptRows);
         w.WriteNumber("visual_rows", VisualRows);
+        w.WriteBoolean("naavit", Naavit);
+        w.WriteStartArray("skipped_layers");
+        foreach (var l in SkippedLayers) w.WriteNumberValue(l);
+        w.WriteEndArray();
         if (ExitLayer is int exitLayer) w.WriteNumber("exit_layer", exitLayer); else w.WriteNull("exit_layer");
         w.WriteNumber("num_layers", TokensPerLayer.Length);
         WriteMacs(w, "macs_executed", Executed);
