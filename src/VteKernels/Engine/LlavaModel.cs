@@ -431,7 +431,9 @@ public sealed class LlavaModel : IDisposable
                     if (run is { WantsMass: true } && start > run.Spans[0].Start)
                     {
                         var part = new float[length * t.NumHeads];
-                        B.AttentionMass(qs, t.NumHeads, ks, t.NumKvHeads, t.HeadDim, Enumerable.Range(0, length).ToArray(), run.VisualKeys(layer), part);
+                        var seenVisual = run.VisualKeys(layer).Where(r => r.Start < visible)
+                            .Select(r => (r.Start, Math.Min(r.Length, visible - r.Start))).ToArray();   // images before this run's end
+                        B.AttentionMass(qs, t.NumHeads, ks, t.NumKvHeads, t.HeadDim, Enumerable.Range(0, length).ToArray(), seenVisual, part);
                         mass.AddRange(part);
                         massRows += length;
                     }

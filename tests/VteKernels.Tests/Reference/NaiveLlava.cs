@@ -161,8 +161,32 @@ internal sealed class NaiveLlava
     /// <paramref name="visible"/>(l, q, k). <paramref name="probe"/>, when given, receives every attention
     /// probability row (layer, head, query, probabilities over all keys).
     /// </summary>
-    public Result Forward(int[] inputIds, IReadOnlyList<float[]> images, Func<int, int, int, bool>? visible, Action<int, int, int, double[]>? probe)
+    public Result Forward(int[] inputIds, IReadOnlyList<float[]> images, Func<int, int, int, bool>? visible, Action<int, int, int, double[]>? probe) =>
+        Forward(inputIds, images, new Variant { Visible = visible, Probe = probe });
+
+    /// <summary>
+    /// The methods that change the layer computation, written straight from their definitions:
+    /// <see cref="Visible"/>(layer, query, key) masks attention (on top of causality); a <see cref="Frozen"/>(layer, row)
+    /// row issues no query and skips the FFN, keeping its input state (NAAViT); a <see cref="SkipAttention"/> layer
+    /// has no attention block; <see cref="Adapters"/> are EAS's PIA adapters in their convolution form (a grouped
+    /// 1x1 convolution applied channel group by channel group), whose per-sequence means run over the first
+    /// <see cref="StatRows"/> rows (the prefill).
+    /// </summary>
+    public sealed record Variant
     {
+        public Func<int, int, int, bool>? Visible { get; init; }
+        public Action<int, int, int, double[]>? Probe { get; init; }
+        public Func<int, int, bool>? Frozen { get; init; }
+        public Func<int, bool>? SkipAttention { get; init; }
+        public IReadOnlyDictionary<int, VteKernels.Engine.Eas.PiaAdapter>? Adapters { get; init; }
+        public int StatRows { get; init; }
+    }
+
+    /// <summary>Forward pass with the methods of <paramref name="variant"/>.</summary>
+    public Result Forward(int[] inputIds, IReadOnlyList<float[]> images, Variant variant)
+    {
+        var visible = variant.Visible;
+        var probe = variant.Probe;
         var t = Config.Text;
         int n = inputIds.Length, d = t.HiddenSize, per = Config.TokensPerImage;
 
@@ -195,11 +219,11 @@ internal sealed class NaiveLlava
         if (imageRow != images.Count * per)
             throw new ArgumentException($"{imageRow} image tokens for {images.Count} image(s) of {per} tokens", nameof(inputIds));
 
-        return RunDecoder(x, n, feats, (l, q, k) => k <= q && (visible?.Invoke(l, q, k) ?? true), probe);
+        return RunDecoder(x, n, feats, (l, q, k) => k <= q && (visible?.Invoke(l, q, k) ?? true), probe, variant);
     }
 
     /// <summary>The LLaMA decoder on merged embeddings; <paramref name="visible"/>(query, key) is the attention mask.</summary>
-    private Result RunDecoder(double[] x, int n, double[] feats, Func<int, int, int, bool> visible, Action<int, int, int, double[]>? probe)
+    private Result RunDecoder(double[] x, int n, double[] feats, Func<int, int, int, bool> visible, Action<int, int, int, double[]>? probe, Variant variant)
     {
         var t = Config.Text;
         int d = t.HiddenSize, hd = t.HeadDim;
@@ -210,22 +234,45 @@ internal sealed class NaiveLlava
         for (int l = 0; l < t.NumLayers; l++)
         {
             string lp = $"{_text}layers.{l}.";
-            var h = RmsNorm(x, n, d, W(lp + "input_layernorm.weight"), eps);
-            var q = Linear(h, n, d, lp + "self_attn.q_proj");
-            var k = Linear(h, n, d, lp + "self_attn.k_proj");
-            var v = Linear(h, n, d, lp + "self_attn.v_proj");
-            Rope(q, n, t.NumHeads, hd, t.RopeTheta);
-            Rope(k, n, t.NumKvHeads, hd, t.RopeTheta);
             int layer = l;
-            var a = Attention(q, k, v, n, t.NumHeads, t.NumKvHeads, hd, (qi, kj) => visible(layer, qi, kj),
-                probe is null ? null : (h, qi, p) => probe(layer, h, qi, p));
-            x = Add(x, Linear(a, n, t.QDim, lp + "self_attn.o_proj"));
+            bool frozenAny = variant.Frozen is not null;
+            bool Frozen(int row) => variant.Frozen?.Invoke(layer, row) ?? false;
+            var adapter = variant.Adapters?.GetValueOrDefault(l);
+            bool skip = variant.SkipAttention?.Invoke(l) ?? false;
+            var h = RmsNorm(x, n, d, W(lp + "input_layernorm.weight"), eps);
+            if (!skip)
+            {
+                if (adapter is not null) h = Pia(adapter, h, n, d, variant.StatRows);
+                var q = Linear(h, n, d, lp + "self_attn.q_proj");
+                var k = Linear(h, n, d, lp + "self_attn.k_proj");
+                var v = Linear(h, n, d, lp + "self_attn.v_proj");
+                Rope(q, n, t.NumHeads, hd, t.RopeTheta);
+                Rope(k, n, t.NumKvHeads, hd, t.RopeTheta);
+                var a = Attention(q, k, v, n, t.NumHeads, t.NumKvHeads, hd, (qi, kj) => visible(layer, qi, kj),
+                    probe is null ? null : (h, qi, p) => probe(layer, h, qi, p));
+                var o = Linear(a, n, t.QDim, lp + "self_attn.o_proj");
+                if (frozenAny)
+                    for (int r = 0; r < n; r++) if (Frozen(r)) Array.Clear(o, r * d, d);
+                x = Add(x, o);
+            }
 
-            h = RmsNorm(x, n, d, W(lp + "post_attention_layernorm.weight"), eps);
+            var gammaPost = W(lp + "post_attention_layernorm.weight");
+            if (skip && adapter is not null)
+            {
+                h = Pia(adapter, RmsNorm(x, n, d, W(lp + "input_layernorm.weight"), eps), n, d, variant.StatRows);
+                for (int i = 0; i < h.Length; i++) h[i] *= gammaPost[i % d];
+            }
+            else
+            {
+                h = RmsNorm(x, n, d, gammaPost, eps);
+            }
             var gate = Linear(h, n, d, lp + "mlp.gate_proj");
             var up = Linear(h, n, d, lp + "mlp.up_proj");
             for (int i = 0; i < gate.Length; i++) gate[i] = gate[i] * Sigmoid(gate[i]) * up[i];
-            x = Add(x, Linear(gate, n, t.IntermediateSize, lp + "mlp.down_proj"));
+            var ffn = Linear(gate, n, t.IntermediateSize, lp + "mlp.down_proj");
+            if (frozenAny)
+                for (int r = 0; r < n; r++) if (Frozen(r)) Array.Clear(ffn, r * d, d);
+            x = Add(x, ffn);
 
             if (l + 1 < t.NumLayers) hidden[l + 1] = x;
         }
@@ -265,6 +312,68 @@ internal sealed class NaiveLlava
                 double acc = bias?[o] ?? 0;
                 for (int i = 0; i < inDim; i++) acc += x[r * inDim + i] * wt.Data[o * inDim + i];
                 y[r * outDim + o] = acc;
+            }
+        return y;
+    }
+
+    /// <summary>
+    /// A PIA adapter in its convolution form: x_ = A h + a (before attention) or 0.5 (C h + c + mean of (A h + a))
+    /// (in place of attention), then h + s (w0 (B * x_ + b) + w1 (D * x_ + dbias)) with grouped B, D and
+    /// w = softmax((E mean(h) + e) / t); means over the first <paramref name="statRows"/> rows.
+    /// </summary>
+    private static double[] Pia(VteKernels.Engine.Eas.PiaAdapter p, double[] h, int n, int d, int statRows)
+    {
+        int hw = p.HiddenDim, go = d / p.Groups, gi = hw / p.Groups;
+        if (statRows <= 0 || statRows > n) throw new ArgumentOutOfRangeException(nameof(statRows));
+        double[] Conv(float[] w, float[] b, double[] input, int rows, int inDim, int outDim)
+        {
+            var y = new double[rows * outDim];
+            for (int r = 0; r < rows; r++)
+                for (int o = 0; o < outDim; o++)
+                {
+                    double acc = b[o];
+                    for (int i = 0; i < inDim; i++) acc += Exact(w[o * inDim + i]) * input[r * inDim + i];
+                    y[r * outDim + o] = acc;
+                }
+            return y;
+        }
+        var mean = new double[d];
+        for (int r = 0; r < statRows; r++) for (int j = 0; j < d; j++) mean[j] += h[r * d + j] / statRows;
+        var z = new double[2];
+        for (int k = 0; k < 2; k++)
+        {
+            double acc = p.ExpertBias is null ? 0 : Exact(p.ExpertBias[k]);
+            for (int j = 0; j < d; j++) acc += Exact(p.Expert[k * d + j]) * mean[j];
+            z[k] = acc / p.Temperature;
+        }
+        double w0 = 1 / (1 + Math.Exp(z[1] - z[0])), w1 = 1 - w0;
+        var a = Conv(p.A, p.ABias, h, n, d, hw);
+        double[] xs;
+        if (p.C is null)
+        {
+            xs = a;
+        }
+        else
+        {
+            var g = new double[hw];
+            for (int r = 0; r < statRows; r++) for (int j = 0; j < hw; j++) g[j] += a[r * hw + j] / statRows;
+            var c = Conv(p.C, p.CBias!, h, n, d, hw);
+            xs = new double[n * hw];
+            for (int r = 0; r < n; r++) for (int j = 0; j < hw; j++) xs[r * hw + j] = 0.5 * (c[r * hw + j] + g[j]);
+        }
+        var y = new double[n * d];
+        for (int r = 0; r < n; r++)
+            for (int o = 0; o < d; o++)
+            {
+                int grp = o / go;
+                double bAcc = p.BBias[o], dAcc = p.DBias[o];
+                for (int j = 0; j < gi; j++)
+                {
+                    double xv = xs[r * hw + grp * gi + j];
+                    bAcc += Exact(p.B[o * gi + j]) * xv;
+                    dAcc += Exact(p.D[o * gi + j]) * xv;
+                }
+                y[r * d + o] = h[r * d + o] + p.Scale * (w0 * bAcc + w1 * dAcc);
             }
         return y;
     }
