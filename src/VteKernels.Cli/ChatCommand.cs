@@ -24,11 +24,14 @@ internal static class ChatCommand
         style.AcceptOnlyFromAmong("llava", "vicuna", "template");
         imageMode.AcceptOnlyFromAmong("clip", "pad");
         var exit = new ExitOptions();
+        var methods = new MethodOptions();
         var cmd = new Command("chat", "Chat about an image (/image PATH, /clear, /quit)") { model, image, style, imageMode, maxNew, temp, seed, device };
         exit.AddTo(cmd);
+        methods.AddTo(cmd);
         cmd.SetAction(async (p, ct) =>
         {
             var (policy, kvMode, _) = exit.Read(p);
+            var (naavit, sessionOptions) = methods.Read(p);
             if (p.GetValue(maxNew) < 1) throw new UsageException("--max-new-tokens must be >= 1");
             var sampling = new SamplingOptions { Temperature = p.GetValue(temp), Seed = p.GetValue(seed) };
             try { sampling.Validate(); }
@@ -44,10 +47,10 @@ internal static class ChatCommand
             var options = new GenerationOptions
             {
                 MaxNewTokens = p.GetValue(maxNew), Sampling = sampling, StopTokens = GenerateCommand.StopTokens(cfg, tokenizer),
-                Prefill = new PrefillOptions { Exit = policy, ExitKvMode = kvMode },
+                Prefill = new PrefillOptions { Exit = policy, ExitKvMode = kvMode, Naavit = naavit },
             };
 
-            using var session = m.CreateSession();
+            using var session = m.CreateSession(sessionOptions);
             var turns = new List<(string User, string? Assistant)>();
             ImageInput? current = p.GetValue(image) is string first ? MultimodalPrompt.LoadImage(first, preprocessing, cfg) : null;
             var input = stdin();

@@ -18,27 +18,30 @@ internal static class ForwardCommand
         var output = new Option<string>("--out", "-o") { Description = "Where to write the logits .npy", Required = true };
         var device = DeviceOption.Create();
         var exit = new ExitOptions();
+        var methods = new MethodOptions();
         var cmd = new Command("forward", "Run one prefill and write the logits of every row as .npy (after a visual-token exit: the rows that remain)") { model, ids, pixels, output, device };
         exit.AddTo(cmd);
+        methods.AddTo(cmd);
         cmd.SetAction(p =>
         {
             var (policy, kvMode, traceFile) = exit.Read(p);
+            var (naavit, sessionOptions) = methods.Read(p);
             var tokenIds = TokenIdList.Parse(p.GetValue(ids)!);
             var images = (p.GetValue(pixels) ?? []).Select(PixelFile.Read).ToList();
             using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
             var clock = Stopwatch.StartNew();
             using var m = LlavaModel.Load(p.GetValue(model)!, backend);
             var load = clock.Elapsed;
-            using var session = m.CreateSession();
+            using var session = m.CreateSession(sessionOptions);
             var result = session.Prefill(new PromptInput(tokenIds, images),
-                new PrefillOptions { AllLogits = true, Exit = policy, ExitKvMode = kvMode, Trace = traceFile is not null });
+                new PrefillOptions { AllLogits = true, Exit = policy, ExitKvMode = kvMode, Trace = traceFile is not null, Naavit = naavit });
             var outPath = p.GetValue(output)!;
             Npy.Write(outPath, result.Logits.Values, [result.Logits.Rows, result.Logits.Vocab]);
             stdout.WriteLine($"device {backend.Device}; load {load.TotalMilliseconds:F0} ms, prefill {(clock.Elapsed - load).TotalMilliseconds:F0} ms; " +
                 $"wrote logits [{result.Logits.Rows}, {result.Logits.Vocab}] to {outPath}");
             var report = result.Report!;
-            if (report.ExitLayer is not null || policy is not NoExit) stdout.WriteLine(report.Summary());
-            if (report.ExitLayer is not null)
+            if (report.ExitLayer is not null || policy is not NoExit || report.Naavit || report.SkippedLayers.Length > 0) stdout.WriteLine(report.Summary());
+            if (result.Logits.Rows < tokenIds.Length)
                 stdout.WriteLine($"rows written: the {result.Logits.Rows} non-visual rows of {tokenIds.Length}, in prompt order");
             if (traceFile is not null)
             {

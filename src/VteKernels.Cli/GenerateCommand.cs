@@ -37,14 +37,17 @@ internal static class GenerateCommand
         style.AcceptOnlyFromAmong("llava", "vicuna", "template", "raw");
         imageMode.AcceptOnlyFromAmong("clip", "pad");
         var exit = new ExitOptions();
+        var methods = new MethodOptions();
         var cmd = new Command("generate", "Answer a question about an image (streams the text as it comes)")
         {
             model, prompt, images, noImage, style, imageMode, ids, pixels, maxNew, temp, topK, topP, seed, device,
         };
         exit.AddTo(cmd);
+        methods.AddTo(cmd);
         cmd.SetAction(async (p, ct) =>
         {
             var (policy, kvMode, traceFile) = exit.Read(p);
+            var (naavit, sessionOptions) = methods.Read(p);
             if (p.GetValue(maxNew) < 0) throw new UsageException("--max-new-tokens must be >= 0");
             var sampling = new SamplingOptions { Temperature = p.GetValue(temp), TopK = p.GetValue(topK), TopP = p.GetValue(topP), Seed = p.GetValue(seed) };
             try { sampling.Validate(); }
@@ -81,11 +84,11 @@ internal static class GenerateCommand
 
             stdout.WriteLine($"model {Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'))} on {backend.Device}; prompt {input.TokenIds.Length} tokens ({input.Images.Count} image(s)); load {load.TotalMilliseconds:F0} ms");
             if (p.GetValue(model) is null) stdout.WriteLine("(the built-in synthetic model has random weights: its text is noise; give a real model with -m DIR)");
-            using var session = m.CreateSession();
+            using var session = m.CreateSession(sessionOptions);
             var genOptions = new GenerationOptions
             {
                 MaxNewTokens = p.GetValue(maxNew), Sampling = sampling, StopTokens = stops,
-                Prefill = new PrefillOptions { Exit = policy, ExitKvMode = kvMode, Trace = traceFile is not null },
+                Prefill = new PrefillOptions { Exit = policy, ExitKvMode = kvMode, Trace = traceFile is not null, Naavit = naavit },
             };
             var generated = new List<int>();
             var stream = tokenizer?.CreateStreamingDecoder();

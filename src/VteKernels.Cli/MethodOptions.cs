@@ -1,0 +1,66 @@
+// The options that change how the decoder computes, shared by `vte generate`, `vte forward` and `vte chat`:
+// --naavit (visual tokens issue no queries and skip the FFN), --skip-attn LAYERS (EAS-style attention
+// skipping, training-free unless --eas gives PIA adapters) and --pia explicit|fold.
+using System.CommandLine;
+using VteKernels.Engine;
+using VteKernels.Engine.Eas;
+
+namespace VteKernels.Cli;
+
+internal sealed class MethodOptions
+{
+    public Option<bool> Naavit { get; } = new("--naavit")
+    {
+        Description = "NAAViT, training-free: visual tokens issue no queries and skip the FFN; text attends to them (forward: logits for the non-visual rows only)",
+    };
+
+    public Option<string> SkipAttention { get; } = new("--skip-attn")
+    {
+        Description = "Skip the attention block of these decoder layers, e.g. 20-31 or 3,5,7-9 (EAS; no K/V cache there). Training-free unless --eas gives adapters",
+    };
+
+    public Option<string> Eas { get; } = new("--eas")
+    {
+        Description = "EAS checkpoint with PIA adapters (safetensors file or folder; public LLaVA-EAS names or vte-eas/1). Its skip list, or --skip-attn when it has none",
+    };
+
+    public Option<string> Pia { get; } = new("--pia")
+    {
+        Description = "How PIA adapters run: explicit (low-rank ops beside the weights) or fold (folded into the weights once per prompt)",
+        DefaultValueFactory = _ => "explicit",
+    };
+
+    public MethodOptions() => Pia.AcceptOnlyFromAmong("explicit", "fold");
+
+    public void AddTo(Command command)
+    {
+        foreach (var o in new Option[] { Naavit, SkipAttention, Eas, Pia }) command.Options.Add(o);
+    }
+
+    /// <summary>NAAViT on or off, and the session options (EAS).</summary>
+    public (bool Naavit, SessionOptions Session) Read(ParseResult p)
+    {
+        IReadOnlyList<int>? skipped = null;
+        if (p.GetValue(SkipAttention) is { } text)
+        {
+            try
+            {
+                skipped = EasAdapters.ParseLayers(text);
+            }
+            catch (FormatException e)
+            {
+                throw new UsageException($"--skip-attn: {e.Message}");
+            }
+        }
+        EasAdapters? eas = null;
+        if (p.GetValue(Eas) is { } file)
+            eas = LoadAdapters(file, skipped);
+        else if (skipped is { Count: > 0 })
+            eas = new EasAdapters(skipped, source: "--skip-attn");
+        var mode = p.GetValue(Pia) == "fold" ? PiaMode.Folded : PiaMode.Explicit;
+        return (p.GetValue(Naavit), new SessionOptions { Eas = eas, PiaMode = mode });
+    }
+
+    private static EasAdapters LoadAdapters(string path, IReadOnlyList<int>? skipped) =>
+        throw new UsageException($"--eas {path}: reading EAS checkpoints is not available in this build");
+}
