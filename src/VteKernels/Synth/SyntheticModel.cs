@@ -147,7 +147,7 @@ public static class SyntheticModel
         return z ^ (z >> 31);
     }
 
-    private static ulong Fnv1a(string s)
+    internal static ulong Fnv1a(string s)
     {
         ulong h = 14695981039346656037UL;
         foreach (char ch in s) { h ^= ch; h *= 1099511628211UL; }
