@@ -61,6 +61,9 @@ internal sealed class MethodOptions
         return (p.GetValue(Naavit), new SessionOptions { Eas = eas, PiaMode = mode });
     }
 
-    private static EasAdapters LoadAdapters(string path, IReadOnlyList<int>? skipped) =>
-        throw new UsageException($"--eas {path}: reading EAS checkpoints is not available in this build");
+    private static EasAdapters LoadAdapters(string path, IReadOnlyList<int>? skipped)
+    {
+        if (!File.Exists(path) && !Directory.Exists(path)) throw new UsageException($"--eas '{path}' does not exist");
+        return EasCheckpoint.Load(path, skipped);
+    }
 }

@@ -408,13 +408,16 @@ public sealed class EasCheckpointTests
     [InlineData("5-3")]
     [InlineData("+3")]
     [InlineData("1.5")]
-    [InlineData("none")]
     [InlineData("99999999999")]
     public void BadLayerListsAreFormatErrors(string text) =>
         Assert.Throws<FormatException>(() => EasAdapters.ParseLayers(text));
 
     [Fact]
-    public void AnEmptyLayerListFormatsAsNone() => Assert.Equal("none", EasAdapters.FormatLayers([]));
+    public void AnEmptyLayerListFormatsAsNoneAndParsesBack()
+    {
+        Assert.Equal("none", EasAdapters.FormatLayers([]));
+        Assert.Empty(EasAdapters.ParseLayers("none"));
+    }
 
     // ------------------------------------------------------------------ synthetic adapters
 

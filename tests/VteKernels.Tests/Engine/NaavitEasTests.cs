@@ -9,6 +9,7 @@ using VteKernels.Engine.Eas;
 using VteKernels.Engine.Exit;
 using VteKernels.Formats;
 using VteKernels.Models;
+using VteKernels.Synth;
 using VteKernels.Tests.Reference;
 using Xunit;
 
@@ -194,28 +195,9 @@ public sealed class NaavitEasTests(ITestOutputHelper output)
         Assert.Equal(r.Report.Full.Decoder - skipped.Length * attention, r.Report.Executed.Decoder);
     }
 
-    /// <summary>Random adapters with trained-like magnitudes: every tensor nonzero, the expert mix away from one half.</summary>
-    internal static EasAdapters RandomAdapters(LlavaConfig cfg, int[] skipped, int seed, int width = 16, float temperature = 1f)
-    {
-        var rng = new Random(seed);
-        int d = cfg.Text.HiddenSize;
-        float[] R(int n, double scale) => Enumerable.Range(0, n).Select(_ => (float)((rng.NextDouble() * 2 - 1) * scale)).ToArray();
-        var adapters = Enumerable.Range(0, cfg.Text.NumLayers).Select(l =>
-        {
-            bool skip = skipped.Contains(l);
-            return new PiaAdapter
-            {
-                Layer = l, ModelDim = d, HiddenDim = width, Groups = 2,
-                A = R(width * d, 1.5 / Math.Sqrt(d)), ABias = R(width, 0.2),
-                C = skip ? R(width * d, 1.5 / Math.Sqrt(d)) : null, CBias = skip ? R(width, 0.2) : null,
-                B = R(d * width / 2, 0.8 / Math.Sqrt(width)), BBias = R(d, 0.1),
-                D = R(d * width / 2, 0.8 / Math.Sqrt(width)), DBias = R(d, 0.1),
-                Expert = R(2 * d, 3.0 / Math.Sqrt(d)), ExpertBias = l % 2 == 0 ? R(2, 0.5) : null,
-                Scale = 0.9f, Temperature = temperature,
-            };
-        });
-        return new EasAdapters(skipped, adapters);
-    }
+    /// <summary>Seeded random adapters of width <paramref name="width"/> on every layer.</summary>
+    private static EasAdapters RandomAdapters(LlavaConfig cfg, int[] skipped, ulong seed, int width = 16, float temperature = 1f) =>
+        SyntheticEas.Adapters(cfg.Text, skipped, seed, adapterDim: width, replacedDim: width, temperature: temperature);
 
     [Theory]
     [InlineData(PiaMode.Explicit)]

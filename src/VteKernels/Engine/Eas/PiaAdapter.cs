@@ -149,11 +149,12 @@ public sealed class EasAdapters
     /// <summary>The adapter of <paramref name="layer"/>, or null.</summary>
     public PiaAdapter? AdapterFor(int layer) => Adapters.GetValueOrDefault(layer);
 
-    /// <summary>Parses a layer list such as "20-31", "3,5,7-9" (inclusive ranges, comma separated).</summary>
+    /// <summary>Parses a layer list such as "20-31", "3,5,7-9" (inclusive ranges, comma separated), or "none".</summary>
     /// <exception cref="FormatException">Not a list of non-negative integers and ranges.</exception>
     public static IReadOnlyList<int> ParseLayers(string text)
     {
         var layers = new SortedSet<int>();
+        if (text.Trim() == "none") return [];
         foreach (var raw in text.Split(',', StringSplitOptions.TrimEntries))
         {
             if (raw.Length == 0) throw new FormatException($"empty item in layer list '{text}'");
