@@ -24,9 +24,9 @@ internal static class Program
     private static int Main(string[] args)
     {
         if (args.Length > 0 && args[0] == "tokenize") return TokenizeBench.Run(args[1..]);
-        if (args.Length == 0 || args[0] is not ("matmul" or "exit" or "image" or "kernels"))
+        if (args.Length == 0 || args[0] is not ("matmul" or "exit" or "methods" or "image" or "kernels"))
         {
-            Console.Error.WriteLine("usage: VteKernels.Bench matmul|exit|image|kernels [--quick] [--out PATH]");
+            Console.Error.WriteLine("usage: VteKernels.Bench matmul|exit|methods|image|kernels [--quick] [--out PATH]");
             Console.Error.WriteLine("       VteKernels.Bench tokenize [--quick] [--data DIR] [--out PATH]");
             return 2;
         }
@@ -46,6 +46,7 @@ internal static class Program
         return args[0] switch
         {
             "exit" => ExitBench.Run(quick, outPath),
+            "methods" => MethodsBench.Run(quick, outPath),
             "image" => ImageBench.Run(quick, outPath),
             "kernels" => KernelsBench.Run(quick, outPath),
             _ => MatmulBench.Run(quick, outPath),

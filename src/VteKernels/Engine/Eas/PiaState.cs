@@ -12,6 +12,7 @@
 //             re-parameterised code does per request. Folding costs out x d x H multiply-adds per matrix once
 //             per sequence and then nothing per token.
 // The host math runs in float64 and the results are stored as float32 weights for the backend.
+using System.Numerics.Tensors;
 using VteKernels.Backends;
 
 namespace VteKernels.Engine.Eas;
@@ -158,35 +159,23 @@ internal static class PiaMath
         int rows = w.Rows;
         var folded = new double[rows * d];
         var bias = new double[rows];
-        var row = new float[d];
-        var ws = new double[d];
-        var p = new double[h];
-        for (int r = 0; r < rows; r++)
+        Parallel.For(0, rows, () => (Row: new float[d], Ws: new double[d], P: new double[h]), (r, _, buf) =>
         {
-            w.RowsToFloat(r, row);
-            for (int j = 0; j < d; j++) ws[j] = scale is null ? row[j] : row[j] * scale[j];
-            // p = ws · up  [h];  folded row = ws + p · down
+            w.RowsToFloat(r, buf.Row);
+            var ws = buf.Ws;
+            for (int j = 0; j < d; j++) ws[j] = scale is null ? buf.Row[j] : buf.Row[j] * scale[j];
+            // p = ws · up [h]; folded row = ws + p · down
+            var p = buf.P;
             Array.Clear(p);
-            double b = 0;
             for (int j = 0; j < d; j++)
-            {
-                double v = ws[j];
-                if (v == 0) continue;
-                b += v * beta[j];
-                int o = j * h;
-                for (int k = 0; k < h; k++) p[k] += v * up[o + k];
-            }
-            bias[r] = b;
+                if (ws[j] != 0) TensorPrimitives.MultiplyAdd(up.AsSpan(j * h, h), ws[j], p, p);
+            bias[r] = TensorPrimitives.Dot<double>(ws, beta);
             var dst = folded.AsSpan(r * d, d);
-            for (int j = 0; j < d; j++) dst[j] = ws[j];
+            ws.CopyTo(dst);
             for (int k = 0; k < h; k++)
-            {
-                double pk = p[k];
-                if (pk == 0) continue;
-                int o = k * d;
-                for (int j = 0; j < d; j++) dst[j] += pk * down[o + j];
-            }
-        }
+                if (p[k] != 0) TensorPrimitives.MultiplyAdd(down.AsSpan(k * d, d), p[k], dst, dst);
+            return buf;
+        }, _ => { });
         return (folded, bias);
     }
 }
