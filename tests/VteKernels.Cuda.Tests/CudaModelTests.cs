@@ -74,6 +74,32 @@ public sealed class CudaModelTests
     }
 
     [Theory]
+    [InlineData(DType.F32, Engine.Eas.PiaMode.Explicit)]
+    [InlineData(DType.BF16, Engine.Eas.PiaMode.Explicit)]
+    [InlineData(DType.F32, Engine.Eas.PiaMode.Folded)]
+    public void NaavitAndAttentionSkippingMatchTheCpuBackendInPrefillAndDecode(DType device, Engine.Eas.PiaMode mode)
+    {
+        var dir = TestModels.Tiny();
+        using var gpu = Gpu.Backend(device);
+        using var cpuModel = LlavaModel.Load(dir, new CpuBackend());
+        using var gpuModel = LlavaModel.Load(dir, gpu);
+        var (prompt, cfg) = Prompt(cpuModel, 9);
+        var eas = Synth.SyntheticEas.Adapters(cfg.Text, [1, 3], seed: 4, adapterDim: 16, replacedDim: 32);
+        var session = new SessionOptions { Eas = eas, PiaMode = mode };
+        var options = new PrefillOptions { AllLogits = true, Naavit = true, Trace = true };
+        using var cs = cpuModel.CreateSession(session);
+        using var gs = gpuModel.CreateSession(session);
+        var c = cs.Prefill(prompt, options);
+        var g = gs.Prefill(prompt, options);
+        Assert.Equal(c.Rows, g.Rows);
+        Assert.Equal(c.Report!.KvLengths, g.Report!.KvLengths);
+        Assert.Equal(0, gs.Cache.Length(1));
+        AssertLogitsClose(g.Logits.Values, c.Logits.Values, cfg.Text.VocabSize, device, $"naavit + skip 1,3 + PIA {mode}");
+        for (int step = 0; step < 3; step++)
+            AssertLogitsClose(gs.Decode(5 + step).Logits.Values, cs.Decode(5 + step).Logits.Values, cfg.Text.VocabSize, device, $"decode {step} with PIA {mode}");
+    }
+
+    [Theory]
     [InlineData(DType.F32, DType.F32, 1)]
     [InlineData(DType.F32, DType.BF16, 2)]
     [InlineData(DType.BF16, DType.BF16, 3)]
