@@ -3,7 +3,8 @@
 // The index is checked against the shards before anything is handed out: shard names must be plain file
 // names inside the model directory, every listed shard must exist, every tensor the index lists must be in
 // the shard it names, every tensor a shard holds must be listed for that shard, and no tensor may be stored
-// twice. Each shard is mapped once; weights stay valid until the store is disposed.
+// twice. Each shard is mapped once; weights stay valid until the store is disposed. PyTorch pickle weights
+// (pytorch_model*.bin) are not read: unpickling runs code, and tools/convert/bin_to_safetensors.py converts them.
 using System.Diagnostics.CodeAnalysis;
 using System.Text.Json;
 
@@ -58,7 +59,8 @@ public sealed class WeightStore : IDisposable
     /// <c>model.safetensors.index.json</c> lists.
     /// </summary>
     /// <exception cref="DirectoryNotFoundException">The directory does not exist.</exception>
-    /// <exception cref="ModelFormatException">Neither file is there, or the index or a shard is malformed or inconsistent.</exception>
+    /// <exception cref="ModelFormatException">Neither file is there (the message says how to convert PyTorch .bin weights
+    /// when those are what the folder holds), or the index or a shard is malformed or inconsistent.</exception>
     public static WeightStore Open(string modelDir)
     {
         ArgumentNullException.ThrowIfNull(modelDir);
@@ -68,7 +70,21 @@ public sealed class WeightStore : IDisposable
         if (File.Exists(single)) return OpenFile(single);
         var index = Path.Combine(dir, IndexFileName);
         if (File.Exists(index)) return OpenIndex(index);
+        if (PickleWeights(dir) is { } pickle)
+            throw new ModelFormatException(pickle, null,
+                $"PyTorch pickle weights are not read (safetensors only): convert {dir} with tools/convert/bin_to_safetensors.py");
         throw new ModelFormatException(dir, null, $"neither {SingleFileName} nor {IndexFileName} was found in {dir}");
+    }
+
+    /// <summary>
+    /// The PyTorch pickle checkpoint in a folder that has no safetensors (pytorch_model.bin, its shards'
+    /// index, or a shard), which original LLaVA checkpoints and older CLIP folders often are; null if none.
+    /// </summary>
+    private static string? PickleWeights(string dir)
+    {
+        foreach (var name in new[] { "pytorch_model.bin.index.json", "pytorch_model.bin" })
+            if (File.Exists(Path.Combine(dir, name))) return Path.Combine(dir, name);
+        return Directory.EnumerateFiles(dir, "pytorch_model*.bin").Order(StringComparer.Ordinal).FirstOrDefault();
     }
 
     /// <summary>Opens a single safetensors file as a store.</summary>

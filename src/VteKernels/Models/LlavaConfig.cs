@@ -2,7 +2,8 @@
 // transformers applies when a key is absent (llava-hf files omit keys equal to their defaults, so the
 // defaults matter: LlamaConfig's rms_norm_eps default is 1e-6, CLIPVisionConfig's patch size is 32, and a
 // missing vision_config means LLaVA's own CLIP-L/14-336). Every value is validated here, once, so the
-// engine can trust it.
+// engine can trust it. A config.json must be one JSON object without repeated keys. The original LLaVA
+// layout (mm_* keys, vision tower in a folder of its own) maps onto the same record in LlavaConfig.OriginalLayout.cs.
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
@@ -61,7 +62,7 @@ public sealed record TextConfig(
 }
 
 /// <summary>A whole LLaVA model: vision tower, projector and language model.</summary>
-public sealed record LlavaConfig(
+public sealed partial record LlavaConfig(
     VisionConfig Vision,
     TextConfig Text,
     int ImageTokenIndex,
@@ -87,34 +88,26 @@ public sealed record LlavaConfig(
     /// <summary>Encoder layers that must run: up to the deepest feature layer (later layers are never read).</summary>
     public int VisionLayersNeeded => FeatureHiddenStateIndices.Max();
 
+    /// <summary>
+    /// SAISA: every decoder layer has its own visual projector (Linear ProjectorInputSize -> d, GELU, Linear d -> d)
+    /// whose output replaces the visual rows of that layer's input, and visual rows issue no queries and skip the
+    /// FFN (NAAViT). No config.json key says so; <see cref="LlavaCheckpoint.Open"/> sets it when the checkpoint
+    /// holds the per-layer projector tensors (<see cref="LlavaWeights.Saisa"/>).
+    /// </summary>
+    public bool Saisa { get; init; }
+
     /// <summary>Reads and validates a config.json file.</summary>
     /// <exception cref="ModelConfigException">The file is missing, is not JSON, or describes an unsupported or inconsistent model.</exception>
-    public static LlavaConfig Load(string path)
-    {
-        string text;
-        try { text = File.ReadAllText(path); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new ModelConfigException(path, $"cannot read: {e.Message}", e);
-        }
-        return Parse(text, path);
-    }
+    public static LlavaConfig Load(string path) => Parse(ReadText(path), path);
 
     /// <summary>Parses and validates config.json text; <paramref name="path"/> only names the file in errors.</summary>
     /// <exception cref="ModelConfigException">The text is not JSON or describes an unsupported or inconsistent model.</exception>
     public static LlavaConfig Parse(string json, string? path = null)
     {
-        JsonObject root;
-        try
-        {
-            root = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { AllowTrailingCommas = false }) as JsonObject
-                ?? throw new ModelConfigException(path, "top level is not a JSON object");
-        }
-        catch (JsonException e)
-        {
-            throw new ModelConfigException(path, $"invalid JSON: {e.Message}", e);
-        }
+        var root = ParseObject(json, path);
         var r = new Reader(root, path, "");
+        if (OriginalLayoutSettings.Describes(root))
+            throw new ModelConfigException(path, "this config.json is in the original LLaVA layout (mm_vision_tower, no text_config), whose vision tower lives in its own folder; open the model with LlavaCheckpoint.Open");
         var modelType = r.Str("model_type", "llava");
         if (modelType != "llava")
             throw new ModelConfigException(path, $"model_type '{modelType}' is not supported (expected 'llava')");
@@ -149,15 +142,40 @@ public sealed record LlavaConfig(
         return cfg;
     }
 
-    private static VisionConfig ParseVision(JsonObject? o, string? path)
+    /// <summary>Parses config.json text that must be one JSON object.</summary>
+    internal static JsonObject ParseObject(string json, string? path)
+    {
+        try
+        {
+            return JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { AllowTrailingCommas = false, AllowDuplicateProperties = false }) as JsonObject
+                ?? throw new ModelConfigException(path, "top level is not a JSON object");
+        }
+        catch (JsonException e)
+        {
+            throw new ModelConfigException(path, $"invalid JSON: {e.Message}", e);
+        }
+    }
+
+    /// <summary>Reads a file's text, as a <see cref="ModelConfigException"/> when it cannot be read.</summary>
+    internal static string ReadText(string path)
+    {
+        try { return File.ReadAllText(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ModelConfigException(path, $"cannot read: {e.Message}", e);
+        }
+    }
+
+    /// <summary>Reads a CLIPVisionConfig from <paramref name="o"/>; <paramref name="prefix"/> names its keys in errors.</summary>
+    private static VisionConfig ParseVision(JsonObject? o, string? path, string prefix = "vision_config.")
     {
         // LlavaConfig's own default when vision_config is absent: CLIP ViT-L/14 at 336 px.
         if (o is null)
             return new VisionConfig(1024, 4096, 24, 16, 336, 14, 3, 1e-5f, "quick_gelu");
-        var r = new Reader(o, path, "vision_config.");
+        var r = new Reader(o, path, prefix);
         var type = r.Str("model_type", "clip_vision_model");
         if (type != "clip_vision_model")
-            throw new ModelConfigException(path, $"vision_config.model_type '{type}' is not supported (expected 'clip_vision_model')");
+            throw new ModelConfigException(path, $"{prefix}model_type '{type}' is not supported (expected 'clip_vision_model')");
         var v = new VisionConfig(
             HiddenSize: r.Positive("hidden_size", 768),
             IntermediateSize: r.Positive("intermediate_size", 3072),
@@ -169,21 +187,26 @@ public sealed record LlavaConfig(
             LayerNormEps: r.Float("layer_norm_eps", 1e-5f),
             HiddenAct: r.Str("hidden_act", "quick_gelu"));
         if (v.HiddenSize % v.NumHeads != 0)
-            throw new ModelConfigException(path, $"vision_config.hidden_size {v.HiddenSize} is not a multiple of num_attention_heads {v.NumHeads}");
+            throw new ModelConfigException(path, $"{prefix}hidden_size {v.HiddenSize} is not a multiple of num_attention_heads {v.NumHeads}");
         if (v.ImageSize % v.PatchSize != 0)
-            throw new ModelConfigException(path, $"vision_config.image_size {v.ImageSize} is not a multiple of patch_size {v.PatchSize}");
+            throw new ModelConfigException(path, $"{prefix}image_size {v.ImageSize} is not a multiple of patch_size {v.PatchSize}");
         if (v.HiddenAct is not ("quick_gelu" or "gelu"))
-            throw new ModelConfigException(path, $"vision_config.hidden_act '{v.HiddenAct}' is not supported (expected 'quick_gelu' or 'gelu')");
-        if (!(v.LayerNormEps > 0)) throw new ModelConfigException(path, "vision_config.layer_norm_eps must be positive");
+            throw new ModelConfigException(path, $"{prefix}hidden_act '{v.HiddenAct}' is not supported (expected 'quick_gelu' or 'gelu')");
+        if (!(v.LayerNormEps > 0)) throw new ModelConfigException(path, $"{prefix}layer_norm_eps must be positive");
         return v;
     }
 
-    private static TextConfig ParseText(JsonObject? o, JsonObject root, string? path)
+    /// <summary>
+    /// Reads a LlamaConfig from <paramref name="o"/>; <paramref name="prefix"/> names its keys in errors. Its
+    /// model_type is checked only where the object is a text config of its own (<paramref name="checkModelType"/>):
+    /// an original-layout config is a LlamaConfig whose model_type names the LLaVA class.
+    /// </summary>
+    private static TextConfig ParseText(JsonObject? o, JsonObject root, string? path, string prefix = "text_config.", bool checkModelType = true)
     {
-        var r = new Reader(o ?? new JsonObject(), path, "text_config.");
+        var r = new Reader(o ?? new JsonObject(), path, prefix);
         var type = r.Str("model_type", "llama");
-        if (type is not ("llama" or "mistral"))
-            throw new ModelConfigException(path, $"text_config.model_type '{type}' is not supported (expected 'llama')");
+        if (checkModelType && type is not ("llama" or "mistral"))
+            throw new ModelConfigException(path, $"{prefix}model_type '{type}' is not supported (expected 'llama')");
         int hidden = r.Positive("hidden_size", 4096);
         int heads = r.Positive("num_attention_heads", 32);
         int kvHeads = r.IsNull("num_key_value_heads") ? heads : r.Positive("num_key_value_heads", heads);
@@ -194,22 +217,22 @@ public sealed record LlavaConfig(
         var ropeParams = r.Obj("rope_parameters");
         if (ropeParams is not null)
         {
-            var rp = new Reader(ropeParams, path, "text_config.rope_parameters.");
+            var rp = new Reader(ropeParams, path, prefix + "rope_parameters.");
             theta = rp.Float("rope_theta", theta);
             var ropeType = rp.Str("rope_type", "default");
             if (ropeType != "default")
-                throw new ModelConfigException(path, $"text_config.rope_parameters.rope_type '{ropeType}' is not supported (only default RoPE)");
+                throw new ModelConfigException(path, $"{prefix}rope_parameters.rope_type '{ropeType}' is not supported (only default RoPE)");
         }
         if (!r.IsNull("rope_scaling"))
         {
             var rs = r.Obj("rope_scaling");
-            var rt = rs is null ? "?" : new Reader(rs, path, "text_config.rope_scaling.").Str("rope_type", new Reader(rs, path, "text_config.rope_scaling.").Str("type", "?"));
+            var rt = rs is null ? "?" : new Reader(rs, path, prefix + "rope_scaling.").Str("rope_type", new Reader(rs, path, prefix + "rope_scaling.").Str("type", "?"));
             if (rt != "default")
-                throw new ModelConfigException(path, $"text_config.rope_scaling '{rt}' is not supported (only default RoPE)");
+                throw new ModelConfigException(path, $"{prefix}rope_scaling '{rt}' is not supported (only default RoPE)");
         }
-        if (r.Bool("attention_bias", false)) throw new ModelConfigException(path, "text_config.attention_bias = true is not supported");
-        if (r.Bool("mlp_bias", false)) throw new ModelConfigException(path, "text_config.mlp_bias = true is not supported");
-        if (r.Int("pretraining_tp", 1) != 1) throw new ModelConfigException(path, "text_config.pretraining_tp other than 1 is not supported");
+        if (r.Bool("attention_bias", false)) throw new ModelConfigException(path, $"{prefix}attention_bias = true is not supported");
+        if (r.Bool("mlp_bias", false)) throw new ModelConfigException(path, $"{prefix}mlp_bias = true is not supported");
+        if (r.Int("pretraining_tp", 1) != 1) throw new ModelConfigException(path, $"{prefix}pretraining_tp other than 1 is not supported");
 
         bool tie = r.Has("tie_word_embeddings")
             ? r.Bool("tie_word_embeddings", false)
@@ -230,13 +253,13 @@ public sealed record LlavaConfig(
             BosTokenId: r.OptInt("bos_token_id", 1),
             EosTokenId: r.OptInt("eos_token_id", 2));
         if (heads % kvHeads != 0)
-            throw new ModelConfigException(path, $"text_config.num_attention_heads {heads} is not a multiple of num_key_value_heads {kvHeads}");
+            throw new ModelConfigException(path, $"{prefix}num_attention_heads {heads} is not a multiple of num_key_value_heads {kvHeads}");
         if (headDim <= 0 || headDim % 2 != 0)
-            throw new ModelConfigException(path, $"text_config head dimension {headDim} must be positive and even (RoPE rotates pairs)");
+            throw new ModelConfigException(path, $"{prefix}head_dim {headDim} (given or hidden_size / num_attention_heads) must be positive and even (RoPE rotates pairs)");
         if (t.HiddenAct != "silu")
-            throw new ModelConfigException(path, $"text_config.hidden_act '{t.HiddenAct}' is not supported (expected 'silu')");
-        if (!(t.RmsNormEps > 0)) throw new ModelConfigException(path, "text_config.rms_norm_eps must be positive");
-        if (!(t.RopeTheta > 0)) throw new ModelConfigException(path, "text_config.rope_theta must be positive");
+            throw new ModelConfigException(path, $"{prefix}hidden_act '{t.HiddenAct}' is not supported (expected 'silu')");
+        if (!(t.RmsNormEps > 0)) throw new ModelConfigException(path, $"{prefix}rms_norm_eps must be positive");
+        if (!(t.RopeTheta > 0)) throw new ModelConfigException(path, $"{prefix}rope_theta must be positive");
         return t;
     }
 

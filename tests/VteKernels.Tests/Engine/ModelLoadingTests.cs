@@ -58,6 +58,7 @@ public sealed class ModelLoadingTests
     {
         { "not json", "{\"text_config\": ", "invalid JSON" },
         { "array", "[1, 2]", "not a JSON object" },
+        { "repeated key", """{"image_token_index": 5, "image_token_index": 7}""", "invalid JSON" },
         { "other model", """{"model_type": "qwen2_vl"}""", "model_type 'qwen2_vl'" },
         { "string hidden", """{"text_config": {"hidden_size": "4096"}}""", "text_config.hidden_size must be an integer" },
         { "zero layers", """{"text_config": {"num_hidden_layers": 0}}""", "num_hidden_layers must be a positive integer" },
