@@ -38,7 +38,7 @@ internal static class ChatCommand
             catch (ArgumentOutOfRangeException e) { throw new UsageException(e.Message.Split('(')[0].Trim()); }
             var dir = p.GetValue(model) ?? BuiltInModel.EnsureTiny(stdout);
             using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
-            using var m = LlavaModel.Load(dir, backend);
+            using var m = LlavaModel.Load(dir, backend, methods.VisionTowerDir(p));
             var cfg = m.Config;
             if (!File.Exists(Path.Combine(dir, "tokenizer.json"))) throw new UsageException($"{dir} has no tokenizer.json; chat needs the model's tokenizer");
             var tokenizer = Tokenizer.Load(dir);

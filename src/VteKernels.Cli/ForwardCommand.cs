@@ -30,7 +30,7 @@ internal static class ForwardCommand
             var images = (p.GetValue(pixels) ?? []).Select(PixelFile.Read).ToList();
             using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
             var clock = Stopwatch.StartNew();
-            using var m = LlavaModel.Load(p.GetValue(model)!, backend);
+            using var m = LlavaModel.Load(p.GetValue(model)!, backend, methods.VisionTowerDir(p));
             var load = clock.Elapsed;
             using var session = m.CreateSession(sessionOptions);
             var result = session.Prefill(new PromptInput(tokenIds, images),

@@ -62,7 +62,7 @@ internal static class GenerateCommand
             var dir = p.GetValue(model) ?? BuiltInModel.EnsureTiny(stdout);
             using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
             var clock = Stopwatch.StartNew();
-            using var m = LlavaModel.Load(dir, backend);
+            using var m = LlavaModel.Load(dir, backend, methods.VisionTowerDir(p));
             var load = clock.Elapsed;
             var cfg = m.Config;
             var tokenizer = File.Exists(Path.Combine(dir, "tokenizer.json")) ? Tokenizer.Load(dir) : null;

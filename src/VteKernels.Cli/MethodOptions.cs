@@ -1,6 +1,7 @@
 // The options that change how the decoder computes, shared by `vte generate`, `vte forward` and `vte chat`:
 // --naavit (visual tokens issue no queries and skip the FFN), --skip-attn LAYERS (EAS-style attention
-// skipping, training-free unless --eas gives PIA adapters) and --pia explicit|fold.
+// skipping, training-free unless --eas gives PIA adapters), --pia explicit|fold, and --vision-tower DIR
+// (the CLIP folder of an original-layout checkpoint).
 using System.CommandLine;
 using VteKernels.Engine;
 using VteKernels.Engine.Eas;
@@ -24,6 +25,11 @@ internal sealed class MethodOptions
         Description = "EAS checkpoint with PIA adapters (safetensors file or folder; public LLaVA-EAS names or vte-eas/1). Its skip list, or --skip-attn when it has none",
     };
 
+    public Option<string> VisionTower { get; } = new("--vision-tower")
+    {
+        Description = "CLIP folder for an original-layout LLaVA checkpoint (llava_llama config; DyVTE, SAISA) whose mm_vision_tower is not a local folder",
+    };
+
     public Option<string> Pia { get; } = new("--pia")
     {
         Description = "How PIA adapters run: explicit (low-rank ops beside the weights) or fold (folded into the weights once per prompt)",
@@ -34,8 +40,11 @@ internal sealed class MethodOptions
 
     public void AddTo(Command command)
     {
-        foreach (var o in new Option[] { Naavit, SkipAttention, Eas, Pia }) command.Options.Add(o);
+        foreach (var o in new Option[] { Naavit, SkipAttention, Eas, Pia, VisionTower }) command.Options.Add(o);
     }
+
+    /// <summary>The --vision-tower folder, or null.</summary>
+    public string? VisionTowerDir(ParseResult p) => p.GetValue(VisionTower);
 
     /// <summary>NAAViT on or off, and the session options (EAS).</summary>
     public (bool Naavit, SessionOptions Session) Read(ParseResult p)

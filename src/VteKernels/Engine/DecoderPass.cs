@@ -38,5 +38,11 @@ internal sealed class DecoderPass
     /// <summary>Multiply-adds each layer executed (null: not counted).</summary>
     public long[]? LayerMacs { get; init; }
 
+    /// <summary>SAISA: the raw vision features of each image (in span order) that every layer projects onto the visual rows.</summary>
+    public IReadOnlyList<Tensor>? SaisaFeatures { get; init; }
+
+    /// <summary>Multiply-adds spent on SAISA's per-layer projections.</summary>
+    public long SaisaMacs { get; set; }
+
     public bool Skips(int layer) => Eas?.Skips(layer) == true;
 }

@@ -70,7 +70,7 @@ public sealed class InferenceSession : IDisposable
         if (policy is FixedLayerExit f && f.Layers > cfg.Text.NumLayers)
             throw new InvalidInputException($"exit layer:{f.Layers} is beyond the model's {cfg.Text.NumLayers} decoder layers (0 <= K <= {cfg.Text.NumLayers})");
         if (policy is GateExit g) g.Gates.Validate(cfg);
-        if (options.Naavit && spans.Count > 0 && spans[^1].End == input.TokenIds.Length)
+        if ((options.Naavit || cfg.Saisa) && spans.Count > 0 && spans[^1].End == input.TokenIds.Length)
             throw new InvalidInputException("with NAAViT the prompt must end with text: visual rows issue no queries, so an image at the end leaves nothing to predict from");
 
         int n = input.TokenIds.Length, start = Position;
@@ -94,6 +94,8 @@ public sealed class InferenceSession : IDisposable
 
         var clock = Stopwatch.StartNew();
         var features = new List<Tensor>();
+        bool saisa = cfg.Saisa && images.Count > 0;
+        var saisaRaw = new List<Tensor>();
         var visionStates = options.OutputVisionStates ? new List<IReadOnlyList<float[]>>() : null;
         var featuresHost = options.OutputVisionStates ? new List<float[]>() : null;
         try
@@ -101,20 +103,32 @@ public sealed class InferenceSession : IDisposable
             foreach (var image in images)
             {
                 var states = options.OutputVisionStates ? new List<float[]>() : null;
-                var feat = _model.EncodeImage(image, states);
-                features.Add(feat);
+                if (saisa)
+                {
+                    // SAISA: the raw features stay for the per-layer projectors; layer 0's projection is the embedding.
+                    var raw = _model.EncodeImage(image, states, project: false);
+                    saisaRaw.Add(raw);
+                    features.Add(_model.SaisaProject(0, raw));
+                }
+                else
+                {
+                    features.Add(_model.EncodeImage(image, states));
+                }
                 if (states is not null) visionStates!.Add(states);
-                featuresHost?.Add(_model.ToHost(feat));
+                featuresHost?.Add(_model.ToHost(features[^1]));
             }
             var visionTime = clock.Elapsed;
             var x = _model.Embed(ids, images.Count == 0 ? [] : spans, features);
             var hidden = options.OutputHiddenStates ? new List<float[]>() : null;
             var layerMacs = new long[cfg.Text.NumLayers];
-            x = _model.Decoder(x, new DecoderPass
+            bool naavit = (options.Naavit || saisa) && images.Count > 0;   // SAISA models are trained for NAAViT
+            var pass = new DecoderPass
             {
                 Positions = positions, Cache = Cache, HiddenStates = hidden, Exit = run, RowMap = rowMap,
-                Naavit = options.Naavit && images.Count > 0, Eas = Options.Eas, PiaMode = Options.PiaMode, Pia = _pia, LayerMacs = layerMacs,
-            });
+                Naavit = naavit, Eas = Options.Eas, PiaMode = Options.PiaMode, Pia = _pia, LayerMacs = layerMacs,
+                SaisaFeatures = saisa ? saisaRaw : null,
+            };
+            x = _model.Decoder(x, pass);
             try
             {
                 var decoderTime = clock.Elapsed - visionTime;
@@ -123,7 +137,7 @@ public sealed class InferenceSession : IDisposable
                 var logits = _model.Head(x, logitRows, hidden);
                 var headTime = clock.Elapsed - visionTime - decoderTime;
                 LastReport = BuildReport(run, input, spans, images.Count, start, logitRows, options.AllLogits ? n : 1,
-                    new StageTimes(visionTime, decoderTime, headTime), layerMacs, options.Naavit && images.Count > 0);
+                    new StageTimes(visionTime, decoderTime, headTime), layerMacs, naavit, pass.SaisaMacs);
                 return new StepResult(logits)
                 {
                     HiddenStates = hidden, VisionHiddenStates = visionStates, ImageFeatures = featuresHost,
@@ -138,17 +152,18 @@ public sealed class InferenceSession : IDisposable
         finally
         {
             foreach (var feat in features) feat.Dispose();
+            foreach (var raw in saisaRaw) raw.Dispose();
         }
     }
 
     private PrefillReport BuildReport(ExitRun run, PromptInput input, IReadOnlyList<ImageSpan> spans, int imagesEncoded, int start,
-        int headRows, int fullHeadRows, StageTimes times, long[] layerMacs, bool naavit)
+        int headRows, int fullHeadRows, StageTimes times, long[] layerMacs, bool naavit, long saisaMacs)
     {
         var cfg = _model.Config;
         var t = cfg.Text;
         int n = input.TokenIds.Length;
         var rows = run.Layers.Select(l => l.Rows).ToArray();
-        long decoder = layerMacs.Sum(), decoderFull = 0;
+        long decoder = layerMacs.Sum() + saisaMacs, decoderFull = 0;
         for (int l = 0; l < t.NumLayers; l++) decoderFull += Cost.DecoderLayer(t, n, start);
         long vision = Cost.VisionPerImage(cfg);
         var lengths = Enumerable.Range(0, t.NumLayers).Select(Cache.Length).ToArray();

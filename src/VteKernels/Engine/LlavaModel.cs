@@ -14,7 +14,8 @@ namespace VteKernels.Engine;
 /// <summary>A loaded LLaVA model bound to a backend. Thread-safe for concurrent sessions only if the backend is.</summary>
 public sealed class LlavaModel : IDisposable
 {
-    private readonly WeightStore? _store;
+    private readonly IDisposable? _owner;
+    private readonly SaisaLayer[]? _saisa;
     private readonly VisionLayer[] _vision;
     private readonly TextLayer[] _text;
     private readonly DeviceWeight _classEmbedding, _patchEmbedding, _positionEmbedding, _preLnW, _preLnB;
@@ -26,6 +27,8 @@ public sealed class LlavaModel : IDisposable
         DeviceWeight Ln1W, DeviceWeight Ln1B, DeviceWeight QW, DeviceWeight QB, DeviceWeight KW, DeviceWeight KB,
         DeviceWeight VW, DeviceWeight VB, DeviceWeight OutW, DeviceWeight OutB, DeviceWeight Ln2W, DeviceWeight Ln2B,
         DeviceWeight Fc1W, DeviceWeight Fc1B, DeviceWeight Fc2W, DeviceWeight Fc2B);
+
+    private sealed record SaisaLayer(DeviceWeight W1, DeviceWeight B1, DeviceWeight W2, DeviceWeight B2);
 
     private sealed record TextLayer(
         DeviceWeight InputNorm, DeviceWeight Q, DeviceWeight K, DeviceWeight V, DeviceWeight O,
@@ -45,12 +48,12 @@ public sealed class LlavaModel : IDisposable
     /// <summary>Binds <paramref name="weights"/> to <paramref name="backend"/>. The weights' owner must outlive the model.</summary>
     public LlavaModel(LlavaConfig config, LlavaWeights weights, IBackend backend) : this(config, weights, backend, null) { }
 
-    private LlavaModel(LlavaConfig config, LlavaWeights weights, IBackend backend, WeightStore? store)
+    private LlavaModel(LlavaConfig config, LlavaWeights weights, IBackend backend, IDisposable? owner)
     {
         Config = config;
         Weights = weights;
         Backend = backend;
-        _store = store;
+        _owner = owner;
         DeviceWeight U(Weight w) => backend.Upload(w);
         var v = weights.Vision;
         _classEmbedding = U(v.ClassEmbedding);
@@ -72,22 +75,27 @@ public sealed class LlavaModel : IDisposable
             U(l.PostAttentionNorm), U(l.GateProj), U(l.UpProj), U(l.DownProj))).ToArray();
         _finalNorm = U(t.Norm);
         _lmHead = ReferenceEquals(t.LmHead, t.EmbedTokens) ? _embedTokens : U(t.LmHead);
+        if (weights.Saisa is { } saisa)
+            _saisa = saisa.Layers.Select(l => new SaisaLayer(U(l.W1), U(l.B1), U(l.W2), U(l.B2))).ToArray();
     }
 
-    /// <summary>Loads a HF llava-hf model directory (config.json + safetensors, single or sharded).</summary>
-    /// <exception cref="ModelFormatException">The config or a weight file is malformed or disagrees with the config.</exception>
-    public static LlavaModel Load(string modelDir, IBackend backend)
+    /// <summary>
+    /// Loads a model directory: the HF llava-hf layout (config.json + safetensors, single or sharded), or the
+    /// original LLaVA layout (llava_llama config, `model.*` tensors) with its CLIP tower from
+    /// <paramref name="visionTowerDir"/> or the config's mm_vision_tower folder. SAISA checkpoints (per-layer
+    /// projectors) load in the original layout.
+    /// </summary>
+    /// <exception cref="ModelFormatException">The config or a weight file is malformed or disagrees with the config, or the vision tower cannot be found.</exception>
+    public static LlavaModel Load(string modelDir, IBackend backend, string? visionTowerDir = null)
     {
-        if (!Directory.Exists(modelDir)) throw new ModelFormatException(modelDir, null, "model directory does not exist");
-        var config = LlavaConfig.Load(Path.Combine(modelDir, "config.json"));
-        var store = WeightStore.Open(modelDir);
+        var checkpoint = LlavaCheckpoint.Open(modelDir, visionTowerDir);
         try
         {
-            return new LlavaModel(config, LlavaWeights.Bind(config, store), backend, store);
+            return new LlavaModel(checkpoint.Config, checkpoint.Weights, backend, checkpoint);
         }
         catch
         {
-            store.Dispose();
+            checkpoint.Dispose();
             throw;
         }
     }
@@ -97,7 +105,7 @@ public sealed class LlavaModel : IDisposable
     public InferenceSession CreateSession(SessionOptions? options = null) => new(this, options);
 
     /// <summary>Releases the weight files this model opened.</summary>
-    public void Dispose() => _store?.Dispose();
+    public void Dispose() => _owner?.Dispose();
 
     // ---------------------------------------------------------------- vision tower and projector
 
@@ -106,7 +114,7 @@ public sealed class LlavaModel : IDisposable
     /// selected (class token dropped for the "default" strategy) and concatenated, then the projector.
     /// Returns [TokensPerImage, text hidden] on the backend; the caller owns it.
     /// </summary>
-    internal Tensor EncodeImage(ImageInput image, List<float[]>? visionStates)
+    internal Tensor EncodeImage(ImageInput image, List<float[]>? visionStates, bool project = true)
     {
         var v = Config.Vision;
         if (image.Channels != v.NumChannels || image.Height != v.ImageSize || image.Width != v.ImageSize)
@@ -135,6 +143,12 @@ public sealed class LlavaModel : IDisposable
         // "default" drops the class token (row 0); "full" keeps it.
         int first = Config.VisionFeatureSelectStrategy == "full" ? 0 : 1;
         using var selected = features.Slice(first, n - first);
+        if (!project)
+        {
+            var raw = B.Allocate(selected.Rows, selected.Cols);
+            B.CopyBlock(selected, 0, 0, raw, 0, 0, selected.Rows, selected.Cols);
+            return raw;
+        }
         var hidden = B.Allocate(selected.Rows, Config.Text.HiddenSize);
         B.Linear(selected, _proj1W, _proj1B, hidden);
         B.Gelu(hidden);
@@ -149,6 +163,19 @@ public sealed class LlavaModel : IDisposable
             for (int k = 0; k < indices.Count; k++)
                 if (indices[k] == state) B.CopyBlock(x, 0, 0, features, 0, k * d, n, d);
         }
+    }
+
+    /// <summary>SAISA's projector of decoder layer <paramref name="layer"/>: Linear(f -> d), exact GELU, Linear(d -> d) on the raw features.</summary>
+    internal Tensor SaisaProject(int layer, Tensor raw)
+    {
+        var p = _saisa![layer];
+        int d = Config.Text.HiddenSize;
+        var y = B.Allocate(raw.Rows, d);
+        using var h = B.Allocate(raw.Rows, d);
+        B.Linear(raw, p.W1, p.B1, h);
+        B.Gelu(h);
+        B.Linear(h, p.W2, p.B2, y);
+        return y;
     }
 
     /// <summary>One pre-LN CLIP encoder layer, in place: x = x + Attn(LN1(x)); x = x + Mlp(LN2(x)).</summary>
@@ -228,6 +255,17 @@ public sealed class LlavaModel : IDisposable
             {
                 var w = _text[l];
                 bool skip = pass.Skips(l);
+                if (pass.SaisaFeatures is { } raw && l > 0 && run is { Spans.Count: > 0 })
+                {
+                    // SAISA: each layer's own projection of the raw vision features replaces the visual rows
+                    // (layer 0's came in through the embeddings).
+                    for (int i = 0; i < run.Spans.Count; i++)
+                    {
+                        using var projected = SaisaProject(l, raw[i]);
+                        B.CopyBlock(projected, 0, 0, x, run.Spans[i].Start, 0, projected.Rows, projected.Cols);
+                    }
+                    pass.SaisaMacs += run.Spans.Sum(s => (long)s.Length) * ((long)raw[0].Cols * Config.Text.HiddenSize + (long)Config.Text.HiddenSize * Config.Text.HiddenSize);
+                }
                 // Rows that issue queries and run the FFN: all of them, or with NAAViT the non-visual ones.
                 var active = pass.Naavit && run is { Spans.Count: > 0 } ? Runs(x.Rows, run.Spans) : [(0, x.Rows)];
                 run?.BeginLayer(x.Rows);

@@ -155,6 +155,56 @@ public sealed class NaavitEasTests(ITestOutputHelper output)
         AssertClose("naavit + exit layer:2", r.Logits.Values, SelectRows(want.Logits, cfg.Text.VocabSize, textRows));
     }
 
+    // ------------------------------------------------------------------ SAISA
+
+    [Fact]
+    public void SaisaProjectsTheRawVisionFeaturesBeforeEveryLayerAndRunsNaavit()
+    {
+        var hfDir = TestModels.Tiny();
+        var naive = new NaiveLlava(hfDir);
+        var hfCfg = naive.Config;
+        var saisaTensors = VteKernels.Tests.Models.OriginalLayoutTests.SaisaTensors(hfCfg);
+        var (modelDir, clipDir) = VteKernels.Tests.Models.OriginalLayoutCheckpoints.Write(hfDir,
+            new VteKernels.Tests.Models.OriginalLayoutOptions { EditModel = list => [.. list, .. saisaTensors] });
+        using var model = LlavaModel.Load(modelDir, new CpuBackend(), clipDir);
+        var cfg = model.Config;
+        Assert.True(cfg.Saisa);
+
+        var hfIds = TestModels.PromptIds(hfCfg, seed: 61, images: 2, prefix: 3, between: 2, suffix: 5);
+        var ids = hfIds.Select(id => id == hfCfg.ImageTokenIndex ? cfg.ImageTokenIndex : id).ToArray();   // the original layout's placeholder
+        var pixels = new[] { TestModels.Pixels(hfCfg, 61), TestModels.Pixels(hfCfg, 62) };
+        var visual = VisualMask(hfCfg, hfIds);
+        var textRows = Enumerable.Range(0, ids.Length).Where(i => !visual[i]).ToArray();
+        float[] F(string name) => saisaTensors.Single(t => t.Name == name).W.ToFloatArray();
+        var variant = new NaiveLlava.Variant
+        {
+            Frozen = (_, row) => row < visual.Length && visual[row],
+            Saisa = Enumerable.Range(0, hfCfg.Text.NumLayers).Select(l =>
+                (F($"model.layers.{l}.mm_projector.0.weight"), F($"model.layers.{l}.mm_projector.0.bias"),
+                 F($"model.layers.{l}.mm_projector.2.weight"), F($"model.layers.{l}.mm_projector.2.bias"))).ToList(),
+        };
+
+        using var session = model.CreateSession();
+        var r = session.Prefill(new PromptInput(ids, Images(cfg, pixels)), new PrefillOptions { AllLogits = true });
+        Assert.True(r.Report!.Naavit);
+        Assert.Equal(textRows, r.Rows);
+        var want = naive.Forward(hfIds, pixels, variant);
+        AssertClose("SAISA prefill, 2 images", r.Logits.Values, SelectRows(want.Logits, cfg.Text.VocabSize, textRows));
+        // Without the per-layer projections (plain NAAViT) the answer differs: the test can tell.
+        var plain = naive.Forward(hfIds, pixels, variant with { Saisa = null });
+        Assert.True(Math.Abs(plain.Logits[^1] - want.Logits[^1]) > 1e-3, "SAISA and plain NAAViT agree: the projections do not matter here");
+
+        var seq = hfIds.ToList();
+        for (int step = 0; step < 3; step++)
+        {
+            int next = 6 + 13 * step;
+            seq.Add(next);
+            var d = session.Decode(next);
+            var full = naive.Forward([.. seq], pixels, variant);
+            AssertClose($"SAISA decode {step}", d.Logits.Values, SelectRows(full.Logits, cfg.Text.VocabSize, [seq.Count - 1]));
+        }
+    }
+
     // ------------------------------------------------------------------ EAS
 
     [Fact]

@@ -230,7 +230,7 @@ public sealed class OriginalLayoutTests(ITestOutputHelper output)
     /// SAISA's projector tensors for every decoder layer of the tiny synthetic model (vision hidden 64, text
     /// hidden 128, so W1 [128, 64] and W2 [128, 128] cannot be confused), seeded values.
     /// </summary>
-    private static List<(string Name, Weight W)> SaisaTensors(LlavaConfig cfg, Func<int, string, int[], int[]>? reshape = null)
+    internal static List<(string Name, Weight W)> SaisaTensors(LlavaConfig cfg, Func<int, string, int[], int[]>? reshape = null)
     {
         var list = new List<(string, Weight)>();
         var rng = new Random(7);

@@ -127,6 +127,17 @@ internal sealed class NaiveLlava
     /// <summary>Projector output for one image [3, S, S]: [TokensPerImage, text hidden] row-major.</summary>
     public double[] ImageFeatures(float[] pixels)
     {
+        var sel = RawFeatures(pixels);
+        int tokens = Config.TokensPerImage, width = sel.Length / tokens;
+        var h = Linear(sel, tokens, width, _projector + "linear_1");
+        for (int i = 0; i < h.Length; i++) h[i] = Gelu(h[i]);
+        int mid = h.Length / tokens;
+        return Linear(h, tokens, mid, _projector + "linear_2");
+    }
+
+    /// <summary>The selected vision features of one image before the projector: [TokensPerImage, feature width].</summary>
+    public double[] RawFeatures(float[] pixels)
+    {
         var v = Config.Vision;
         var states = VisionHiddenStates(pixels);
         var layers = Config.FeatureHiddenStateIndices;
@@ -138,11 +149,7 @@ internal sealed class NaiveLlava
         for (int t = 0; t < tokens; t++)
             for (int li = 0; li < layers.Count; li++)
                 Array.Copy(states[layers[li]], (t + skip) * d, sel, t * width + li * d, d);
-
-        var h = Linear(sel, tokens, width, _projector + "linear_1");
-        for (int i = 0; i < h.Length; i++) h[i] = Gelu(h[i]);
-        int mid = h.Length / tokens;
-        return Linear(h, tokens, mid, _projector + "linear_2");
+        return sel;
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -180,6 +187,12 @@ internal sealed class NaiveLlava
         public Func<int, bool>? SkipAttention { get; init; }
         public IReadOnlyDictionary<int, VteKernels.Engine.Eas.PiaAdapter>? Adapters { get; init; }
         public int StatRows { get; init; }
+
+        /// <summary>SAISA: per decoder layer (W1 [d, f], b1, W2 [d, d], b2); before each layer the image rows become GELU-MLP(raw features).</summary>
+        public IReadOnlyList<(float[] W1, float[] B1, float[] W2, float[] B2)>? Saisa { get; init; }
+
+        internal double[]? SaisaRaw { get; init; }
+        internal int[]? SaisaRows { get; init; }
     }
 
     /// <summary>Forward pass with the methods of <paramref name="variant"/>.</summary>
@@ -219,6 +232,12 @@ internal sealed class NaiveLlava
         if (imageRow != images.Count * per)
             throw new ArgumentException($"{imageRow} image tokens for {images.Count} image(s) of {per} tokens", nameof(inputIds));
 
+        if (variant.Saisa is not null)
+        {
+            var raw = images.SelectMany(RawFeatures).ToArray();
+            var rows = Enumerable.Range(0, n).Where(i => inputIds[i] == Config.ImageTokenIndex).ToArray();
+            variant = variant with { SaisaRaw = raw, SaisaRows = rows };
+        }
         return RunDecoder(x, n, feats, (l, q, k) => k <= q && (visible?.Invoke(l, q, k) ?? true), probe, variant);
     }
 
@@ -235,6 +254,27 @@ internal sealed class NaiveLlava
         {
             string lp = $"{_text}layers.{l}.";
             int layer = l;
+            if (variant.Saisa is { } saisa)
+            {
+                var (w1, b1, w2, b2) = saisa[l];
+                int rowsImg = variant.SaisaRows!.Length, f = variant.SaisaRaw!.Length / rowsImg;
+                for (int r = 0; r < rowsImg; r++)
+                {
+                    var hid = new double[d];
+                    for (int o = 0; o < d; o++)
+                    {
+                        double acc = b1[o];
+                        for (int i = 0; i < f; i++) acc += (double)w1[o * f + i] * variant.SaisaRaw[r * f + i];
+                        hid[o] = Gelu(acc);
+                    }
+                    for (int o = 0; o < d; o++)
+                    {
+                        double acc = b2[o];
+                        for (int i = 0; i < d; i++) acc += (double)w2[o * d + i] * hid[i];
+                        x[variant.SaisaRows[r] * d + o] = acc;
+                    }
+                }
+            }
             bool frozenAny = variant.Frozen is not null;
             bool Frozen(int row) => variant.Frozen?.Invoke(layer, row) ?? false;
             var adapter = variant.Adapters?.GetValueOrDefault(l);
