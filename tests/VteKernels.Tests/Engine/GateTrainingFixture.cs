@@ -31,7 +31,7 @@ internal static class GateTrainingFixture
     public const int ImageSize = 56;
 
     /// <summary>Samples in the data file; even ones have an image.</summary>
-    public const int SampleCount = 48;
+    public const int SampleCount = 40;
 
     private static readonly string[] Nouns = ["car", "dog", "cat", "tree", "man", "woman", "table", "street", "sky", "water"];
     private static readonly string[] Colors = ["red", "blue", "green", "white", "black"];

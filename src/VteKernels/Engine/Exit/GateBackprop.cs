@@ -5,10 +5,11 @@
 //   loss = -log softmax(z)[y]
 // Backward: dz = softmax(z) - onehot(y); dW2 = dz hᵀ; dh = W2ᵀ dz; da = dh ⊙ gelu'(a); dW1 = da xᵀ, with
 // gelu'(a) = Φ(a) + a φ(a). Weights and features are float32 (as the gate files store them); every sum is
-// accumulated in float64, so the gradient is exact to ~1e-15 relative against the float32 weights and a
-// finite-difference check can be tight. Rows of W1 are independent, so the two passes over W1 (forward and
+// accumulated in float64 (rows widened, then TensorPrimitives' vectorized dot and multiply-add), so the
+// gradient is exact to ~1e-15 relative against the float32 weights and a finite-difference check can be tight. Rows of W1 are independent, so the two passes over W1 (forward and
 // dW1) run in parallel over rows when the gate is large; each row is summed by one thread in a fixed order,
 // so the result does not depend on the thread count.
+using System.Numerics.Tensors;
 using VteKernels.Backends.Cpu;
 
 namespace VteKernels.Engine.Exit;
@@ -79,30 +80,36 @@ internal static class GateBackprop
         return (lossSum, correct);
     }
 
-    /// <summary>a[i] = Σ_j W1[i, j] · x[j], summed in float64.</summary>
+    /// <summary>a[i] = Σ_j W1[i, j] · x[j], summed in float64 (each row widened into a per-thread buffer, then one vectorized dot).</summary>
     private static unsafe void Preactivations(ReadOnlySpan<float> w1, ReadOnlyMemory<float> x, int hidden, int inputs, double[] a)
     {
         var xd = new double[inputs];
-        var xs = x.Span;
-        for (int j = 0; j < inputs; j++) xd[j] = xs[j];
+        TensorPrimitives.ConvertChecked<float, double>(x.Span, xd);
         fixed (float* pw = w1)
         {
             nint w = (nint)pw;
+            var rows = new ThreadLocal<double[]>(() => new double[inputs]);
             void Row(int i)
             {
-                var row = new ReadOnlySpan<float>((float*)w + (long)i * inputs, inputs);
-                double acc = 0;
-                for (int j = 0; j < inputs; j++) acc += row[j] * xd[j];
-                a[i] = acc;
+                var row = rows.Value!;
+                TensorPrimitives.ConvertChecked<float, double>(new ReadOnlySpan<float>((float*)w + (long)i * inputs, inputs), row);
+                a[i] = TensorPrimitives.Dot<double>(row, xd);
             }
             if ((long)hidden * inputs < ParallelElements) for (int i = 0; i < hidden; i++) Row(i);
             else Parallel.For(0, hidden, Row);
+            rows.Dispose();
         }
     }
 
     /// <summary>g1[i, j] = Σ_p da[p, i] · x_p[j].</summary>
     private static unsafe void OuterSum(double[] da, IReadOnlyList<ReadOnlyMemory<float>> features, int hidden, int inputs, Span<double> g1)
     {
+        var xd = features.Select(f =>
+        {
+            var d = new double[inputs];
+            TensorPrimitives.ConvertChecked<float, double>(f.Span, d);
+            return d;
+        }).ToArray();
         fixed (double* pg = g1)
         {
             nint g = (nint)pg;
@@ -110,13 +117,8 @@ internal static class GateBackprop
             {
                 var row = new Span<double>((double*)g + (long)i * inputs, inputs);
                 row.Clear();
-                for (int p = 0; p < features.Count; p++)
-                {
-                    double d = da[p * hidden + i];
-                    if (d == 0) continue;
-                    var x = features[p].Span;
-                    for (int j = 0; j < inputs; j++) row[j] += d * x[j];
-                }
+                for (int p = 0; p < xd.Length; p++)
+                    if (da[p * hidden + i] is var d and not 0) TensorPrimitives.MultiplyAdd(xd[p], d, row, row);
             }
             if ((long)hidden * inputs < ParallelElements) for (int i = 0; i < hidden; i++) Row(i);
             else Parallel.For(0, hidden, Row);

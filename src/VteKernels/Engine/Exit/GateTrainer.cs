@@ -83,21 +83,12 @@ public sealed record GateTrainingOptions
         Check(CheckpointEvery >= 0, $"checkpoint interval must be >= 0 steps (got {CheckpointEvery})");
     }
 
-    /// <summary>The options that decide the result, as JSON (CheckpointEvery is left out).</summary>
+    /// <summary>The options that decide the result, as JSON (CheckpointEvery is left out): what a checkpoint records and a resume compares.</summary>
     internal JsonObject ToJson() => new()
     {
         ["hidden"] = Hidden, ["epochs"] = Epochs, ["batch_size"] = BatchSize, ["lr"] = LearningRate, ["beta1"] = Beta1,
         ["beta2"] = Beta2, ["eps"] = Epsilon, ["weight_decay"] = WeightDecay, ["warmup"] = WarmupFraction,
         ["val_fraction"] = ValFraction, ["seed"] = Seed,
-    };
-
-    /// <summary>Reads <see cref="ToJson"/>'s form (CheckpointEvery from <paramref name="checkpointEvery"/>).</summary>
-    internal static GateTrainingOptions FromJson(JsonObject o, int checkpointEvery) => new()
-    {
-        Hidden = o["hidden"]!.GetValue<int>(), Epochs = o["epochs"]!.GetValue<int>(), BatchSize = o["batch_size"]!.GetValue<int>(),
-        LearningRate = o["lr"]!.GetValue<double>(), Beta1 = o["beta1"]!.GetValue<double>(), Beta2 = o["beta2"]!.GetValue<double>(),
-        Epsilon = o["eps"]!.GetValue<double>(), WeightDecay = o["weight_decay"]!.GetValue<double>(), WarmupFraction = o["warmup"]!.GetValue<double>(),
-        ValFraction = o["val_fraction"]!.GetValue<double>(), Seed = o["seed"]!.GetValue<ulong>(), CheckpointEvery = checkpointEvery,
     };
 }
 
@@ -258,7 +249,8 @@ public sealed class GateTrainer
     /// <summary>Scores the current gates on every candidate layer's pair of <paramref name="samples"/>, through ExitGate.Evaluate.</summary>
     public GateEvaluation Evaluate(IReadOnlyList<int> samples)
     {
-        var gates = Gates().Gates;
+        // The live weights, not copies: a 7B model's 31 gates of 2048 x 8192 are 2 GB.
+        var gates = _data.Layers.Select((l, g) => new ExitGate(l, _data.ModelDim, Options.Hidden, _w1[g], _w2[g])).ToArray();
         int k = _data.Layers.Count, pairs = 0, right = 0;
         double loss = 0;
         var perLayer = new Dictionary<int, double>();
@@ -361,18 +353,12 @@ public sealed class GateTrainer
     /// <exception cref="InvalidInputException">The file is not a gate checkpoint, or it was made for other data or options.</exception>
     public static GateTrainer Resume(GateDataset data, GateTrainingOptions options, string checkpointPath)
     {
-        if (!File.Exists(checkpointPath)) throw new InvalidInputException($"no checkpoint to resume from at {checkpointPath}");
+        CheckResumable(checkpointPath, data.Fingerprint, options);
         using var st = SafetensorsFile.Open(checkpointPath);
         var m = st.Metadata;
         var name = Path.GetFileName(checkpointPath);
-        if (m.GetValueOrDefault("format") != CheckpointFormat) throw new InvalidInputException($"{name} is not a gate-training checkpoint");
-        if (m.GetValueOrDefault("dataset") != data.Fingerprint || m.GetValueOrDefault("layers") != string.Join(",", data.Layers))
-            throw new InvalidInputException($"{name} was trained on other features (the data, the model, the layers or the prompt options changed since)");
-        var saved = JsonNode.Parse(m["options"])!.AsObject();
-        var asked = options.ToJson();
-        foreach (var (key, value) in saved)
-            if (value?.ToJsonString() != asked[key]?.ToJsonString())
-                throw new InvalidInputException($"{name} was made with {key} = {value?.ToJsonString()}, this run asks for {asked[key]?.ToJsonString()}: a resumed run keeps its options");
+        if (m.GetValueOrDefault("layers") != string.Join(",", data.Layers))
+            throw new InvalidInputException($"{name} has gates for layers {m.GetValueOrDefault("layers")}, the features are for {string.Join(",", data.Layers)}");
         var t = new GateTrainer(data, options) { Step = int.Parse(m["step"], CultureInfo.InvariantCulture) };
         var steps = m["adam_steps"].Split(',');
         var sums = m["epoch_sums"].Split(',');
@@ -394,6 +380,28 @@ public sealed class GateTrainer
         }
         if (t.Step > t.TotalSteps) throw new InvalidInputException($"{name} is at step {t.Step}, past the run's {t.TotalSteps} steps");
         return t;
+    }
+
+    /// <summary>
+    /// Checks, without loading any weights, that <paramref name="checkpointPath"/> can continue a run over the
+    /// dataset with fingerprint <paramref name="datasetFingerprint"/> and <paramref name="options"/>, so that a
+    /// mismatch is reported before any features are computed.
+    /// </summary>
+    /// <exception cref="InvalidInputException">No checkpoint there, not a gate checkpoint, other features, or other options.</exception>
+    public static void CheckResumable(string checkpointPath, string datasetFingerprint, GateTrainingOptions options)
+    {
+        if (!File.Exists(checkpointPath)) throw new InvalidInputException($"no checkpoint to resume from at {checkpointPath}");
+        var name = Path.GetFileName(checkpointPath);
+        using var st = SafetensorsFile.Open(checkpointPath);
+        var m = st.Metadata;
+        if (m.GetValueOrDefault("format") != CheckpointFormat || !m.ContainsKey("options")) throw new InvalidInputException($"{name} is not a gate-training checkpoint");
+        if (m.GetValueOrDefault("dataset") != datasetFingerprint)
+            throw new InvalidInputException($"{name} was trained on other features (the data, the model, the layers or the prompt options changed since)");
+        var saved = JsonNode.Parse(m["options"]) as JsonObject ?? throw new InvalidInputException($"{name}: unreadable options");
+        var asked = options.ToJson();
+        foreach (var (key, value) in saved)
+            if (value?.ToJsonString() != asked[key]?.ToJsonString())
+                throw new InvalidInputException($"{name} was made with {key} = {value?.ToJsonString()}, this run asks for {asked[key]?.ToJsonString()}: a resumed run keeps its options");
     }
 
     // ---------------------------------------------------------------- randomness
