@@ -11,8 +11,8 @@
 //  * Learning rate at step s (0-based) of T with W = ceil(warmup · T) warmup steps:
 //    lr · (s + 1) / W while s < W, then lr · 0.5 · (1 + cos(π (s − W) / (T − W))).
 //  * Held-out split: a seeded shuffle of the samples; the first round(n · valFraction) are held out (at
-//    least one when the fraction is positive), and their pairs at every candidate layer are scored with
-//    ExitGate.Evaluate, the inference code path, at the end of each epoch.
+//    least one when the fraction is positive, none with a single sample), and their pairs at every
+//    candidate layer are scored with ExitGate.Evaluate, the inference code path, at the end of each epoch.
 //  * Randomness is counter-based (SplitMix64 keyed by seed, purpose, epoch and position), so the step number
 //    is the whole random state: a run resumed from a checkpoint draws exactly what the uninterrupted run
 //    draws, and ends with the same weights bit for bit.
@@ -181,7 +181,7 @@ public sealed class GateTrainer
     {
         var order = Enumerable.Range(0, n).ToArray();
         Rng.For(seed, Purpose.Split).Shuffle(order);
-        int held = fraction <= 0 ? 0 : Math.Clamp((int)Math.Round(n * fraction), 1, Math.Max(0, n - 1));
+        int held = fraction <= 0 || n < 2 ? 0 : Math.Clamp((int)Math.Round(n * fraction), 1, n - 1);
         return ([.. order[held..].Order()], [.. order[..held].Order()]);
     }
 
