@@ -24,6 +24,7 @@ internal static class Program
             PreprocessCommand.Create(stdout),
             TokenizeCommand.Create(stdout, stdin ?? Console.In),
             ChatCommand.Create(stdout, () => stdin ?? Console.In),
+            TrainGateCommand.Create(stdout, stderr),
         };
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)

@@ -71,6 +71,34 @@ public sealed partial class ExitGates
     /// <summary>The gate of <paramref name="layer"/>, or null when that layer has none.</summary>
     public ExitGate? ForLayer(int layer) => (uint)layer < (uint)_byLayer.Length ? _byLayer[layer] : null;
 
+    /// <summary>
+    /// The gate input after a layer, from that layer's output rows on the host: [mean of the rows after the last
+    /// image span up to the last row, the last row excluded ; the last row], 2d values, exactly as the engine
+    /// forms it during a prefill (same summation order, so the same float32 bits). <paramref name="rows"/> holds
+    /// <paramref name="rowCount"/> rows of <paramref name="modelDim"/> values (the prompt rows only; trailing
+    /// data is ignored); <paramref name="spans"/> are the image spans in those rows. Null when no row lies
+    /// between the last image and the last row: the mean is undefined and the engine's gate does not decide.
+    /// </summary>
+    /// <exception cref="ArgumentException">The rows are shorter than rowCount · modelDim, or a span lies outside them.</exception>
+    public static float[]? Feature(ReadOnlySpan<float> rows, int rowCount, int modelDim, IReadOnlyList<ImageSpan> spans)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(modelDim);
+        ArgumentOutOfRangeException.ThrowIfNegative(rowCount);
+        if (rows.Length < (long)rowCount * modelDim)
+            throw new ArgumentException($"{rows.Length} values hold fewer than {rowCount} rows of {modelDim}", nameof(rows));
+        int d = modelDim;
+        int first = spans.Count == 0 ? 0 : spans[^1].End;
+        if (first > rowCount) throw new ArgumentException($"image span ends at row {first}, past the {rowCount} rows", nameof(spans));
+        int textRows = rowCount - 1 - first;
+        if (textRows <= 0) return null;
+        var feature = new float[2 * d];
+        for (int r = 0; r < textRows; r++)
+            TensorPrimitives.Add(feature.AsSpan(0, d), rows.Slice((first + r) * d, d), feature.AsSpan(0, d));
+        TensorPrimitives.Divide(feature.AsSpan(0, d), textRows, feature.AsSpan(0, d));
+        rows.Slice((rowCount - 1) * d, d).CopyTo(feature.AsSpan(d));
+        return feature;
+    }
+
     /// <summary>Checks that the gates fit <paramref name="config"/>'s language model.</summary>
     /// <exception cref="ModelFormatException">Hidden size or layer indices disagree with the model.</exception>
     public void Validate(LlavaConfig config)
