@@ -359,23 +359,15 @@ public sealed class LlavaModel : IDisposable
     }
 
     /// <summary>
-    /// DyVTE's gate input: [mean of the rows after the last image, the last row excluded ; the last row].
-    /// Null when no row lies between the image and the last row (the mean is undefined; the gate cannot decide).
+    /// DyVTE's gate input (<see cref="ExitGates.Feature"/>) from the rows after the last image. Null when no row
+    /// lies between the image and the last row (the mean is undefined; the gate cannot decide).
     /// </summary>
     private float[]? GateInput(Tensor x, IReadOnlyList<ImageSpan> spans)
     {
-        int d = Config.Text.HiddenSize, n = x.Rows;
         int first = spans.Count == 0 ? 0 : spans[^1].End;
-        int textRows = n - 1 - first;
-        if (textRows <= 0) return null;
-        using var tail = x.Slice(first, n - first);
-        var host = ToHost(tail);
-        var feature = new float[2 * d];
-        for (int r = 0; r < textRows; r++)
-            System.Numerics.Tensors.TensorPrimitives.Add(feature.AsSpan(0, d), host.AsSpan(r * d, d), feature.AsSpan(0, d));
-        System.Numerics.Tensors.TensorPrimitives.Divide(feature.AsSpan(0, d), textRows, feature.AsSpan(0, d));
-        host.AsSpan(textRows * d, d).CopyTo(feature.AsSpan(d));
-        return feature;
+        if (x.Rows - 1 - first <= 0) return null;
+        using var tail = x.Slice(first, x.Rows - first);
+        return ExitGates.Feature(ToHost(tail), tail.Rows, Config.Text.HiddenSize, []);
     }
 
     /// <summary>A new tensor holding the rows of <paramref name="x"/> outside <paramref name="drop"/>, in order.</summary>
