@@ -21,6 +21,11 @@ public sealed class InferenceSession : IDisposable
         _model = model;
         Options = options ?? new SessionOptions();
         Options.Eas?.Validate(model.Config);
+        var t = model.Weights.Text.Layers;
+        var attentionless = Enumerable.Range(0, t.Count).Where(l => !t[l].HasAttention && Options.Eas?.Skips(l) != true).ToList();
+        if (attentionless.Count > 0)
+            throw new ModelFormatException(null, null,
+                $"decoder layer(s) {EasAdapters.FormatLayers(attentionless)} have no attention weights (an EAS checkpoint fine-tuned with them skipped): skip them with --skip-attn or load the checkpoint's adapters with --eas");
         if (Options.Eas is { Adapters.Count: > 0 }) _pia = new PiaSequence(model.Config.Text.NumLayers);
         Cache = model.Backend.CreateKvCache(model.Config.Text.NumLayers, model.Config.Text.KvDim);
     }

@@ -31,7 +31,7 @@ public sealed class LlavaModel : IDisposable
     private sealed record SaisaLayer(DeviceWeight W1, DeviceWeight B1, DeviceWeight W2, DeviceWeight B2);
 
     private sealed record TextLayer(
-        DeviceWeight InputNorm, DeviceWeight Q, DeviceWeight K, DeviceWeight V, DeviceWeight O,
+        DeviceWeight InputNorm, DeviceWeight? Q, DeviceWeight? K, DeviceWeight? V, DeviceWeight? O,
         DeviceWeight PostAttentionNorm, DeviceWeight Gate, DeviceWeight Up, DeviceWeight Down);
 
     /// <summary>The model's configuration.</summary>
@@ -71,7 +71,8 @@ public sealed class LlavaModel : IDisposable
         _proj2B = p.Linear2Bias is null ? null : U(p.Linear2Bias);
         var t = weights.Text;
         _embedTokens = U(t.EmbedTokens);
-        _text = t.Layers.Select(l => new TextLayer(U(l.InputNorm), U(l.QProj), U(l.KProj), U(l.VProj), U(l.OProj),
+        DeviceWeight? UOpt(Weight? w) => w is null ? null : backend.Upload(w);
+        _text = t.Layers.Select(l => new TextLayer(U(l.InputNorm), UOpt(l.QProj), UOpt(l.KProj), UOpt(l.VProj), UOpt(l.OProj),
             U(l.PostAttentionNorm), U(l.GateProj), U(l.UpProj), U(l.DownProj))).ToArray();
         _finalNorm = U(t.Norm);
         _lmHead = ReferenceEquals(t.LmHead, t.EmbedTokens) ? _embedTokens : U(t.LmHead);
@@ -101,7 +102,7 @@ public sealed class LlavaModel : IDisposable
     }
 
     /// <summary>A new session with an empty cache; <paramref name="options"/> sets sequence-wide methods (EAS).</summary>
-    /// <exception cref="ModelFormatException">The EAS configuration does not fit the model.</exception>
+    /// <exception cref="ModelFormatException">The EAS configuration does not fit the model, or leaves a layer without attention weights unskipped.</exception>
     public InferenceSession CreateSession(SessionOptions? options = null) => new(this, options);
 
     /// <summary>Releases the weight files this model opened.</summary>
@@ -418,14 +419,14 @@ public sealed class LlavaModel : IDisposable
         bool folded = pia?.Q is not null;
         using var k = B.Allocate(n, t.KvDim);
         using var v = B.Allocate(n, t.KvDim);
-        B.Linear(src, folded ? pia!.K! : w.K, folded ? pia!.KBias : null, k);
-        B.Linear(src, folded ? pia!.V! : w.V, folded ? pia!.VBias : null, v);
+        B.Linear(src, folded ? pia!.K! : w.K!, folded ? pia!.KBias : null, k);
+        B.Linear(src, folded ? pia!.V! : w.V!, folded ? pia!.VBias : null, v);
         B.Rope(k, t.NumKvHeads, t.HeadDim, pass.Positions, t.RopeTheta);
         pass.Cache.Append(layer, k, v);
 
         using var qIn = all ? null : DropRows(src, run!.Spans);
         using var q = B.Allocate(nq, t.QDim);
-        B.Linear(qIn ?? src, folded ? pia!.Q! : w.Q, folded ? pia!.QBias : null, q);
+        B.Linear(qIn ?? src, folded ? pia!.Q! : w.Q!, folded ? pia!.QBias : null, q);
         B.Rope(q, t.NumHeads, t.HeadDim, all ? pass.Positions : Keep(pass.Positions, run!.Spans), t.RopeTheta);
         using var a = B.Allocate(nq, t.QDim);
         var (keys, values) = pass.Cache.View(layer);
@@ -475,7 +476,7 @@ public sealed class LlavaModel : IDisposable
         }
         macs += Cost.Attention(t, nq, n, seen);
         var o = B.Allocate(nq, t.HiddenSize);
-        B.Linear(a, w.O, null, o);
+        B.Linear(a, w.O!, null, o);
         return o;
     }
 
@@ -594,9 +595,9 @@ public sealed class LlavaModel : IDisposable
                 }
                 else
                 {
-                    (p.Q, p.QBias) = Fold(w.Q, "q");
-                    (p.K, p.KBias) = Fold(w.K, "k");
-                    (p.V, p.VBias) = Fold(w.V, "v");
+                    (p.Q, p.QBias) = Fold(w.Q!, "q");
+                    (p.K, p.KBias) = Fold(w.K!, "k");
+                    (p.V, p.VBias) = Fold(w.V!, "v");
                 }
             }
         }

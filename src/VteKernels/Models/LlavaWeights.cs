@@ -30,10 +30,17 @@ public sealed record VisionWeights(
 /// <summary>The two-layer projector.</summary>
 public sealed record ProjectorWeights(Weight Linear1Weight, Weight? Linear1Bias, Weight Linear2Weight, Weight? Linear2Bias);
 
-/// <summary>One LLaMA decoder layer.</summary>
+/// <summary>
+/// One LLaMA decoder layer. The attention projections are null in a layer whose checkpoint has none (EAS
+/// checkpoints fine-tuned with that layer's attention skipped drop them); such a layer runs only when skipped.
+/// </summary>
 public sealed record TextLayerWeights(
-    Weight InputNorm, Weight QProj, Weight KProj, Weight VProj, Weight OProj,
-    Weight PostAttentionNorm, Weight GateProj, Weight UpProj, Weight DownProj);
+    Weight InputNorm, Weight? QProj, Weight? KProj, Weight? VProj, Weight? OProj,
+    Weight PostAttentionNorm, Weight GateProj, Weight UpProj, Weight DownProj)
+{
+    /// <summary>Whether the layer has its attention projections.</summary>
+    public bool HasAttention => QProj is not null;
+}
 
 /// <summary>The LLaMA language model.</summary>
 public sealed record TextWeights(Weight EmbedTokens, IReadOnlyList<TextLayerWeights> Layers, Weight Norm, Weight LmHead);
@@ -80,7 +87,28 @@ public sealed partial record LlavaWeights(VisionWeights Vision, ProjectorWeights
 
     /// <summary>Buffers some exporters save that carry no weights; tolerated and ignored.</summary>
     private static bool IsIgnorable(string name) =>
-        name.EndsWith(".position_ids", StringComparison.Ordinal) || name.EndsWith(".rotary_emb.inv_freq", StringComparison.Ordinal);
+        name.EndsWith(".position_ids", StringComparison.Ordinal) || name.EndsWith(".rotary_emb.inv_freq", StringComparison.Ordinal)
+        || EasAdapterTensorName().IsMatch(name);   // EAS's PIA adapters: read by EasCheckpoint, not part of the model
+
+    [GeneratedRegex(@"(^|\.)layers\.\d+\.(adapter_attn|replaced_adapter)\.")]
+    private static partial Regex EasAdapterTensorName();
+
+    private static readonly string[] AttentionTensors = ["self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.o_proj.weight"];
+
+    /// <summary>
+    /// The expected tensors less the attention projections of layers that hold none of them (as EAS fine-tuning
+    /// leaves skipped layers). A layer holding some but not all of them keeps them expected (the missing one is an error).
+    /// </summary>
+    private static IEnumerable<(string Name, int[] Shape)> WithoutAbsentAttention(WeightStore store, IEnumerable<(string Name, int[] Shape)> expected, string language, int layers)
+    {
+        var absent = new HashSet<string>(StringComparer.Ordinal);
+        for (int i = 0; i < layers; i++)
+        {
+            var names = AttentionTensors.Select(a => $"{language}layers.{i}.{a}").ToArray();
+            if (!names.Any(store.Contains)) absent.UnionWith(names);
+        }
+        return expected.Where(e => !absent.Contains(e.Name));
+    }
 
     /// <summary>Whether an original-layout checkpoint holds SAISA's per-layer projectors (any <c>model.layers.N.mm_projector.*</c> tensor).</summary>
     public static bool HasSaisaProjectors(WeightStore store) => store.Names.Any(n => SaisaTensorName().IsMatch(n));
@@ -99,7 +127,7 @@ public sealed partial record LlavaWeights(VisionWeights Vision, ProjectorWeights
 
         // Check names and shapes against the config first; then the records below only look names up.
         bool lmHead = !config.Text.TieWordEmbeddings || store.Contains(n.LmHead);
-        Check(store, ExpectedVision(config, n.Vision).Concat(ExpectedLanguage(config, n, lmHead)), _ => true, "");
+        Check(store, ExpectedVision(config, n.Vision).Concat(WithoutAbsentAttention(store, ExpectedLanguage(config, n, lmHead), n.Language, config.Text.NumLayers)), _ => true, "");
         return Build(config, n, store, store, n.Vision);
     }
 
@@ -118,7 +146,7 @@ public sealed partial record LlavaWeights(VisionWeights Vision, ProjectorWeights
             throw new ModelFormatException(FileHint(model), null,
                 $"no '{Orig.Language}embed_tokens.weight': not a LLaVA checkpoint in the original layout");
         bool lmHead = !config.Text.TieWordEmbeddings || model.Contains(Orig.LmHead);
-        var language = ExpectedLanguage(config, Orig, lmHead);
+        var language = WithoutAbsentAttention(model, ExpectedLanguage(config, Orig, lmHead), Orig.Language, config.Text.NumLayers).ToList();
         if (visionTower is null)
         {
             Check(model, ExpectedVision(config, OriginalEmbeddedVisionPrefix).Concat(language), _ => true, "");
@@ -188,7 +216,7 @@ public sealed partial record LlavaWeights(VisionWeights Vision, ProjectorWeights
             embed,
             Enumerable.Range(0, config.Text.NumLayers).Select(i => $"{pl}layers.{i}.").Select(l => new TextLayerWeights(
                 W(l + "input_layernorm.weight"),
-                W(l + "self_attn.q_proj.weight"), W(l + "self_attn.k_proj.weight"), W(l + "self_attn.v_proj.weight"), W(l + "self_attn.o_proj.weight"),
+                Opt(l + "self_attn.q_proj.weight"), Opt(l + "self_attn.k_proj.weight"), Opt(l + "self_attn.v_proj.weight"), Opt(l + "self_attn.o_proj.weight"),
                 W(l + "post_attention_layernorm.weight"),
                 W(l + "mlp.gate_proj.weight"), W(l + "mlp.up_proj.weight"), W(l + "mlp.down_proj.weight"))).ToList(),
             W(pl + "norm.weight"),

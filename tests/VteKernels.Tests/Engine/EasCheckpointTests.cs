@@ -19,7 +19,7 @@ public sealed class EasCheckpointTests
     private static EasAdapters Small(ulong seed, params int[] skipped) =>
         SyntheticEas.Adapters(Layers, Dim, skipped, seed, AdapterDim, ReplacedDim);
 
-    private sealed record Tensor(string Name, int[] Shape, float[] Values);
+    internal sealed record Tensor(string Name, int[] Shape, float[] Values);
 
     private static void Write(string file, IEnumerable<Tensor> tensors, DType dtype = DType.F32, IReadOnlyDictionary<string, string>? metadata = null)
     {
@@ -33,7 +33,7 @@ public sealed class EasCheckpointTests
     }
 
     /// <summary>The tensors of a public-release checkpoint holding these adapters (one kind per layer, as fine-tuning leaves them).</summary>
-    private static List<Tensor> PublicTensors(EasAdapters eas, string prefix = "model.", bool convDims = true)
+    internal static List<Tensor> PublicTensors(EasAdapters eas, string prefix = "model.", bool convDims = true)
     {
         var list = new List<Tensor>();
         foreach (var a in eas.Adapters.Values.OrderBy(a => a.Layer))

@@ -340,6 +340,38 @@ public sealed class NaavitEasTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void AnEasFineTunedCheckpointLoadsWithoutTheSkippedAttentionAndRunsWithItsOwnAdapters()
+    {
+        // As LLaVA-EAS's fine-tuning saves it: the skipped layers' self_attn is gone, each layer holds one adapter.
+        var hfDir = TestModels.Tiny();
+        using var hfModel = LlavaModel.Load(hfDir, new CpuBackend());
+        var hfCfg = hfModel.Config;
+        int[] skipped = [2, 3];
+        var eas = RandomAdapters(hfCfg, skipped, seed: 17, temperature: 10f);   // the public layout stores no s, t: the release's 1 and 10
+        var adapterTensors = EasCheckpointTests.PublicTensors(eas).Select(t => (t.Name, Weight.FromFloats(t.Name, t.Values, DType.F32, t.Shape))).ToList();
+        var (modelDir, clipDir) = VteKernels.Tests.Models.OriginalLayoutCheckpoints.Write(hfDir, new VteKernels.Tests.Models.OriginalLayoutOptions
+        {
+            EditModel = list => [.. list.Where(t => !skipped.Any(l => t.Name.StartsWith($"model.layers.{l}.self_attn.", StringComparison.Ordinal))), .. adapterTensors],
+        });
+        using var model = LlavaModel.Load(modelDir, new CpuBackend(), clipDir);
+        var e = Assert.Throws<ModelFormatException>(() => model.CreateSession());
+        Assert.Contains("2-3", e.Message);
+        Assert.Throws<ModelFormatException>(() => model.CreateSession(new SessionOptions { Eas = new EasAdapters([2]) }));
+
+        var fromCheckpoint = EasCheckpoint.Load(modelDir);   // the skip list follows from the adapters present
+        Assert.Equal(skipped, fromCheckpoint.SkippedLayers);
+        var hfIds = TestModels.PromptIds(hfCfg, seed: 71, images: 1, prefix: 3, suffix: 5);
+        var ids = hfIds.Select(id => id == hfCfg.ImageTokenIndex ? model.Config.ImageTokenIndex : id).ToArray();
+        var px = TestModels.Pixels(hfCfg, 71);
+        using var s = model.CreateSession(new SessionOptions { Eas = fromCheckpoint });
+        using var want = hfModel.CreateSession(new SessionOptions { Eas = eas });
+        var r = s.Prefill(new PromptInput(ids, Images(hfCfg, [px])), new PrefillOptions { AllLogits = true });
+        var w = want.Prefill(new PromptInput(hfIds, Images(hfCfg, [px])), new PrefillOptions { AllLogits = true });
+        Assert.Equal(w.Logits.Values, r.Logits.Values);
+        Assert.Equal(want.Decode(9).Logits.Values, s.Decode(9).Logits.Values);
+    }
+
+    [Fact]
     public void EasConfigurationsAreChecked()
     {
         using var model = LlavaModel.Load(TestModels.Tiny(), new CpuBackend());
