@@ -12,18 +12,34 @@ internal static class InspectCommand
     {
         var model = new Option<string>("--model", "-m") { Description = "Model directory (config.json + safetensors)", Required = true };
         var tensors = new Option<bool>("--tensors") { Description = "List every tensor (default: a summary by group)" };
-        var cmd = new Command("inspect", "Describe a model directory and report problems") { model, tensors };
-        cmd.SetAction(p => Run(p.GetValue(model)!, p.GetValue(tensors), stdout));
+        var visionTower = new Option<string>("--vision-tower") { Description = "CLIP folder of an original-layout checkpoint whose mm_vision_tower is not a local folder" };
+        var cmd = new Command("inspect", "Describe a model directory and report problems") { model, tensors, visionTower };
+        cmd.SetAction(p => Run(p.GetValue(model)!, p.GetValue(tensors), p.GetValue(visionTower), stdout));
         return cmd;
     }
 
-    private static int Run(string dir, bool allTensors, TextWriter o)
+    private static int Run(string dir, bool allTensors, string? visionTower, TextWriter o)
     {
         if (!Directory.Exists(dir)) throw new UsageException($"model directory '{dir}' does not exist");
         var problems = new List<string>();
         LlavaConfig? cfg = null;
-        try { cfg = LlavaConfig.Load(Path.Combine(dir, "config.json")); }
-        catch (ModelConfigException e) { problems.Add(e.Message); }
+        string? originalLayout = null;   // the binding result of an original-layout checkpoint (config + CLIP folder)
+        if (IsOriginalLayout(dir))
+        {
+            try
+            {
+                using var checkpoint = LlavaCheckpoint.Open(dir, visionTower);
+                cfg = checkpoint.Config;
+                originalLayout = $"original LLaVA layout, vision tower {checkpoint.VisionTowerDir ?? "inside the checkpoint"}{(cfg.Saisa ? ", SAISA per-layer projectors" : "")}"
+                    + (checkpoint.Weights.Text.Layers.Any(l => !l.HasAttention) ? $", no attention weights in layers {string.Join(",", Enumerable.Range(0, cfg.Text.NumLayers).Where(i => !checkpoint.Weights.Text.Layers[i].HasAttention))} (EAS)" : "");
+            }
+            catch (ModelFormatException e) { problems.Add(e.Message); }
+        }
+        else
+        {
+            try { cfg = LlavaConfig.Load(Path.Combine(dir, "config.json")); }
+            catch (ModelConfigException e) { problems.Add(e.Message); }
+        }
 
         if (cfg is not null)
         {
@@ -49,7 +65,11 @@ internal static class InspectCommand
                 long parameters = entries.Sum(e => e.Entry.Shape.Aggregate(1L, (a, d) => a * d));
                 var dtypes = entries.GroupBy(e => e.Entry.DType).Select(g => $"{g.Key.SafetensorsName()} x{g.Count()}");
                 o.WriteLine($"weights       {store.Files.Count} file(s), {entries.Count} tensors, {parameters:N0} parameters ({parameters / 1e9:F2} B), {store.TotalBytes / 1e9:F2} GB, dtypes {string.Join(", ", dtypes)}");
-                if (cfg is not null)
+                if (originalLayout is not null)
+                {
+                    o.WriteLine($"layout        {originalLayout}");
+                }
+                else if (cfg is not null)
                 {
                     try
                     {
@@ -88,5 +108,18 @@ internal static class InspectCommand
         o.WriteLine($"problems      {problems.Count}");
         foreach (var p in problems) o.WriteLine($"  - {p}");
         throw new ModelFormatException(null, null, $"{problems.Count} problem(s) found; first: {problems[0]}");
+    }
+
+    private static bool IsOriginalLayout(string dir)
+    {
+        try
+        {
+            return System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json"))) is System.Text.Json.Nodes.JsonObject root
+                && OriginalLayoutSettings.Describes(root);
+        }
+        catch (Exception e) when (e is IOException or System.Text.Json.JsonException or UnauthorizedAccessException)
+        {
+            return false;   // the llava-hf path reports the problem
+        }
     }
 }

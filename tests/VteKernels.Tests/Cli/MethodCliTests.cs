@@ -6,6 +6,8 @@ using VteKernels.Engine.Eas;
 using VteKernels.Formats;
 using VteKernels.Models;
 using VteKernels.Synth;
+using VteKernels.Tests.Engine;
+using VteKernels.Tests.Models;
 using Xunit;
 
 using static VteKernels.Tests.Cli.CliRunner;
@@ -77,6 +79,31 @@ public sealed class MethodCliTests
         var r = Vte("generate", "-m", TestModels.Tiny(), "--naavit", "--skip-attn", "1", "-n", "4");
         Assert.True(r.Code == 0, r.Err);
         Assert.Contains("naavit; attention skipped in 1 layers", r.Out);
+    }
+
+    [Fact]
+    public void OriginalLayoutCheckpointsInspectAndRunWithVisionTower()
+    {
+        var (hfDir, cfg, ids, px, pxPath, work) = Setup();
+        var eas = SyntheticEas.Adapters(cfg.Text, [3], seed: 2, adapterDim: 8, replacedDim: 8);
+        var adapters = EasCheckpointTests.PublicTensors(eas).Select(t => (t.Name, Weight.FromFloats(t.Name, t.Values, DType.F32, t.Shape))).ToList();
+        var (modelDir, clipDir) = OriginalLayoutCheckpoints.Write(hfDir, new OriginalLayoutOptions
+        {
+            MmVisionTower = "openai/clip-vit-large-patch14-336",   // a hub id: the folder must be given
+            EditModel = list => [.. list.Where(t => !t.Name.StartsWith("model.layers.3.self_attn.", StringComparison.Ordinal)), .. adapters],
+        });
+        AssertUserError(Vte("inspect", "-m", modelDir), "--vision-tower");
+        var i = Vte("inspect", "-m", modelDir, "--vision-tower", clipDir);
+        Assert.True(i.Code == 0, i.Err + i.Out);
+        Assert.Contains("original LLaVA layout", i.Out);
+        Assert.Contains("no attention weights in layers 3 (EAS)", i.Out);
+
+        var origIds = string.Join(",", ids.Select(id => id == cfg.ImageTokenIndex ? cfg.Text.VocabSize : id));
+        string[] Forward(params string[] more) => ["forward", "-m", modelDir, "--vision-tower", clipDir, "--input-ids", origIds, "--pixels", pxPath, "--out", Path.Combine(work, "o.npy"), .. more];
+        AssertUserError(Vte(Forward()), "no attention weights");
+        var r = Vte(Forward("--eas", modelDir));
+        Assert.True(r.Code == 0, r.Err);
+        Assert.Contains("attention skipped in 1 layers", r.Out);
     }
 
     [Fact]
