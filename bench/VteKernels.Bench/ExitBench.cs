@@ -36,11 +36,7 @@ internal static class ExitBench
             SyntheticModel.Write(tiny, tinyDir, seed: 0, DType.F32);
             rows.AddRange(Measure("tiny", tinyDir, prefix: 5, question: 20, samples: quick ? 5 : 15));
 
-            var slice = new SynthPreset("llava-1.5-7b-slice4", SynthPreset.Get("llava-1.5-7b").Config with
-            {
-                Vision = SynthPreset.Get("llava-1.5-7b").Config.Vision with { NumLayers = 2 },
-                Text = SynthPreset.Get("llava-1.5-7b").Config.Text with { NumLayers = 4 },
-            });
+            var slice = BenchModels.SevenBSlice();
             if (!quick)
             {
                 var sliceDir = Path.Combine(root, "slice");
@@ -77,10 +73,7 @@ internal static class ExitBench
             rows,
             estimate_32_layers = estimate,
         };
-        var full = Path.GetFullPath(outPath);
-        Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-        File.WriteAllText(full, JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
-        Console.WriteLine($"wrote {outPath}");
+        BenchModels.WriteJson(doc, outPath);
         return 0;
     }
 
@@ -89,14 +82,7 @@ internal static class ExitBench
         using var model = LlavaModel.Load(dir, new CpuBackend());
         var cfg = model.Config;
         int L = cfg.Text.NumLayers;
-        var rng = new Random(1);
-        var ids = new List<int> { 1 };
-        ids.AddRange(Enumerable.Range(0, prefix - 1).Select(_ => rng.Next(3, Math.Min(cfg.Text.VocabSize, cfg.ImageTokenIndex))));
-        ids.AddRange(Enumerable.Repeat(cfg.ImageTokenIndex, cfg.TokensPerImage));
-        ids.AddRange(Enumerable.Range(0, question).Select(_ => rng.Next(3, Math.Min(cfg.Text.VocabSize, cfg.ImageTokenIndex))));
-        var px = new float[3 * cfg.Vision.ImageSize * cfg.Vision.ImageSize];
-        for (int i = 0; i < px.Length; i++) px[i] = (float)(rng.NextDouble() * 4 - 2);
-        var prompt = new PromptInput([.. ids], [ImageInput.Square(px, cfg.Vision.ImageSize)]);
+        var (ids, prompt) = BenchModels.LlavaPrompt(cfg, prefix, question);
 
         // Correctness first.
         using (var a = model.CreateSession())
@@ -131,10 +117,10 @@ internal static class ExitBench
                 decoder.Add(report.Times.Decoder.TotalMilliseconds);
                 vision.Add(report.Times.Vision.TotalMilliseconds);
             }
-            double med = Median(prefill);
+            double med = BenchModels.Median(prefill);
             if (k == L) fullMs = med;
-            Console.WriteLine($"{name} layer:{k}: prefill {med:F1} ms (decoder {Median(decoder):F1} ms), MACs {report!.Executed.Total / 1e9:F3} G");
-            results.Add(new Row(name, k, L, ids.Count, med, Median(decoder), Median(vision), samples, report.Executed.Total, report.Full.Total,
+            Console.WriteLine($"{name} layer:{k}: prefill {med:F1} ms (decoder {BenchModels.Median(decoder):F1} ms), MACs {report!.Executed.Total / 1e9:F3} G");
+            results.Add(new Row(name, k, L, ids.Count, med, BenchModels.Median(decoder), BenchModels.Median(vision), samples, report.Executed.Total, report.Full.Total,
                 report.MacRatio, med / fullMs, report.KvBytes));
         }
         results.Reverse();
@@ -153,9 +139,4 @@ internal static class ExitBench
         return new[] { 0, 8, 16, 24, fullLayers }.Select(k => new Estimate(k, k * withImage + (fullLayers - k) * withoutImage, (k * withImage + (fullLayers - k) * withoutImage) / full)).ToList();
     }
 
-    private static double Median(List<double> xs)
-    {
-        var s = xs.Order().ToArray();
-        return s.Length == 0 ? double.NaN : s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2;
-    }
 }

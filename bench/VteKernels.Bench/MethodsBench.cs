@@ -41,12 +41,7 @@ internal static class MethodsBench
             rows.AddRange(Measure("tiny", tinyDir, prefix: 5, question: 20, samples: quick ? 5 : 15, adapterDim: 16, replacedDim: 32));
             if (!quick)
             {
-                var seven = SynthPreset.Get("llava-1.5-7b").Config;
-                var slice = new SynthPreset("llava-1.5-7b-slice4", seven with
-                {
-                    Vision = seven.Vision with { NumLayers = 2 },
-                    Text = seven.Text with { NumLayers = 4 },
-                });
+                var slice = BenchModels.SevenBSlice();
                 var sliceDir = Path.Combine(root, "slice");
                 Console.WriteLine("writing the LLaVA-1.5-7B-shaped 4-layer slice (bf16, ~2.2 GB) ...");
                 SyntheticModel.Write(slice, sliceDir, seed: 0, DType.BF16);
@@ -81,10 +76,7 @@ internal static class MethodsBench
             rows,
             estimate_32_layers = estimate,
         };
-        var full = Path.GetFullPath(outPath);
-        Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-        File.WriteAllText(full, JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
-        Console.WriteLine($"wrote {outPath}");
+        BenchModels.WriteJson(doc, outPath);
         return 0;
     }
 
@@ -93,14 +85,7 @@ internal static class MethodsBench
         using var model = LlavaModel.Load(dir, new CpuBackend());
         var cfg = model.Config;
         int L = cfg.Text.NumLayers;
-        var rng = new Random(1);
-        var ids = new List<int> { 1 };
-        ids.AddRange(Enumerable.Range(0, prefix - 1).Select(_ => rng.Next(3, Math.Min(cfg.Text.VocabSize, cfg.ImageTokenIndex))));
-        ids.AddRange(Enumerable.Repeat(cfg.ImageTokenIndex, cfg.TokensPerImage));
-        ids.AddRange(Enumerable.Range(0, question).Select(_ => rng.Next(3, Math.Min(cfg.Text.VocabSize, cfg.ImageTokenIndex))));
-        var px = new float[3 * cfg.Vision.ImageSize * cfg.Vision.ImageSize];
-        for (int i = 0; i < px.Length; i++) px[i] = (float)(rng.NextDouble() * 4 - 2);
-        var prompt = new PromptInput([.. ids], [ImageInput.Square(px, cfg.Vision.ImageSize)]);
+        var (ids, prompt) = BenchModels.LlavaPrompt(cfg, prefix, question);
 
         var all = Enumerable.Range(0, L).ToArray();
         var adapters = SyntheticEas.Adapters(cfg.Text, all, seed: 3, adapterDim: adapterDim, replacedDim: replacedDim);
@@ -164,7 +149,7 @@ internal static class MethodsBench
                     kv = sess.Cache.BytesHeld;
                 }
             }
-            double med = Median(prefill), dec = Median(decoder), stepMs = Median(steps);
+            double med = BenchModels.Median(prefill), dec = BenchModels.Median(decoder), stepMs = BenchModels.Median(steps);
             var row = new Row(name, cname, L, ids.Count, med, dec, stepMs, n, report!.Executed.Total, report.Full.Total, report.MacRatio,
                 med / (baseline?.PrefillMedianMs ?? med), dec / (baseline?.DecoderMedianMs ?? dec), stepMs / (baseline?.DecodeStepMs ?? stepMs), kv);
             baseline ??= row;
@@ -194,9 +179,4 @@ internal static class MethodsBench
         return list;
     }
 
-    private static double Median(List<double> xs)
-    {
-        var s = xs.Order().ToArray();
-        return s.Length == 0 ? double.NaN : s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2;
-    }
 }

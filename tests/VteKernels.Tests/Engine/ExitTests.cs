@@ -11,6 +11,8 @@ using VteKernels.Models;
 using VteKernels.Tests.Reference;
 using Xunit;
 
+using static VteKernels.Tests.Reference.PromptRows;
+
 namespace VteKernels.Tests.Engine;
 
 public sealed class ExitTests(ITestOutputHelper output)
@@ -19,12 +21,6 @@ public sealed class ExitTests(ITestOutputHelper output)
 
     private void AssertClose(string what, ReadOnlySpan<float> got, ReadOnlySpan<double> want) =>
         Tolerance.AssertCloseToScale(got, want, Rel, what, output);
-
-    private static bool[] VisualMask(LlavaConfig cfg, int[] ids) => ids.Select(id => id == cfg.ImageTokenIndex).ToArray();
-
-    /// <summary>Rows of a [rows, vocab] double matrix, in the order given.</summary>
-    private static double[] SelectRows(double[] m, int vocab, IEnumerable<int> rows) =>
-        rows.SelectMany(r => m.AsSpan(r * vocab, vocab).ToArray()).ToArray();
 
     // ------------------------------------------------------------------ HF transformers fixtures
 

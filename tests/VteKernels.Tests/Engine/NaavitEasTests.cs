@@ -13,6 +13,8 @@ using VteKernels.Synth;
 using VteKernels.Tests.Reference;
 using Xunit;
 
+using static VteKernels.Tests.Reference.PromptRows;
+
 namespace VteKernels.Tests.Engine;
 
 public sealed class NaavitEasTests(ITestOutputHelper output)
@@ -21,11 +23,6 @@ public sealed class NaavitEasTests(ITestOutputHelper output)
 
     private void AssertClose(string what, ReadOnlySpan<float> got, ReadOnlySpan<double> want, double rel = Rel) =>
         Tolerance.AssertCloseToScale(got, want, rel, what, output);
-
-    private static bool[] VisualMask(LlavaConfig cfg, int[] ids) => ids.Select(id => id == cfg.ImageTokenIndex).ToArray();
-
-    private static double[] SelectRows(double[] m, int vocab, IEnumerable<int> rows) =>
-        rows.SelectMany(r => m.AsSpan(r * vocab, vocab).ToArray()).ToArray();
 
     private static List<ImageInput> Images(LlavaConfig cfg, IEnumerable<float[]> pixels) =>
         pixels.Select(p => ImageInput.Square(p, cfg.Vision.ImageSize)).ToList();
@@ -40,11 +37,9 @@ public sealed class NaavitEasTests(ITestOutputHelper output)
         var dir = FixturePaths.Case(name);
         using var model = LlavaModel.Load(Path.Combine(dir, "model"), new CpuBackend());
         var cfg = model.Config;
-        var ids = FixturePaths.ReadIds(Path.Combine(dir, "input_ids.txt"));
-        var px = Npy.ReadFloat32(Path.Combine(dir, "pixels.npy"));
+        var (ids, prompt) = FixturePaths.Prompt(dir, cfg);
         using var session = model.CreateSession();
-        var r = session.Prefill(new PromptInput(ids, [ImageInput.Square(px.Data, cfg.Vision.ImageSize)]),
-            new PrefillOptions { AllLogits = true, Naavit = true });
+        var r = session.Prefill(prompt, new PrefillOptions { AllLogits = true, Naavit = true });
         var visual = VisualMask(cfg, ids);
         Assert.Equal(Enumerable.Range(0, ids.Length).Where(i => !visual[i]), r.Rows);
         Assert.True(r.Report!.Naavit);

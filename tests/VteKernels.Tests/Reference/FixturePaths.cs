@@ -26,6 +26,14 @@ internal static class FixturePaths
         File.ReadAllText(path).Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
             .Select(s => int.Parse(s, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
 
+    /// <summary>A fixture's prompt: its input ids and its one image, as the engine takes them.</summary>
+    public static (int[] Ids, VteKernels.Engine.PromptInput Prompt) Prompt(string caseDir, VteKernels.Models.LlavaConfig cfg)
+    {
+        var ids = ReadIds(Path.Combine(caseDir, "input_ids.txt"));
+        var px = VteKernels.Formats.Npy.ReadFloat32(Path.Combine(caseDir, "pixels.npy"));
+        return (ids, new VteKernels.Engine.PromptInput(ids, [VteKernels.Engine.ImageInput.Square(px.Data, cfg.Vision.ImageSize)]));
+    }
+
     private static string Find()
     {
         var start = AppContext.BaseDirectory;
