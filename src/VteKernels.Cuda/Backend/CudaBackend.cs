@@ -43,7 +43,7 @@ public sealed record CudaBackendOptions
 }
 
 /// <summary>The CUDA implementation of <see cref="IBackend"/>.</summary>
-public sealed class CudaBackend : IBackend
+public sealed partial class CudaBackend : IBackend
 {
     /// <summary>Output rows per gemv_T block: one per warp (kernels/gemv.cu).</summary>
     private static readonly int GemvRowsPerBlock = KernelCatalog.Gemv.Threads / 32;
