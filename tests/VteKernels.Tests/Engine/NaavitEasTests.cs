@@ -367,6 +367,20 @@ public sealed class NaavitEasTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void AttentionMassExitCountsOnlyLayersThatAttend()
+    {
+        using var model = LlavaModel.Load(TestModels.Tiny(), new CpuBackend());
+        var cfg = model.Config;
+        var ids = TestModels.PromptIds(cfg, seed: 4, images: 1, prefix: 3, suffix: 5);
+        using var s = model.CreateSession(new SessionOptions { Eas = new EasAdapters([1]) });
+        // Every mass is below 1: the exit comes after two measured layers, 0 and 2 (layer 1 has no attention).
+        var r = s.Prefill(new PromptInput(ids, Images(cfg, [TestModels.Pixels(cfg, 4)])), new PrefillOptions { Exit = ExitPolicy.OnAttentionMass(1f, 2) });
+        Assert.Equal(3, r.Report!.ExitLayer);
+        Assert.Null(r.Report.Layers[1].VisualMass);
+        Assert.NotNull(r.Report.Layers[2].VisualMass);
+    }
+
+    [Fact]
     public void EasConfigurationsAreChecked()
     {
         using var model = LlavaModel.Load(TestModels.Tiny(), new CpuBackend());

@@ -102,8 +102,8 @@ internal sealed class ExitRun
                 case FixedLayerExit f:
                     exit = layer + 1 == f.Layers;
                     break;
-                case AttentionMassExit a:
-                    _belowThreshold = _mass is float m && m < a.Threshold ? _belowThreshold + 1 : 0;
+                case AttentionMassExit a when _mass is float m:   // a layer without attention (EAS-skipped) measures nothing and changes nothing
+                    _belowThreshold = m < a.Threshold ? _belowThreshold + 1 : 0;
                     exit = _belowThreshold >= a.Consecutive;
                     break;
                 case GateExit g when g.Gates.ForLayer(layer) is { } gate:
