@@ -172,6 +172,41 @@ typedef struct AttentionParams {
     float scale;            /* 1 / sqrt(head_dim) */
 } AttentionParams;
 
+/* Decode attention, kernel 1 of 2 (flash_decode_split_T): grid (splits, kv_heads * row groups of 8); each
+ * block writes one float32 partial (max, sum, acc[head_dim]) per (query, head) row for its key chunk. */
+typedef struct FlashDecodeParams {
+    const void* q;          /* query row i, head h at q + i * q_stride + h * head_dim */
+    const void* k;          /* key j, kv head g at k + j * kv_stride + g * head_dim */
+    const void* v;          /* as k */
+    float* partial_acc;     /* [nq * q_heads, splits, head_dim] float32, unnormalised sum of p_j v_j */
+    float* partial_ms;      /* [nq * q_heads, splits, 2] float32: running max, sum of exp(score - max) */
+    int nq;                 /* <= 8 */
+    int nk;
+    int q_heads;
+    int kv_heads;
+    int head_dim;           /* <= 256 */
+    int q_stride;
+    int kv_stride;
+    int splits;             /* <= 1024 */
+    int chunk;              /* keys per split: split s takes [s * chunk, min(nk, (s + 1) * chunk)) */
+    int causal;             /* 1: query i sees keys j <= nk - nq + i */
+    float scale;            /* 1 / sqrt(head_dim) */
+    int reserved;
+} FlashDecodeParams;
+
+/* Decode attention, kernel 2 of 2 (flash_decode_merge_T): one block per (query, head) row sums the splits. */
+typedef struct FlashDecodeMergeParams {
+    const float* partial_acc; /* as FlashDecodeParams */
+    const float* partial_ms;  /* as FlashDecodeParams */
+    void* out;              /* query row i, head h at out + i * out_stride + h * head_dim */
+    int rows;               /* nq * q_heads */
+    int q_heads;
+    int head_dim;
+    int out_stride;
+    int splits;
+    int reserved;
+} FlashDecodeMergeParams;
+
 #ifdef __cplusplus
 }
 #endif

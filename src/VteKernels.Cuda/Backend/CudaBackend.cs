@@ -5,7 +5,8 @@
 //
 // Ops map to kernels/*.cu one to one (rms_norm_T, layer_norm_T, rope_T, ...), Linear to cuBLASLt (with
 // its bias epilogue) or, for a single row (decode), to the hand-written gemv_T. Attention runs the
-// placeholder attention_reference_T until the fused kernel replaces it. Beyond IBackend: the fused
+// placeholder attention_reference_T until the fused kernel replaces it, except decode against long caches
+// with CudaBackendOptions.FusedAttention on (flash_decode_T, CudaBackend.FlashDecode.cs). Beyond IBackend: the fused
 // AddRmsNorm, bias+activation, and device-side ArgMax/Sample.
 //
 // Host data the ops need (token ids, positions, pixels) is copied with stream-ordered copies from
@@ -40,6 +41,10 @@ public sealed record CudaBackendOptions
 
     /// <summary>Folder of ahead-of-time fatbins; null: $VTE_KERNEL_FATBIN_DIR (NVRTC when unset).</summary>
     public string? FatbinDirectory { get; init; }
+
+    /// <summary>Use the fused attention kernels (prefill and decode) instead of the reference kernel.</summary>
+    /// <remarks>Off by default until verified on a GPU; the environment variable VTE_FUSED_ATTENTION=1 turns it on.</remarks>
+    public bool FusedAttention { get; init; } = Environment.GetEnvironmentVariable("VTE_FUSED_ATTENTION") == "1";
 }
 
 /// <summary>The CUDA implementation of <see cref="IBackend"/>.</summary>
@@ -477,22 +482,18 @@ public sealed partial class CudaBackend : IBackend
 
     /// <summary>
     /// Placeholder attention (attention_reference_T, unfused, to be replaced by the fused kernel): softmax(q·kᵀ/√d)·v
-    /// with grouped-query heads and the causal suffix mask, exactly as the CPU op.
+    /// with grouped-query heads and the causal suffix mask, exactly as the CPU op. With <see cref="CudaBackendOptions.FusedAttention"/>,
+    /// decode (at most <see cref="MaxDecodeQueries"/> queries, at least 256 keys) runs <see cref="DecodeAttention"/>.
     /// </summary>
     public void Attention(Tensor q, int qHeads, Tensor k, Tensor v, int kvHeads, int headDim, AttentionMask mask, Tensor output)
     {
-        var (qs, ks, vs, os) = (Own(q), Own(k), Own(v), Own(output));
-        if (qHeads <= 0 || kvHeads <= 0 || headDim <= 0) throw new ArgumentOutOfRangeException(nameof(headDim), "head counts and headDim must be positive");
-        if (qHeads % kvHeads != 0) throw new ArgumentException($"qHeads ({qHeads}) must be a multiple of kvHeads ({kvHeads})", nameof(qHeads));
-        if (headDim > 256) throw new ArgumentOutOfRangeException(nameof(headDim), headDim, "the reference attention kernel handles head_dim up to 256");
-        if (mask is not (AttentionMask.None or AttentionMask.Causal)) throw new ArgumentOutOfRangeException(nameof(mask));
+        if (RoutesToFlashDecode(q, k))
+        {
+            DecodeAttention(q, qHeads, k, v, kvHeads, headDim, mask, output);
+            return;
+        }
+        var (qs, ks, vs, os) = AttentionArguments(q, qHeads, k, v, kvHeads, headDim, mask, output);
         int nq = qs.Rows, nk = ks.Rows;
-        if (qs.Cols != qHeads * headDim) throw new ArgumentException($"q {q} is not [nq, {qHeads} × {headDim}]", nameof(q));
-        if (ks.Cols != kvHeads * headDim || vs.Cols != ks.Cols || vs.Rows != nk) throw new ArgumentException($"k {k} and v {v} are not [nk, {kvHeads} × {headDim}]", nameof(k));
-        if (os.Rows != nq || os.Cols != qs.Cols) throw new ArgumentException($"output {output} must match q {q}", nameof(output));
-        if (mask == AttentionMask.Causal && nk < nq) throw new ArgumentException($"a causal mask needs at least as many keys as queries (nk = {nk}, nq = {nq})", nameof(k));
-        if (nq > 0 && nk == 0) throw new ArgumentException("queries need at least one key", nameof(k));
-        if (Overlaps(os, qs) || Overlaps(os, ks) || Overlaps(os, vs)) throw new ArgumentException("output must not overlap q, k or v", nameof(output));
         if (nq == 0) return;
         _context.MakeCurrent();
         Launch(KernelCatalog.AttentionReference, "attention_reference", (uint)nq, (uint)qHeads, new AttentionParams

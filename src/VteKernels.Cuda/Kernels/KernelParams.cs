@@ -69,6 +69,20 @@ internal struct AttentionParams
     public float Scale;
 }
 
+/// <summary>flash_decode_split_T.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct FlashDecodeParams
+{
+    public ulong Q, K, V, PartialAcc, PartialMs;
+    public int Nq, Nk, QHeads, KvHeads, HeadDim, QStride, KvStride, Splits, Chunk, Causal;
+    public float Scale;
+    public int Reserved;
+}
+
+/// <summary>flash_decode_merge_T.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct FlashDecodeMergeParams { public ulong PartialAcc, PartialMs, Out; public int Rows, QHeads, HeadDim, OutStride, Splits, Reserved; }
+
 #pragma warning restore CS1591
 
 /// <summary>The parameter structs, for the layout test.</summary>
@@ -79,6 +93,7 @@ internal static class KernelParams
         typeof(AddParams), typeof(EmbeddingParams), typeof(RmsNormParams), typeof(AddRmsNormParams), typeof(LayerNormParams),
         typeof(RopeParams), typeof(BiasActParams), typeof(SiluMulParams), typeof(Im2colParams), typeof(GemvParams),
         typeof(ArgmaxParams), typeof(SampleParams), typeof(UniformsParams), typeof(AttentionParams),
+        typeof(FlashDecodeParams), typeof(FlashDecodeMergeParams),
     ];
 
     /// <summary>The C name of a C# field: RowStride → row_stride, QHeads → q_heads.</summary>
