@@ -5,8 +5,8 @@
 //
 // Ops map to kernels/*.cu one to one (rms_norm_T, layer_norm_T, rope_T, ...), Linear to cuBLASLt (with
 // its bias epilogue) or, for a single row (decode), to the hand-written gemv_T. Attention runs the
-// placeholder attention_reference_T until the fused kernel replaces it. Beyond IBackend: the fused
-// AddRmsNorm, bias+activation, and device-side ArgMax/Sample.
+// placeholder attention_reference_T unless CudaBackendOptions.FusedAttention routes it to flash_attention_T
+// (CudaBackend.FlashAttention.cs). Beyond IBackend: the fused AddRmsNorm, bias+activation, and device-side ArgMax/Sample.
 //
 // Host data the ops need (token ids, positions, pixels) is copied with stream-ordered copies from
 // pageable memory, which return once the data is staged; the positions of a step are uploaded once and
@@ -40,6 +40,13 @@ public sealed record CudaBackendOptions
 
     /// <summary>Folder of ahead-of-time fatbins; null: $VTE_KERNEL_FATBIN_DIR (NVRTC when unset).</summary>
     public string? FatbinDirectory { get; init; }
+
+    /// <summary>
+    /// Let bf16/f16 Attention with head_dim 64, 80, 96 or 128 run the fused flash_attention_T instead of the
+    /// reference kernel. Off by default until the fused kernel has been checked on a GPU; the environment
+    /// variable VTE_FUSED_ATTENTION=1 sets the default to on.
+    /// </summary>
+    public bool FusedAttention { get; init; } = Environment.GetEnvironmentVariable("VTE_FUSED_ATTENTION") == "1";
 }
 
 /// <summary>The CUDA implementation of <see cref="IBackend"/>.</summary>
@@ -476,11 +483,17 @@ public sealed partial class CudaBackend : IBackend
     }
 
     /// <summary>
-    /// Placeholder attention (attention_reference_T, unfused, to be replaced by the fused kernel): softmax(q·kᵀ/√d)·v
-    /// with grouped-query heads and the causal suffix mask, exactly as the CPU op.
+    /// Attention softmax(q·kᵀ/√d)·v with grouped-query heads and the causal suffix mask, exactly as the CPU op:
+    /// the placeholder attention_reference_T, or <see cref="FlashAttention"/> when
+    /// <see cref="CudaBackendOptions.FusedAttention"/> is on and the fused kernel covers the call.
     /// </summary>
     public void Attention(Tensor q, int qHeads, Tensor k, Tensor v, int kvHeads, int headDim, AttentionMask mask, Tensor output)
     {
+        if (RoutesToFlashAttention(q, k, v, output, headDim))
+        {
+            FlashAttention(q, qHeads, k, v, kvHeads, headDim, mask, output);
+            return;
+        }
         var (qs, ks, vs, os) = (Own(q), Own(k), Own(v), Own(output));
         if (qHeads <= 0 || kvHeads <= 0 || headDim <= 0) throw new ArgumentOutOfRangeException(nameof(headDim), "head counts and headDim must be positive");
         if (qHeads % kvHeads != 0) throw new ArgumentException($"qHeads ({qHeads}) must be a multiple of kvHeads ({kvHeads})", nameof(qHeads));
