@@ -206,6 +206,28 @@ typedef struct FlashDecodeMergeParams {
     int splits;
     int reserved;
 } FlashDecodeMergeParams;
+/* flash_attention_T: fused prefill attention (kernels/flash_attention.cu). */
+typedef struct FlashAttentionParams {
+    const void* q;          /* query row i, head h at q + i * q_stride + h * head_dim (16-byte aligned rows) */
+    const void* k;          /* key j, kv head g at k + j * kv_stride + g * head_dim */
+    const void* v;          /* as k */
+    void* out;              /* as q, with out_stride */
+    const int* key_end;     /* optional [nq]: query i sees keys j < key_end[i] (null: no such limit) */
+    float* mass;            /* optional [nq * q_heads]: softmax mass on the mass ranges (null: not computed) */
+    int nq;
+    int nk;
+    int q_heads;
+    int kv_heads;
+    int head_dim;           /* 64, 80, 96 or 128 */
+    int q_stride;
+    int kv_stride;
+    int out_stride;
+    int causal;             /* 1: query i sees keys j <= nk - nq + i */
+    int mass_ranges;        /* ranges in use, 0..8 */
+    int range_start[8];     /* key range r is [range_start[r], range_end[r]) */
+    int range_end[8];
+    float scale;            /* 1 / sqrt(head_dim) */
+} FlashAttentionParams;
 
 #ifdef __cplusplus
 }

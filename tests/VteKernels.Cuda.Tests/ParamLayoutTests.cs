@@ -24,7 +24,7 @@ public sealed class ParamLayoutTests
         {
             Assert.Equal(m.Groups[1].Value, m.Groups[3].Value);
             var fields = m.Groups[2].Value.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-                .Select(d => Regex.Match(d, @"(\w+)\s*$").Groups[1].Value).ToArray();
+                .Select(d => Regex.Match(d, @"(\w+)\s*(?:\[\w+\])?\s*$").Groups[1].Value).ToArray();
             result[m.Groups[1].Value] = fields;
         }
         return result;

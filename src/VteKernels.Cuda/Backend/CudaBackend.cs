@@ -5,9 +5,10 @@
 //
 // Ops map to kernels/*.cu one to one (rms_norm_T, layer_norm_T, rope_T, ...), Linear to cuBLASLt (with
 // its bias epilogue) or, for a single row (decode), to the hand-written gemv_T. Attention runs the
-// placeholder attention_reference_T until the fused kernel replaces it, except decode against long caches
-// with CudaBackendOptions.FusedAttention on (flash_decode_T, CudaBackend.FlashDecode.cs). Beyond IBackend: the fused
-// AddRmsNorm, bias+activation, and device-side ArgMax/Sample.
+// placeholder attention_reference_T unless CudaBackendOptions.FusedAttention routes it to the fused kernels:
+// flash_attention_T for prefill (CudaBackend.FlashAttention.cs) and flash_decode_T for decode against long
+// caches (CudaBackend.FlashDecode.cs). Beyond IBackend: the fused AddRmsNorm, bias+activation, and device-side
+// ArgMax/Sample.
 //
 // Host data the ops need (token ids, positions, pixels) is copied with stream-ordered copies from
 // pageable memory, which return once the data is staged; the positions of a step are uploaded once and
@@ -42,7 +43,10 @@ public sealed record CudaBackendOptions
     /// <summary>Folder of ahead-of-time fatbins; null: $VTE_KERNEL_FATBIN_DIR (NVRTC when unset).</summary>
     public string? FatbinDirectory { get; init; }
 
-    /// <summary>Use the fused attention kernels (prefill and decode) instead of the reference kernel.</summary>
+    /// <summary>
+    /// Use the fused attention kernels (flash_attention_T for bf16/f16 prefill with head_dim 64, 80, 96 or 128;
+    /// flash_decode_T for decode against long caches) instead of the reference kernel.
+    /// </summary>
     /// <remarks>Off by default until verified on a GPU; the environment variable VTE_FUSED_ATTENTION=1 turns it on.</remarks>
     public bool FusedAttention { get; init; } = Environment.GetEnvironmentVariable("VTE_FUSED_ATTENTION") == "1";
 }
@@ -481,15 +485,21 @@ public sealed partial class CudaBackend : IBackend
     }
 
     /// <summary>
-    /// Placeholder attention (attention_reference_T, unfused, to be replaced by the fused kernel): softmax(q·kᵀ/√d)·v
-    /// with grouped-query heads and the causal suffix mask, exactly as the CPU op. With <see cref="CudaBackendOptions.FusedAttention"/>,
-    /// decode (at most <see cref="MaxDecodeQueries"/> queries, at least 256 keys) runs <see cref="DecodeAttention"/>.
+    /// Attention softmax(q·kᵀ/√d)·v with grouped-query heads and the causal suffix mask, exactly as the CPU op:
+    /// the placeholder attention_reference_T, or with <see cref="CudaBackendOptions.FusedAttention"/> the fused
+    /// kernels where they cover the call: <see cref="DecodeAttention"/> for decode (at most <see cref="MaxDecodeQueries"/>
+    /// queries, at least 256 keys), <see cref="FlashAttention"/> otherwise.
     /// </summary>
     public void Attention(Tensor q, int qHeads, Tensor k, Tensor v, int kvHeads, int headDim, AttentionMask mask, Tensor output)
     {
         if (RoutesToFlashDecode(q, k))
         {
             DecodeAttention(q, qHeads, k, v, kvHeads, headDim, mask, output);
+            return;
+        }
+        if (RoutesToFlashAttention(q, k, v, output, headDim))
+        {
+            FlashAttention(q, qHeads, k, v, kvHeads, headDim, mask, output);
             return;
         }
         var (qs, ks, vs, os) = AttentionArguments(q, qHeads, k, v, kvHeads, headDim, mask, output);

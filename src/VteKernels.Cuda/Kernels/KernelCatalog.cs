@@ -36,11 +36,12 @@ internal static class KernelCatalog
     public static readonly KernelSpec Sample = new("sample.cu", ["sample", "sample_uniforms"], 512);
     public static readonly KernelSpec AttentionReference = new("attention_reference.cu", ["attention_reference"], 128);
     public static readonly KernelSpec FlashDecode = new("flash_decode.cu", ["flash_decode_split", "flash_decode_merge"], 128);
+    public static readonly KernelSpec FlashAttention = new("flash_attention.cu", ["flash_attention"], 128);
 
     /// <summary>All kernels.</summary>
     public static IReadOnlyList<KernelSpec> All { get; } =
         [Add, Embedding, RmsNorm, AddRmsNorm, LayerNorm, Rope, BiasAct, SiluMul, PatchEmbed, Gemv, Argmax, Sample, AttentionReference,
-         FlashDecode];
+         FlashAttention, FlashDecode];
 
     /// <summary>The element types every kernel is built for.</summary>
     public static IReadOnlyList<DType> DTypes { get; } = [DType.BF16, DType.F16, DType.F32];

@@ -83,6 +83,17 @@ internal struct FlashDecodeParams
 [StructLayout(LayoutKind.Sequential)]
 internal struct FlashDecodeMergeParams { public ulong PartialAcc, PartialMs, Out; public int Rows, QHeads, HeadDim, OutStride, Splits, Reserved; }
 
+/// <summary>flash_attention_T.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct FlashAttentionParams
+{
+    public ulong Q, K, V, Out, KeyEnd, Mass;
+    public int Nq, Nk, QHeads, KvHeads, HeadDim, QStride, KvStride, OutStride, Causal, MassRanges;
+    public fixed int RangeStart[8];
+    public fixed int RangeEnd[8];
+    public float Scale;
+}
+
 #pragma warning restore CS1591
 
 /// <summary>The parameter structs, for the layout test.</summary>
@@ -92,7 +103,7 @@ internal static class KernelParams
     [
         typeof(AddParams), typeof(EmbeddingParams), typeof(RmsNormParams), typeof(AddRmsNormParams), typeof(LayerNormParams),
         typeof(RopeParams), typeof(BiasActParams), typeof(SiluMulParams), typeof(Im2colParams), typeof(GemvParams),
-        typeof(ArgmaxParams), typeof(SampleParams), typeof(UniformsParams), typeof(AttentionParams),
+        typeof(ArgmaxParams), typeof(SampleParams), typeof(UniformsParams), typeof(AttentionParams), typeof(FlashAttentionParams),
         typeof(FlashDecodeParams), typeof(FlashDecodeMergeParams),
     ];
 
