@@ -24,7 +24,7 @@ internal static class Program
     private static int Main(string[] args)
     {
         if (args.Length > 0 && args[0] == "tokenize") return TokenizeBench.Run(args[1..]);
-        if (args.Length == 0 || args[0] is not ("matmul" or "exit" or "methods" or "image" or "kernels"))
+        if (args.Length == 0 || args[0] is not ("matmul" or "exit" or "methods" or "image" or "kernels" or "attention"))
         {
             Console.Error.WriteLine("usage: VteKernels.Bench matmul|exit|methods|image|kernels|attention [--quick] [--out PATH]");
             Console.Error.WriteLine("       VteKernels.Bench tokenize [--quick] [--data DIR] [--out PATH]");
