@@ -1,6 +1,7 @@
 // GPU: the device key/value cache against the CPU one: appends of odd sizes that cross the growth
 // boundary (256 tokens, then doubling) keep every earlier row, layers keep their own lengths (a layer may
-// hold fewer tokens, as after a visual-token exit), views are invalid after a growth, Clear keeps storage.
+// hold fewer tokens, as after a visual-token exit), views are invalid after a growth, Clear keeps storage;
+// RemoveRows and RemoveRanges (several ranges, one compaction) leave what the CPU cache leaves and give storage back.
 using VteKernels.Backends;
 using VteKernels.Backends.Cpu;
 using Xunit;
@@ -80,6 +81,68 @@ public sealed class CudaKvCacheTests
             Assert.Equal(((CpuTensor)kr).Span.ToArray(), CudaOpTests.Get(b, kv));
             Assert.Equal(((CpuTensor)vr).Span.ToArray(), CudaOpTests.Get(b, vv));
         }
+    }
+
+    public static TheoryData<DType, (int Start, int Count)[]> RangeCases() => new()
+    {
+        { DType.BF16, [(35, 576)] },
+        { DType.BF16, [(0, 7), (7, 100), (300, 1), (600, 41)] },
+        { DType.F32, [(1, 0), (35, 200), (400, 240)] },
+    };
+
+    [Theory]
+    [MemberData(nameof(RangeCases))]
+    public void RemoveRangesCompactsLikeTheCpuCacheInOneBlockAndGivesStorageBack(DType dtype, (int Start, int Count)[] ranges)
+    {
+        using var b = Gpu.Backend(dtype);
+        using var cpu = new CpuBackend();
+        const int kvDim = 40, n = 641;
+        using var cache = b.CreateKvCache(2, kvDim);
+        using var reference = cpu.CreateKvCache(2, kvDim);
+        var k = CudaOpTests.Random(n * kvDim, 3, dtype);
+        var v = CudaOpTests.Random(n * kvDim, 4, dtype);
+        using (var kd = CudaOpTests.Put(b, k, n, kvDim)) using (var vd = CudaOpTests.Put(b, v, n, kvDim))
+        {
+            cache.Append(0, kd, vd);
+            cache.Append(1, kd, vd);
+        }
+        using (var kc = cpu.Allocate(n, kvDim)) using (var vc = cpu.Allocate(n, kvDim))
+        {
+            cpu.CopyFromHost(k, kc);
+            cpu.CopyFromHost(v, vc);
+            reference.Append(0, kc, vc);
+            reference.Append(1, kc, vc);
+        }
+        b.Synchronize();
+        long before = cache.BytesHeld;
+        var pool = b.Pool.Stats;
+        cache.RemoveRanges(1, ranges);
+        reference.RemoveRanges(1, ranges);
+        b.Synchronize();
+        var after = b.Pool.Stats;
+        int removed = ranges.Sum(r => r.Count), keep = n - removed;
+        Assert.Equal(keep, cache.Length(1));
+        Assert.Equal(n, cache.Length(0));
+        // One new block per tensor, the two old ones back to the pool: as many buffers out as before, fewer bytes.
+        Assert.Equal(pool.Rents + 2, after.Rents);
+        Assert.Equal(pool.Outstanding, after.Outstanding);
+        long rowBytes = (long)kvDim * dtype.Size();
+        long freed = 2 * (DevicePool.SizeClass(n * rowBytes) - DevicePool.SizeClass(Math.Max(keep, CudaKvCache.InitialCapacity) * rowBytes));
+        Assert.True(freed > 0);
+        Assert.Equal(pool.InUseBytes - freed, after.InUseBytes);
+        Assert.True(cache.BytesHeld < before, $"{cache.BytesHeld} bytes held after compaction, {before} before");
+        for (int l = 0; l < 2; l++)
+        {
+            var (kv, vv) = cache.View(l);
+            var (kr, vr) = reference.View(l);
+            using (kv) using (vv) using (kr) using (vr)
+            {
+                Assert.Equal(((CpuTensor)kr).Span.ToArray(), CudaOpTests.Get(b, kv));
+                Assert.Equal(((CpuTensor)vr).Span.ToArray(), CudaOpTests.Get(b, vv));
+            }
+        }
+        Assert.Throws<ArgumentException>(() => cache.RemoveRanges(1, [(5, 3), (2, 1)]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => cache.RemoveRanges(1, [(keep, 1)]));
     }
 
     [Fact]

@@ -215,6 +215,37 @@ public sealed class CudaKvCache : KvCache
     }
 
     /// <inheritdoc/>
+    /// <remarks>
+    /// One compaction for all ranges: one new block per tensor sized as <see cref="RemoveRows"/> sizes it, one
+    /// device-to-device copy per kept run and tensor, the old blocks back to the pool (stream order: the copies
+    /// run before any later reuse). Keys keep the rotation of their original positions.
+    /// </remarks>
+    public override void RemoveRanges(int layer, IReadOnlyList<(int Start, int Count)> ranges)
+    {
+        int removed = CheckRanges(layer, ranges);
+        if (removed == 0) return;
+        int len = _length[layer], keep = len - removed, cap = Math.Max(keep, InitialCapacity);
+        var runs = KeptRuns(len, ranges);
+        _k[layer] = Compact(_k[layer]!, runs, cap);
+        _v[layer] = Compact(_v[layer]!, runs, cap);
+        _capacity[layer] = cap;
+        _length[layer] = keep;
+    }
+
+    private DeviceBuffer Compact(DeviceBuffer old, List<(int Start, int Count)> runs, int capacity)
+    {
+        var fresh = _backend.Pool.Rent(capacity * RowBytes);
+        long to = 0;
+        foreach (var (start, count) in runs)
+        {
+            _backend.CopyDeviceToDevice(old.Pointer + (ulong)(start * RowBytes), fresh.Pointer + (ulong)(to * RowBytes), count * RowBytes);
+            to += count;
+        }
+        old.Dispose();
+        return fresh;
+    }
+
+    /// <inheritdoc/>
     public override void Clear() => Array.Clear(_length);
 
     /// <inheritdoc/>

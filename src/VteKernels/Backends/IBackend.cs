@@ -89,6 +89,68 @@ public abstract class KvCache : IDisposable
     /// <exception cref="ArgumentOutOfRangeException">The range is not inside the layer's rows.</exception>
     public abstract void RemoveRows(int layer, int start, int count);
 
+    /// <summary>
+    /// Removes several row ranges of <paramref name="layer"/> in one compaction: effectively
+    /// <see cref="RemoveRows"/> for each range, last range first (so the earlier offsets stay valid). Keys keep
+    /// the rotation of their original positions: nothing is recomputed. The default does exactly that; caches
+    /// override it with one pass over the kept rows.
+    /// </summary>
+    /// <param name="layer">The layer to compact.</param>
+    /// <param name="ranges">(Start, Count) row ranges in the layer's current numbering, sorted by start and
+    /// non-overlapping (touching is allowed, empty ranges are ignored).</param>
+    /// <exception cref="ArgumentNullException"><paramref name="ranges"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="layer"/> is not a layer, or a range is not
+    /// inside the layer's rows.</exception>
+    /// <exception cref="ArgumentException">The ranges are not sorted or overlap.</exception>
+    public virtual void RemoveRanges(int layer, IReadOnlyList<(int Start, int Count)> ranges)
+    {
+        if (CheckRanges(layer, ranges) == 0) return;
+        for (int i = ranges.Count - 1; i >= 0; i--)
+            if (ranges[i].Count > 0) RemoveRows(layer, ranges[i].Start, ranges[i].Count);
+    }
+
+    /// <summary>
+    /// Validates the arguments of <see cref="RemoveRanges"/> against the layer's current length and returns
+    /// the number of rows they remove.
+    /// </summary>
+    /// <exception cref="ArgumentNullException"><paramref name="ranges"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">Not a layer, or a range outside the layer's rows.</exception>
+    /// <exception cref="ArgumentException">Ranges not sorted or overlapping.</exception>
+    protected int CheckRanges(int layer, IReadOnlyList<(int Start, int Count)> ranges)
+    {
+        ArgumentNullException.ThrowIfNull(ranges);
+        if (layer < 0 || layer >= Layers)
+            throw new ArgumentOutOfRangeException(nameof(layer), layer, $"a cache of {Layers} layers has no layer {layer}");
+        int len = Length(layer), end = 0, removed = 0;
+        for (int i = 0; i < ranges.Count; i++)
+        {
+            var (start, count) = ranges[i];
+            if (start < 0 || count < 0 || (long)start + count > len)
+                throw new ArgumentOutOfRangeException(nameof(ranges), $"range {i}, rows [{start}, {(long)start + count}), is not inside layer {layer}'s {len} rows");
+            if (count == 0) continue;
+            if (start < end)
+                throw new ArgumentException($"range {i}, rows [{start}, {start + count}), starts before the previous range ends (row {end}): ranges must be sorted and must not overlap", nameof(ranges));
+            end = start + count;
+            removed += count;
+        }
+        return removed;
+    }
+
+    /// <summary>The rows kept after removing <paramref name="ranges"/> (already checked) from <paramref name="length"/> rows, as (Start, Count) runs.</summary>
+    protected static List<(int Start, int Count)> KeptRuns(int length, IReadOnlyList<(int Start, int Count)> ranges)
+    {
+        var runs = new List<(int Start, int Count)>(ranges.Count + 1);
+        int next = 0;
+        foreach (var (start, count) in ranges)
+        {
+            if (count == 0) continue;
+            if (start > next) runs.Add((next, start - next));
+            next = start + count;
+        }
+        if (length > next) runs.Add((next, length - next));
+        return runs;
+    }
+
     /// <summary>Forgets every token (storage is kept for reuse).</summary>
     public abstract void Clear();
 

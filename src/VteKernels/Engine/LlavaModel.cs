@@ -281,11 +281,8 @@ public sealed class LlavaModel : IDisposable
                 {
                     if (run.KvMode == ExitKvMode.DropAll)
                         for (int e = 0; e <= l; e++)
-                        {
-                            if (pass.Skips(e)) continue;   // no cache there
-                            for (int s = run.Spans.Count - 1; s >= 0; s--)   // last span first: earlier offsets stay valid
-                                pass.Cache.RemoveRows(e, run.CacheBase[e] + run.Spans[s].Start, run.Spans[s].Length);
-                        }
+                            if (!pass.Skips(e))   // skipped layers hold no cache
+                                pass.Cache.RemoveRanges(e, run.VisualKeys(e));   // every image span in one compaction
                     x = DropVisualRows(x, pass);
                     run.Exited();
                 }

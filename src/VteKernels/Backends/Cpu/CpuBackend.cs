@@ -230,6 +230,29 @@ public sealed class CpuKvCache : KvCache
     }
 
     /// <inheritdoc/>
+    /// <remarks>One pass: the kept runs are copied once into arrays sized as <see cref="RemoveRows"/> sizes them.</remarks>
+    public override void RemoveRanges(int layer, IReadOnlyList<(int Start, int Count)> ranges)
+    {
+        int removed = CheckRanges(layer, ranges);
+        if (removed == 0) return;
+        int len = _length[layer], keep = len - removed;
+        var runs = KeptRuns(len, ranges);
+        foreach (var store in new[] { _k, _v })
+        {
+            var old = store[layer];
+            var fresh = new float[Math.Max(keep, MinRows) * _kvDim];
+            int to = 0;
+            foreach (var (start, count) in runs)
+            {
+                Array.Copy(old, start * _kvDim, fresh, to * _kvDim, count * _kvDim);
+                to += count;
+            }
+            store[layer] = fresh;
+        }
+        _length[layer] = keep;
+    }
+
+    /// <inheritdoc/>
     public override void Clear() => Array.Clear(_length);
 
     /// <inheritdoc/>
