@@ -44,7 +44,8 @@ internal static class AttentionBench
         CudaBackend b;
         try
         {
-            b = new CudaBackend(new CudaBackendOptions { DType = DType.BF16 });
+            // The fused kernels (flash_attention, flash_decode) unless VTE_FUSED_ATTENTION=0 asks for the reference kernel.
+            b = new CudaBackend(new CudaBackendOptions { DType = DType.BF16, FusedAttention = Environment.GetEnvironmentVariable("VTE_FUSED_ATTENTION") != "0" });
         }
         catch (CudaUnavailableException e)
         {
@@ -339,6 +340,7 @@ internal static class AttentionBench
             benchmark = "CudaBackend.Attention and KvCache.RemoveRanges at LLaVA-1.5-7B shapes (32 heads x 128), bf16, beside torch SDPA",
             date = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'"),
             quick,
+            fusedAttention = b.Options.FusedAttention,
             device = new { name = b.Info.Name, architecture = b.Info.Architecture, memoryGiB = Math.Round(b.Info.TotalMemoryBytes / (double)(1L << 30), 1) },
             copyGBps = Math.Round(copy, 1),
             gemmReferenceTflops = Math.Round(gemm, 2),

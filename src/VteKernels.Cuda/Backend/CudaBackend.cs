@@ -61,6 +61,9 @@ public sealed partial class CudaBackend : IBackend
     private readonly DevicePool _pool;
     private readonly KernelLoader _kernels;
     private readonly CudaBackendOptions _options;
+
+    /// <summary>The options this backend was made with.</summary>
+    public CudaBackendOptions Options => _options;
     private readonly Dictionary<(float Theta, int HeadDim), DeviceBuffer> _invFreq = [];
     private CublasLtGemm? _gemm;
     private DType? _dtype;
