@@ -20,6 +20,8 @@ using VteKernels.Backends;
 using VteKernels.Backends.Cpu;
 using VteKernels.Cuda;
 
+using static VteKernels.Bench.GpuTiming;
+
 namespace VteKernels.Bench;
 
 internal static class AttentionBench
@@ -57,7 +59,7 @@ internal static class AttentionBench
             Console.WriteLine($"device: {b.Device}");
             if (!CheckCorrectness(b)) return 1;
             int samples = quick ? 5 : 9;
-            double copy = MeasureCopy(b, quick, samples);
+            double copy = CopyGBps(b, quick, samples);
             double gemm = MeasureGemm(b, samples);
             Console.WriteLine($"device-to-device copy: {copy:F0} GB/s (read + write bytes); cuBLASLt bf16 GEMM 8192^3: {gemm:F1} TFLOP/s");
 
@@ -193,26 +195,6 @@ internal static class AttentionBench
         return null;
     }
 
-    private static Tensor Filled(CudaBackend b, int rows, int cols, int seed = 0)
-    {
-        var t = b.Allocate(rows, cols);
-        var values = new float[(long)rows * cols];
-        var rng = new Random(rows ^ cols ^ seed);
-        for (long i = 0; i < values.Length; i++) values[i] = rng.NextSingle() * 2 - 1;
-        b.CopyFromHost(values, t);
-        return t;
-    }
-
-    private static double MeasureCopy(CudaBackend b, bool quick, int samples)
-    {
-        long bytes = quick ? 256L << 20 : 1L << 30;
-        using var src = b.Pool.Rent(bytes);
-        using var dst = b.Pool.Rent(bytes);
-        const int reps = 5;
-        var (median, _) = Time(b, () => { for (int i = 0; i < reps; i++) b.CopyDeviceToDevice(src.Pointer, dst.Pointer, bytes); }, reps, samples);
-        return 2.0 * bytes / (median * 1e-3) / 1e9;
-    }
-
     private static double MeasureGemm(CudaBackend b, int samples)
     {
         const int n = 8192;
@@ -227,36 +209,6 @@ internal static class AttentionBench
         using var graph = CudaGraph.Capture(b.Context, () => { for (int i = 0; i < reps; i++) Op(); });
         var (median, _) = Time(b, graph.Launch, reps, samples);
         return 2.0 * n * n * n / (median * 1e-3) / 1e12;
-    }
-
-    /// <summary>Repetitions per sample so that a sample lasts about 2 ms.</summary>
-    private static int Reps(CudaBackend b, Action op)
-    {
-        using var start = new CudaEvent(b.Context);
-        using var end = new CudaEvent(b.Context);
-        start.Record();
-        op();
-        end.Record();
-        return (int)Math.Clamp(2.0 / Math.Max(CudaEvent.ElapsedMs(start, end), 1e-4), 1, 1000);
-    }
-
-    /// <summary>Median and minimum milliseconds per repetition; <paramref name="run"/> performs <paramref name="reps"/> of them.</summary>
-    private static (double Median, double Min) Time(CudaBackend b, Action run, int reps, int samples)
-    {
-        using var start = new CudaEvent(b.Context);
-        using var end = new CudaEvent(b.Context);
-        run();
-        b.Synchronize();
-        var times = new double[samples];
-        for (int s = 0; s < samples; s++)
-        {
-            start.Record();
-            run();
-            end.Record();
-            times[s] = CudaEvent.ElapsedMs(start, end) / reps;
-        }
-        Array.Sort(times);
-        return (times[samples / 2], times[0]);
     }
 
     /// <summary>Attention (causal GQA prefill and decode) and RemoveRanges against the CPU backend on small odd shapes.</summary>

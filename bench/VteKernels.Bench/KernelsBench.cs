@@ -57,7 +57,7 @@ internal static class KernelsBench
 
         public int RunAll(string outPath)
         {
-            _copyGBps = MeasureCopy();
+            _copyGBps = GpuTiming.CopyGBps(b, quick, _samples);
             Console.WriteLine($"device-to-device copy: {_copyGBps:F0} GB/s (read + write bytes)");
             _gemmTflops = MeasureGemm("reference gemm 8192^3", 8192, 8192, 8192, record: false);
             Console.WriteLine($"cuBLASLt bf16 GEMM 8192^3: {_gemmTflops:F1} TFLOP/s");
@@ -143,26 +143,7 @@ internal static class KernelsBench
 
         private DeviceWeight Vector(int length) => b.Upload(RandomWeight("v", length));
 
-        private Tensor Filled(int rows, int cols)
-        {
-            var t = b.Allocate(rows, cols);
-            var values = new float[rows * cols];
-            var rng = new Random(rows ^ cols);
-            for (int i = 0; i < values.Length; i++) values[i] = rng.NextSingle() * 2 - 1;
-            b.CopyFromHost(values, t);
-            return t;
-        }
-
-        private double MeasureCopy()
-        {
-            long bytes = quick ? 256L << 20 : 1L << 30;
-            using var src = b.Pool.Rent(bytes);
-            using var dst = b.Pool.Rent(bytes);
-            b.CopyDeviceToDevice(src.Pointer, dst.Pointer, bytes);
-            const int reps = 5;
-            var (median, _) = Time(() => { for (int i = 0; i < reps; i++) b.CopyDeviceToDevice(src.Pointer, dst.Pointer, bytes); }, reps, b);
-            return 2.0 * bytes / (median * 1e-3) / 1e9;
-        }
+        private Tensor Filled(int rows, int cols) => GpuTiming.Filled(b, rows, cols);
 
         private double MeasureGemm(string label, int m, int k, int n, bool record)
         {
@@ -171,9 +152,9 @@ internal static class KernelsBench
             var w = b.Upload(RandomWeight("w", n, k));
             b.Linear(x, w, null, y); // makes the plan
             double flops = 2.0 * m * n * k;
-            int reps = Reps(() => b.Linear(x, w, null, y), b);
+            int reps = GpuTiming.Reps(b, () => b.Linear(x, w, null, y));
             using var graph = CudaGraph.Capture(b.Context, () => { for (int i = 0; i < reps; i++) b.Linear(x, w, null, y); });
-            var (median, min) = Time(graph.Launch, reps, b);
+            var (median, min) = GpuTiming.Time(b, graph.Launch, reps, _samples);
             double tflops = flops / (median * 1e-3) / 1e12;
             if (record)
             {
@@ -187,17 +168,17 @@ internal static class KernelsBench
         {
             var backend = on ?? b;
             op(); // loads, plans, cached uploads
-            int reps = Reps(op, backend);
+            int reps = GpuTiming.Reps(backend, op);
             using var graph = CudaGraph.Capture(backend.Context, () => { for (int i = 0; i < reps; i++) op(); });
-            var (median, min) = Time(graph.Launch, reps, backend);
+            var (median, min) = GpuTiming.Time(backend, graph.Launch, reps, _samples);
             Add(kernel, shape, "graph", reps, median, min, bytes);
         }
 
         private void Stream(string kernel, string shape, long bytes, Action op)
         {
             op();
-            int reps = Reps(op, b);
-            var (median, min) = Time(() => { for (int i = 0; i < reps; i++) op(); }, reps, b);
+            int reps = GpuTiming.Reps(b, op);
+            var (median, min) = GpuTiming.Time(b, () => { for (int i = 0; i < reps; i++) op(); }, reps, _samples);
             Add(kernel, shape, "stream", reps, median, min, bytes);
         }
 
@@ -206,37 +187,6 @@ internal static class KernelsBench
             double gbps = bytes / (median * 1e-3) / 1e9;
             _rows.Add(new Row(kernel, shape, mode, reps, median, min, gbps, 100 * gbps / _copyGBps, 0, 0));
             Console.WriteLine($"  {kernel} {shape}: {median * 1e3:F1} us, {gbps:F0} GB/s");
-        }
-
-        /// <summary>Repetitions per sample so that a sample lasts about 2 ms.</summary>
-        private static int Reps(Action op, CudaBackend on)
-        {
-            using var start = new CudaEvent(on.Context);
-            using var end = new CudaEvent(on.Context);
-            start.Record();
-            op();
-            end.Record();
-            double ms = CudaEvent.ElapsedMs(start, end);
-            return (int)Math.Clamp(2.0 / Math.Max(ms, 1e-4), 1, 1000);
-        }
-
-        /// <summary>Median and minimum milliseconds per repetition of <paramref name="run"/>, which performs <paramref name="reps"/> repetitions.</summary>
-        private (double Median, double Min) Time(Action run, int reps, CudaBackend on)
-        {
-            using var start = new CudaEvent(on.Context);
-            using var end = new CudaEvent(on.Context);
-            run();
-            on.Synchronize();
-            var times = new double[_samples];
-            for (int s = 0; s < times.Length; s++)
-            {
-                start.Record();
-                run();
-                end.Record();
-                times[s] = CudaEvent.ElapsedMs(start, end) / reps;
-            }
-            Array.Sort(times);
-            return (times[times.Length / 2], times[0]);
         }
 
         private void Print()

@@ -173,7 +173,7 @@ internal static class MethodsBench
         {
             double per = c.DecoderMedianMs / L, perStep = c.DecodeStepMs / L;
             double ms = (layers - skipped) * dense + skipped * per, stepMs = (layers - skipped) * denseStep + skipped * perStep;
-            list.Add(new(c.Config.Replace("0-3", "20-31", StringComparison.Ordinal), layers, "attention skipped in layers 20-31 (EAS's LLaVA-1.5-7B setting); adapters on skipped layers only",
+            list.Add(new(c.Config.Replace($"0-{L - 1}", "20-31", StringComparison.Ordinal), layers, "attention skipped in layers 20-31 (EAS's LLaVA-1.5-7B setting); adapters on skipped layers only",
                 ms, ms / (layers * dense), stepMs, stepMs / (layers * denseStep)));
         }
         return list;

@@ -372,7 +372,13 @@ public sealed class CudaOpTests
         DeviceTolerance.AssertNoWorseThan(Get(b, od), reference, baseline, dtype, $"attention nq={nq} nk={nk} heads={qHeads}/{kvHeads} d={headDim} {mask} seed={seed}");
     }
 
-    internal static double[] NaiveAttention(float[] q, int nq, int qHeads, float[] k, float[] v, int nk, int kvHeads, int headDim, AttentionMask mask)
+    /// <summary>
+    /// Attention in float64 over the visible keys: the causal suffix mask and, when given, per-query key limits
+    /// (<paramref name="keyEnd"/>); <paramref name="roundOutput"/>, when given, rounds each output value (a naive
+    /// implementation in a lower precision, whose inputs are already values of that type).
+    /// </summary>
+    internal static double[] NaiveAttention(float[] q, int nq, int qHeads, float[] k, float[] v, int nk, int kvHeads, int headDim, AttentionMask mask,
+        int[]? keyEnd = null, Func<double, double>? roundOutput = null)
     {
         var o = new double[q.Length];
         int group = qHeads / kvHeads;
@@ -381,6 +387,7 @@ public sealed class CudaOpTests
             for (int h = 0; h < qHeads; h++)
             {
                 int g = h / group, visible = mask == AttentionMask.Causal ? nk - nq + i + 1 : nk;
+                if (keyEnd is not null) visible = Math.Min(visible, keyEnd[i]);
                 double max = double.NegativeInfinity, sum = 0;
                 for (int j = 0; j < visible; j++)
                 {
@@ -394,7 +401,7 @@ public sealed class CudaOpTests
                 {
                     double acc = 0;
                     for (int j = 0; j < visible; j++) acc += s[j] / sum * v[(j * kvHeads + g) * headDim + d];
-                    o[(i * qHeads + h) * headDim + d] = acc;
+                    o[(i * qHeads + h) * headDim + d] = roundOutput is null ? acc : roundOutput(acc);
                 }
             }
         return o;

@@ -165,32 +165,6 @@ public sealed class FlashAttentionTests
     /// that precision: inputs are already T values, the output is rounded to T.
     /// </summary>
     internal static double[] Reference(float[] q, int nq, int qHeads, float[] k, float[] v, int nk, int kvHeads, int headDim,
-        AttentionMask mask, int[]? keyEnd, DType? round)
-    {
-        var o = new double[q.Length];
-        int group = qHeads / kvHeads;
-        var s = new double[nk];
-        for (int i = 0; i < nq; i++)
-            for (int h = 0; h < qHeads; h++)
-            {
-                int g = h / group, visible = mask == AttentionMask.Causal ? nk - nq + i + 1 : nk;
-                if (keyEnd is not null) visible = Math.Min(visible, keyEnd[i]);
-                double max = double.NegativeInfinity, sum = 0;
-                for (int j = 0; j < visible; j++)
-                {
-                    double dot = 0;
-                    for (int d = 0; d < headDim; d++) dot += (double)q[(i * qHeads + h) * headDim + d] * k[(j * kvHeads + g) * headDim + d];
-                    s[j] = dot / Math.Sqrt(headDim);
-                    max = Math.Max(max, s[j]);
-                }
-                for (int j = 0; j < visible; j++) sum += s[j] = Math.Exp(s[j] - max);
-                for (int d = 0; d < headDim; d++)
-                {
-                    double acc = 0;
-                    for (int j = 0; j < visible; j++) acc += s[j] / sum * v[(j * kvHeads + g) * headDim + d];
-                    o[(i * qHeads + h) * headDim + d] = round is null ? acc : RoundTo(acc, round);
-                }
-            }
-        return o;
-    }
+        AttentionMask mask, int[]? keyEnd, DType? round) =>
+        CudaOpTests.NaiveAttention(q, nq, qHeads, k, v, nk, kvHeads, headDim, mask, keyEnd, round is null ? null : x => RoundTo(x, round));
 }

@@ -30,18 +30,9 @@ public sealed partial class CudaBackend
     public void FlashAttention(Tensor q, int qHeads, Tensor k, Tensor v, int kvHeads, int headDim, AttentionMask mask, Tensor output,
         ReadOnlySpan<int> keyEnd = default, ReadOnlySpan<(int Start, int End)> massRanges = default, Span<float> mass = default)
     {
-        var (qs, ks, vs, os) = (Own(q), Own(k), Own(v), Own(output));
-        if (qHeads <= 0 || kvHeads <= 0 || headDim <= 0) throw new ArgumentOutOfRangeException(nameof(headDim), "head counts and headDim must be positive");
-        if (qHeads % kvHeads != 0) throw new ArgumentException($"qHeads ({qHeads}) must be a multiple of kvHeads ({kvHeads})", nameof(qHeads));
+        var (qs, ks, vs, os) = AttentionArguments(q, qHeads, k, v, kvHeads, headDim, mask, output);
         if (!FlashAttentionSupportsHeadDim(headDim)) throw new ArgumentOutOfRangeException(nameof(headDim), headDim, "the fused attention kernel handles head_dim 64, 80, 96 and 128");
-        if (mask is not (AttentionMask.None or AttentionMask.Causal)) throw new ArgumentOutOfRangeException(nameof(mask));
         int nq = qs.Rows, nk = ks.Rows;
-        if (qs.Cols != qHeads * headDim) throw new ArgumentException($"q {q} is not [nq, {qHeads} × {headDim}]", nameof(q));
-        if (ks.Cols != kvHeads * headDim || vs.Cols != ks.Cols || vs.Rows != nk) throw new ArgumentException($"k {k} and v {v} are not [nk, {kvHeads} × {headDim}]", nameof(k));
-        if (os.Rows != nq || os.Cols != qs.Cols) throw new ArgumentException($"output {output} must match q {q}", nameof(output));
-        if (mask == AttentionMask.Causal && nk < nq) throw new ArgumentException($"a causal mask needs at least as many keys as queries (nk = {nk}, nq = {nq})", nameof(k));
-        if (nq > 0 && nk == 0) throw new ArgumentException("queries need at least one key", nameof(k));
-        if (Overlaps(os, qs) || Overlaps(os, ks) || Overlaps(os, vs)) throw new ArgumentException("output must not overlap q, k or v", nameof(output));
         if (!Aligned16(qs, ks, vs, os)) throw new ArgumentException("the fused attention kernel needs 16-byte aligned q, k, v and output", nameof(q));
         if (!keyEnd.IsEmpty)
         {
