@@ -1,8 +1,10 @@
-// What one call of the decoder layer loop works with: the rows' positions, the cache, what to capture, and
-// the methods in effect (visual-token exit, NAAViT, EAS attention skipping with its PIA adapters).
+// What one call of the decoder layer loop (TextDecoder.Run) works with: the rows' positions, the cache, what
+// to capture, and the methods in effect (visual-token exit, NAAViT, EAS attention skipping with its PIA
+// adapters, visual rows a model family re-derives per layer). Nothing here knows the model family.
 using VteKernels.Backends;
 using VteKernels.Engine.Eas;
 using VteKernels.Engine.Exit;
+using VteKernels.Engine.Vision;
 
 namespace VteKernels.Engine;
 
@@ -38,11 +40,11 @@ internal sealed class DecoderPass
     /// <summary>Multiply-adds each layer executed (null: not counted).</summary>
     public long[]? LayerMacs { get; init; }
 
-    /// <summary>SAISA: the raw vision features of each image (in span order) that every layer projects onto the visual rows.</summary>
-    public IReadOnlyList<Tensor>? SaisaFeatures { get; init; }
+    /// <summary>Visual rows the model's family writes before each layer while the image spans are present (SAISA); null: none.</summary>
+    public ILayerVisualRows? LayerVisualRows { get; init; }
 
-    /// <summary>Multiply-adds spent on SAISA's per-layer projections.</summary>
-    public long SaisaMacs { get; set; }
+    /// <summary>Multiply-adds spent by <see cref="LayerVisualRows"/>.</summary>
+    public long VisualRowMacs { get; set; }
 
     public bool Skips(int layer) => Eas?.Skips(layer) == true;
 }

@@ -5,6 +5,7 @@ using System.Diagnostics;
 using VteKernels.Backends;
 using VteKernels.Engine.Eas;
 using VteKernels.Engine.Exit;
+using VteKernels.Engine.Vision;
 
 namespace VteKernels.Engine;
 
@@ -71,6 +72,7 @@ public sealed class InferenceSession : IDisposable
             if ((uint)id >= (uint)cfg.Text.VocabSize && id != cfg.ImageTokenIndex)
                 throw new InvalidInputException($"token id {id} is outside the vocabulary of {cfg.Text.VocabSize}");
         var spans = input.FindImageSpans(cfg);
+        foreach (var image in input.Images) cfg.Family.CheckImage(cfg, image);
         var policy = options.Exit ?? ExitPolicy.None;
         if (policy is FixedLayerExit f && f.Layers > cfg.Text.NumLayers)
             throw new InvalidInputException($"exit layer:{f.Layers} is beyond the model's {cfg.Text.NumLayers} decoder layers (0 <= K <= {cfg.Text.NumLayers})");
@@ -88,9 +90,9 @@ public sealed class InferenceSession : IDisposable
         if (policy is FixedLayerExit { Layers: 0 } && spans.Count > 0)
         {
             // No decoder layer sees the image: its rows never enter, and the vision tower need not run.
-            ids = LlavaModel.Keep(ids, spans);
-            positions = LlavaModel.Keep(positions, spans);
-            var kept = LlavaModel.Keep([.. rowMap], spans);
+            ids = TextDecoder.Keep(ids, spans);
+            positions = TextDecoder.Keep(positions, spans);
+            var kept = TextDecoder.Keep([.. rowMap], spans);
             rowMap.Clear();
             rowMap.AddRange(kept);
             images = [];
@@ -98,51 +100,41 @@ public sealed class InferenceSession : IDisposable
         }
 
         var clock = Stopwatch.StartNew();
-        var features = new List<Tensor>();
-        bool saisa = cfg.Saisa && images.Count > 0;
-        var saisaRaw = new List<Tensor>();
+        var encoded = new List<EncodedImage>();
         var visionStates = options.OutputVisionStates ? new List<IReadOnlyList<float[]>>() : null;
         var featuresHost = options.OutputVisionStates ? new List<float[]>() : null;
         try
         {
+            // The family's vision side: each image becomes the rows of its span (tiles, packing and all).
             foreach (var image in images)
             {
                 var states = options.OutputVisionStates ? new List<float[]>() : null;
-                if (saisa)
-                {
-                    // SAISA: the raw features stay for the per-layer projectors; layer 0's projection is the embedding.
-                    var raw = _model.EncodeImage(image, states, project: false);
-                    saisaRaw.Add(raw);
-                    features.Add(_model.SaisaProject(0, raw));
-                }
-                else
-                {
-                    features.Add(_model.EncodeImage(image, states));
-                }
+                encoded.Add(_model.Vision.Encode(image, states));
                 if (states is not null) visionStates!.Add(states);
-                featuresHost?.Add(_model.ToHost(features[^1]));
+                featuresHost?.Add(_model.Text.ToHost(encoded[^1].Rows));
             }
             var visionTime = clock.Elapsed;
-            var x = _model.Embed(ids, images.Count == 0 ? [] : spans, features);
+            // From here on the model family does not matter: rows and spans.
+            var x = _model.Text.Embed(ids, images.Count == 0 ? [] : spans, [.. encoded.Select(e => e.Rows)]);
             var hidden = options.OutputHiddenStates ? new List<float[]>() : null;
             var layerMacs = new long[cfg.Text.NumLayers];
-            bool naavit = (options.Naavit || saisa) && images.Count > 0;   // SAISA models are trained for NAAViT
+            bool naavit = (options.Naavit || cfg.Saisa) && images.Count > 0;   // SAISA models are trained for NAAViT
             var pass = new DecoderPass
             {
                 Positions = positions, Cache = Cache, HiddenStates = hidden, Exit = run, RowMap = rowMap,
                 Naavit = naavit, Eas = Options.Eas, PiaMode = Options.PiaMode, Pia = _pia, LayerMacs = layerMacs,
-                SaisaFeatures = saisa ? saisaRaw : null,
+                LayerVisualRows = _model.Vision.LayerRows(encoded),
             };
-            x = _model.Decoder(x, pass);
+            x = _model.Text.Run(x, pass);
             try
             {
                 var decoderTime = clock.Elapsed - visionTime;
                 _tokens.AddRange(input.TokenIds);
                 int logitRows = options.AllLogits ? x.Rows : 1;
-                var logits = _model.Head(x, logitRows, hidden);
+                var logits = _model.Text.Head(x, logitRows, hidden);
                 var headTime = clock.Elapsed - visionTime - decoderTime;
-                LastReport = BuildReport(run, input, spans, images.Count, start, logitRows, options.AllLogits ? n : 1,
-                    new StageTimes(visionTime, decoderTime, headTime), layerMacs, naavit, pass.SaisaMacs);
+                LastReport = BuildReport(run, input, spans, images, start, logitRows, options.AllLogits ? n : 1,
+                    new StageTimes(visionTime, decoderTime, headTime), layerMacs, naavit, pass.VisualRowMacs);
                 return new StepResult(logits)
                 {
                     HiddenStates = hidden, VisionHiddenStates = visionStates, ImageFeatures = featuresHost,
@@ -156,21 +148,20 @@ public sealed class InferenceSession : IDisposable
         }
         finally
         {
-            foreach (var feat in features) feat.Dispose();
-            foreach (var raw in saisaRaw) raw.Dispose();
+            foreach (var e in encoded) e.Dispose();
         }
     }
 
-    private PrefillReport BuildReport(ExitRun run, PromptInput input, IReadOnlyList<ImageSpan> spans, int imagesEncoded, int start,
-        int headRows, int fullHeadRows, StageTimes times, long[] layerMacs, bool naavit, long saisaMacs)
+    private PrefillReport BuildReport(ExitRun run, PromptInput input, IReadOnlyList<ImageSpan> spans, IReadOnlyList<ImageInput> imagesEncoded, int start,
+        int headRows, int fullHeadRows, StageTimes times, long[] layerMacs, bool naavit, long visualRowMacs)
     {
         var cfg = _model.Config;
         var t = cfg.Text;
         int n = input.TokenIds.Length;
         var rows = run.Layers.Select(l => l.Rows).ToArray();
-        long decoder = layerMacs.Sum() + saisaMacs, decoderFull = 0;
+        long decoder = layerMacs.Sum() + visualRowMacs, decoderFull = 0;
         for (int l = 0; l < t.NumLayers; l++) decoderFull += Cost.DecoderLayer(t, n, start);
-        long vision = Cost.VisionPerImage(cfg);
+        long Vision(IEnumerable<ImageInput> images) => images.Sum(i => cfg.Family.VisionMacs(cfg, i));
         var lengths = Enumerable.Range(0, t.NumLayers).Select(Cache.Length).ToArray();
         return new PrefillReport
         {
@@ -182,8 +173,8 @@ public sealed class InferenceSession : IDisposable
             VisualRows = spans.Sum(s => s.Length),
             ExitLayer = run.ExitLayer,
             TokensPerLayer = rows,
-            Executed = new MacCount(imagesEncoded * vision, decoder, Cost.Head(t, headRows)),
-            Full = new MacCount(input.Images.Count * vision, decoderFull, Cost.Head(t, fullHeadRows)),
+            Executed = new MacCount(Vision(imagesEncoded), decoder, Cost.Head(t, headRows)),
+            Full = new MacCount(Vision(input.Images), decoderFull, Cost.Head(t, fullHeadRows)),
             KvBytes = lengths.Sum(len => (long)len) * t.KvDim * 2 * Cache.ElementBytes,
             KvBytesAllocated = Cache.BytesHeld,
             KvLengths = lengths,
@@ -201,11 +192,11 @@ public sealed class InferenceSession : IDisposable
             throw new InvalidInputException($"token id {tokenId} is outside the vocabulary of {cfg.Text.VocabSize}");
         if (Position == 0) throw new InvalidInputException("decode before any prefill: prefill a prompt first");
         CheckLength(1);
-        var x = _model.Embed([tokenId], [], []);
+        var x = _model.Text.Embed([tokenId], [], []);
         var hidden = outputHiddenStates ? new List<float[]>() : null;
-        var y = _model.Decoder(x, new DecoderPass { Positions = [Position], Cache = Cache, HiddenStates = hidden, Eas = Options.Eas, PiaMode = Options.PiaMode, Pia = _pia });
+        var y = _model.Text.Run(x, new DecoderPass { Positions = [Position], Cache = Cache, HiddenStates = hidden, Eas = Options.Eas, PiaMode = Options.PiaMode, Pia = _pia });
         _tokens.Add(tokenId);
-        return new StepResult(_model.Head(y, 1, hidden)) { HiddenStates = hidden, Rows = [Position - 1] };
+        return new StepResult(_model.Text.Head(y, 1, hidden)) { HiddenStates = hidden, Rows = [Position - 1] };
     }
 
     /// <summary>Forgets the sequence (and the adapters' per-sequence terms); the cache storage is kept for reuse.</summary>

@@ -1,7 +1,8 @@
 // From a question and images to the engine's PromptInput, as HF's LlavaProcessor does it: the prompt text
 // (LLaVA-1.5's "USER: <image>\n{q} ASSISTANT:", the Vicuna-v1 system-prompt form, or the model's own chat
-// template) is tokenized with the model's tokenizer, and each "<image>" token is expanded to the vision
-// tower's token count (image_seq_length), which is what the processor's "<image>" * N expansion yields.
+// template) is tokenized with the model's tokenizer, and each "<image>" token is expanded to the rows its
+// image fills as the model's family counts them (LLaVA-1.5: image_seq_length; LLaVA-NeXT: from the image's
+// size), which is what the processor's "<image>" * N expansion yields.
 using VteKernels.Imaging;
 using VteKernels.Models;
 using VteKernels.Text;
@@ -71,8 +72,8 @@ public static class MultimodalPrompt
     }
 
     /// <summary>
-    /// Tokenizes <paramref name="text"/> and expands each image placeholder token to
-    /// <see cref="LlavaConfig.TokensPerImage"/> copies; the placeholders must match <paramref name="images"/> one to one.
+    /// Tokenizes <paramref name="text"/> and expands each image placeholder token to as many copies as its image
+    /// takes (<see cref="Expand"/>); the placeholders must match <paramref name="images"/> one to one.
     /// </summary>
     /// <exception cref="InvalidInputException">The tokenizer does not know the model's image token, or placeholders and images disagree.</exception>
     public static PromptInput Build(LlavaConfig config, Tokenizer tokenizer, string text, IReadOnlyList<ImageInput> images, bool addSpecialTokens = true)
@@ -84,10 +85,28 @@ public static class MultimodalPrompt
         int count = ids.Count(id => id == config.ImageTokenIndex);
         if (count != images.Count)
             throw new InvalidInputException($"the prompt has {count} image placeholder(s) ({placeholder}) but {images.Count} image(s) were given");
-        var expanded = new List<int>(ids.Length + count * config.TokensPerImage);
+        return Expand(config, ids, images);
+    }
+
+    /// <summary>
+    /// Expands each image placeholder of <paramref name="ids"/> (one per image, in order) to the number of rows
+    /// the model's family says its image fills (<see cref="Families.ModelFamily.TokenCount"/>: LLaVA-1.5's
+    /// <see cref="LlavaConfig.TokensPerImage"/>; LLaVA-NeXT's count from the image's size, which is the model's
+    /// feature count, also where transformers 4.45.1's processor would write a different one).
+    /// </summary>
+    /// <exception cref="InvalidInputException">The placeholders and the images disagree, or an image lacks what its count needs.</exception>
+    public static PromptInput Expand(LlavaConfig config, int[] ids, IReadOnlyList<ImageInput> images)
+    {
+        ArgumentNullException.ThrowIfNull(ids);
+        ArgumentNullException.ThrowIfNull(images);
+        int count = ids.Count(id => id == config.ImageTokenIndex);
+        if (count != images.Count)
+            throw new InvalidInputException($"the prompt has {count} image placeholder(s) but {images.Count} image(s) were given");
+        var expanded = new List<int>(ids.Length + images.Sum(i => config.Family.TokenCount(config, i)));
+        int k = 0;
         foreach (var id in ids)
         {
-            if (id == config.ImageTokenIndex) expanded.AddRange(Enumerable.Repeat(id, config.TokensPerImage));
+            if (id == config.ImageTokenIndex) expanded.AddRange(Enumerable.Repeat(id, config.Family.TokenCount(config, images[k++])));
             else expanded.Add(id);
         }
         return new PromptInput([.. expanded], images);
@@ -96,6 +115,7 @@ public static class MultimodalPrompt
     /// <summary>
     /// The preprocessing options of a model directory: its preprocessor_config.json when present (else CLIP's
     /// defaults at the vision tower's size), with LLaVA-1.5's pad-to-square when <paramref name="pad"/>.
+    /// One-tile (LLaVA-1.5) preprocessing; <see cref="PreprocessorFor"/> follows the model's family.
     /// </summary>
     public static ClipOptions PreprocessingFor(string modelDir, LlavaConfig config, bool pad)
     {
@@ -106,7 +126,20 @@ public static class MultimodalPrompt
         return o with { PadToSquare = pad };
     }
 
-    /// <summary>Decodes and preprocesses an image file for <paramref name="config"/>'s vision tower.</summary>
+    /// <summary>
+    /// The image preprocessing of <paramref name="config"/>'s family (<see cref="Families.ModelFamily.CreatePreprocessor"/>)
+    /// with the settings of <paramref name="modelDir"/>'s preprocessor_config.json when there is one (else the
+    /// CLIP defaults at the vision tower's size). <paramref name="pad"/> is LLaVA-1.5's pad-to-square.
+    /// </summary>
+    /// <exception cref="ModelFormatException">The preprocessor config is malformed or disagrees with the model.</exception>
+    /// <exception cref="InvalidInputException">The family does not support <paramref name="pad"/>.</exception>
+    public static ImagePreprocessor PreprocessorFor(string modelDir, LlavaConfig config, bool pad)
+    {
+        var path = Path.Combine(modelDir, "preprocessor_config.json");
+        return config.Family.CreatePreprocessor(config, File.Exists(path) ? path : null, pad);
+    }
+
+    /// <summary>Decodes and preprocesses an image file for <paramref name="config"/>'s vision tower (one CLIP tile).</summary>
     /// <exception cref="InvalidInputException">The preprocessed size does not match the vision tower.</exception>
     public static ImageInput LoadImage(string path, ClipOptions options, LlavaConfig config)
     {
@@ -114,5 +147,21 @@ public static class MultimodalPrompt
         if (input.Height != config.Vision.ImageSize || input.Width != config.Vision.ImageSize)
             throw new InvalidInputException($"{Path.GetFileName(path)} preprocesses to {input.Width}x{input.Height} but the vision tower takes {config.Vision.ImageSize}x{config.Vision.ImageSize} (check preprocessor_config.json)");
         return input;
+    }
+
+    /// <summary>Decodes an image file and preprocesses it with <paramref name="preprocessor"/>.</summary>
+    /// <exception cref="ImageFormatException">The file is not an image this runtime decodes (the file is named).</exception>
+    /// <exception cref="InvalidInputException">The image preprocesses to a size the vision tower does not take.</exception>
+    public static ImageInput LoadImage(string path, ImagePreprocessor preprocessor)
+    {
+        ArgumentNullException.ThrowIfNull(preprocessor);
+        try
+        {
+            return preprocessor.Preprocess(ImageDecoder.Load(path));
+        }
+        catch (InvalidInputException e)
+        {
+            throw new InvalidInputException($"{Path.GetFileName(path)}: {e.Message}");
+        }
     }
 }

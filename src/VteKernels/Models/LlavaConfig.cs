@@ -1,4 +1,5 @@
-// The model description read from a HF `LlavaForConditionalGeneration` config.json, with the defaults that
+// The model description read from a HF `LlavaForConditionalGeneration` (model_type "llava") or
+// `LlavaNextForConditionalGeneration` ("llava_next") config.json, with the defaults that
 // transformers applies when a key is absent (llava-hf files omit keys equal to their defaults, so the
 // defaults matter: LlamaConfig's rms_norm_eps default is 1e-6, CLIPVisionConfig's patch size is 32, and a
 // missing vision_config means LLaVA's own CLIP-L/14-336). Every value is validated here, once, so the
@@ -61,7 +62,7 @@ public sealed record TextConfig(
     public int KvDim => NumKvHeads * HeadDim;
 }
 
-/// <summary>A whole LLaVA model: vision tower, projector and language model.</summary>
+/// <summary>A whole LLaVA-family model: vision tower, projector and language model, and the family (<see cref="Family"/>) that says how images become prompt rows.</summary>
 public sealed partial record LlavaConfig(
     VisionConfig Vision,
     TextConfig Text,
@@ -72,8 +73,17 @@ public sealed partial record LlavaConfig(
     bool ProjectorBias,
     int ImageSeqLength)
 {
-    /// <summary>Image tokens one image becomes in the prompt ("default" drops the class token, "full" keeps it).</summary>
+    /// <summary>
+    /// Image tokens one tile of the vision tower becomes ("default" drops the class token, "full" keeps it): for
+    /// LLaVA-1.5 the tokens of one image. Families that tile images count per image: <see cref="Families.ModelFamily.TokenCount"/>.
+    /// </summary>
     public int TokensPerImage => VisionFeatureSelectStrategy == "full" ? Vision.NumPositions : Vision.NumPatches;
+
+    /// <summary>
+    /// The model family (config.json model_type): how images are preprocessed, tiled, encoded and packed into
+    /// prompt rows. LLaVA-1.5 unless the config says otherwise.
+    /// </summary>
+    public Families.ModelFamily Family { get; init; } = Families.Llava.LlavaFamily.Instance;
 
     /// <summary>Input width of the projector: the vision hidden size times the number of feature layers concatenated.</summary>
     public int ProjectorInputSize => Vision.HiddenSize * VisionFeatureLayers.Count;
@@ -109,8 +119,7 @@ public sealed partial record LlavaConfig(
         if (OriginalLayoutSettings.Describes(root))
             throw new ModelConfigException(path, "this config.json is in the original LLaVA layout (mm_vision_tower, no text_config), whose vision tower lives in its own folder; open the model with LlavaCheckpoint.Open");
         var modelType = r.Str("model_type", "llava");
-        if (modelType != "llava")
-            throw new ModelConfigException(path, $"model_type '{modelType}' is not supported (expected 'llava')");
+        var family = Families.ModelFamily.Read(modelType, root, path);   // the family's own keys (LLaVA-NeXT: pinpoints)
 
         var vision = ParseVision(r.Obj("vision_config"), path);
         var text = ParseText(r.Obj("text_config"), root, path);
@@ -136,9 +145,10 @@ public sealed partial record LlavaConfig(
         if (imageToken < 0)
             throw new ModelConfigException(path, $"image_token_index {imageToken} is negative");
 
-        var cfg = new LlavaConfig(vision, text, imageToken, layers, strategy, projAct, projBias, imageSeq);
+        var cfg = new LlavaConfig(vision, text, imageToken, layers, strategy, projAct, projBias, imageSeq) { Family = family };
         if (r.Has("image_seq_length") && imageSeq != cfg.TokensPerImage)
             throw new ModelConfigException(path, $"image_seq_length {imageSeq} disagrees with the vision tower, which yields {cfg.TokensPerImage} tokens per image");
+        family.Validate(cfg, path);
         return cfg;
     }
 
@@ -206,10 +216,15 @@ public sealed partial record LlavaConfig(
         var r = new Reader(o ?? new JsonObject(), path, prefix);
         var type = r.Str("model_type", "llama");
         if (checkModelType && type is not ("llama" or "mistral"))
-            throw new ModelConfigException(path, $"{prefix}model_type '{type}' is not supported (expected 'llama')");
+            throw new ModelConfigException(path, $"{prefix}model_type '{type}' is not supported (expected 'llama' or 'mistral')");
+        // MistralConfig's defaults differ from LlamaConfig's where a key is absent (llava-v1.6-mistral's
+        // text_config omits hidden_size, num_attention_heads, num_hidden_layers): FFN 14336, 8 KV heads
+        // (an explicit null still means one per query head), 131072 positions, sliding_window 4096.
+        bool mistral = checkModelType && type == "mistral";
         int hidden = r.Positive("hidden_size", 4096);
         int heads = r.Positive("num_attention_heads", 32);
-        int kvHeads = r.IsNull("num_key_value_heads") ? heads : r.Positive("num_key_value_heads", heads);
+        int kvHeads = mistral && !r.Has("num_key_value_heads") ? 8
+            : r.IsNull("num_key_value_heads") ? heads : r.Positive("num_key_value_heads", heads);
         int headDim = r.IsNull("head_dim") ? (heads > 0 ? hidden / heads : 0) : r.Positive("head_dim", hidden / heads);
 
         // transformers 5 moves rope_theta into rope_parameters; 4.x keeps it at the top with rope_scaling.
@@ -239,7 +254,7 @@ public sealed partial record LlavaConfig(
             : new Reader(root, path, "").Bool("tie_word_embeddings", false);
         var t = new TextConfig(
             HiddenSize: hidden,
-            IntermediateSize: r.Positive("intermediate_size", 11008),
+            IntermediateSize: r.Positive("intermediate_size", mistral ? 14336 : 11008),
             NumLayers: r.Positive("num_hidden_layers", 32),
             NumHeads: heads,
             NumKvHeads: kvHeads,
@@ -247,7 +262,7 @@ public sealed partial record LlavaConfig(
             VocabSize: r.Positive("vocab_size", 32000),
             RmsNormEps: r.Float("rms_norm_eps", 1e-6f),
             RopeTheta: theta,
-            MaxPositionEmbeddings: r.Positive("max_position_embeddings", 2048),
+            MaxPositionEmbeddings: SlidingWindowContext(r, mistral, r.Positive("max_position_embeddings", mistral ? 131072 : 2048), path, prefix),
             HiddenAct: r.Str("hidden_act", "silu"),
             TieWordEmbeddings: tie,
             BosTokenId: r.OptInt("bos_token_id", 1),
@@ -261,6 +276,19 @@ public sealed partial record LlavaConfig(
         if (!(t.RmsNormEps > 0)) throw new ModelConfigException(path, $"{prefix}rms_norm_eps must be positive");
         if (!(t.RopeTheta > 0)) throw new ModelConfigException(path, $"{prefix}rope_theta must be positive");
         return t;
+    }
+
+    /// <summary>
+    /// The usable context of a Mistral text model with <c>sliding_window</c> W (absent: MistralConfig's 4096; null:
+    /// none). HF masks keys more than W positions back; within W positions that mask removes nothing, so the
+    /// context is capped at W and plain causal attention is then exact. LLaMA has no such key.
+    /// </summary>
+    private static int SlidingWindowContext(Reader r, bool mistral, int maxPositions, string? path, string prefix)
+    {
+        if (!mistral || (r.Has("sliding_window") && r.IsNull("sliding_window"))) return maxPositions;
+        int window = r.Int("sliding_window", 4096);
+        if (window < 1) throw new ModelConfigException(path, $"{prefix}sliding_window must be a positive integer or null, got {window}");
+        return Math.Min(maxPositions, window);
     }
 
     /// <summary>Typed access to one JSON object, with the key path in every error.</summary>

@@ -1,4 +1,5 @@
-// Binds the tensors of a LLaVA checkpoint to the model's structure and checks them against the config.
+// Binds the tensors of a LLaVA-family checkpoint to the model's structure and checks them against the config
+// (a family's own tensors, such as LLaVA-NeXT's image_newline, come from ModelFamily.ExtraTensors).
 // Three on-disk layouts exist. llava-hf, transformers 4.x (`language_model.model.layers.N...`,
 // `language_model.lm_head`) and 5.x (`model.language_model.layers.N...`, `lm_head`), one store holding
 // everything; the layout is detected from the embedding table's name. The original LLaVA layout
@@ -73,11 +74,18 @@ public sealed partial record LlavaWeights(VisionWeights Vision, ProjectorWeights
     /// <summary>SAISA's per-layer visual projectors; null unless the config marks the model as SAISA.</summary>
     public SaisaProjectors? Saisa { get; init; }
 
-    private sealed record Names(string Layout, string Vision, string Projector1, string Projector2, string Language, string LmHead);
+    /// <summary>
+    /// The tensors the model's family adds (<see cref="Families.ModelFamily"/>; LLaVA-NeXT: "image_newline"), by
+    /// their name relative to the checkpoint's model prefix. Empty for LLaVA-1.5.
+    /// </summary>
+    public IReadOnlyDictionary<string, Weight> FamilyTensors { get; init; } = new Dictionary<string, Weight>();
 
-    private static readonly Names V4 = new(TransformersV4, "vision_tower.vision_model.", "multi_modal_projector.linear_1.", "multi_modal_projector.linear_2.", "language_model.model.", "language_model.lm_head.weight");
-    private static readonly Names V5 = new(TransformersV5, "model.vision_tower.vision_model.", "model.multi_modal_projector.linear_1.", "model.multi_modal_projector.linear_2.", "model.language_model.", "lm_head.weight");
-    private static readonly Names Orig = new(Original, "vision_model.", "model.mm_projector.0.", "model.mm_projector.2.", "model.", "lm_head.weight");
+    // Root: prefix of the tensors that sit beside the vision tower, projector and language model (the family's extras).
+    private sealed record Names(string Layout, string Vision, string Projector1, string Projector2, string Language, string LmHead, string Root);
+
+    private static readonly Names V4 = new(TransformersV4, "vision_tower.vision_model.", "multi_modal_projector.linear_1.", "multi_modal_projector.linear_2.", "language_model.model.", "language_model.lm_head.weight", "");
+    private static readonly Names V5 = new(TransformersV5, "model.vision_tower.vision_model.", "model.multi_modal_projector.linear_1.", "model.multi_modal_projector.linear_2.", "model.language_model.", "lm_head.weight", "model.");
+    private static readonly Names Orig = new(Original, "vision_model.", "model.mm_projector.0.", "model.mm_projector.2.", "model.", "lm_head.weight", "model.");
 
     /// <summary>Tensors of the original layout that belong to the vision tower.</summary>
     private const string OriginalTowerTensors = "model.vision_tower.";
@@ -224,7 +232,8 @@ public sealed partial record LlavaWeights(VisionWeights Vision, ProjectorWeights
         var saisa = !config.Saisa ? null : new SaisaProjectors(
             Enumerable.Range(0, config.Text.NumLayers).Select(i => $"{pl}layers.{i}.mm_projector.").Select(p => new SaisaLayerProjector(
                 W(p + "0.weight"), W(p + "0.bias"), W(p + "2.weight"), W(p + "2.bias"))).ToList());
-        return new LlavaWeights(vision, projector, text, n.Layout) { Saisa = saisa };
+        var family = config.Family.ExtraTensors(config).ToDictionary(e => e.Name, e => W(n.Root + e.Name));
+        return new LlavaWeights(vision, projector, text, n.Layout) { Saisa = saisa, FamilyTensors = family };
     }
 
     /// <summary>Tensors a checkpoint may omit: CLIP's post-LayerNorm, which LLaVA never reads.</summary>
@@ -292,6 +301,7 @@ public sealed partial record LlavaWeights(VisionWeights Vision, ProjectorWeights
     {
         var t = config.Text;
         var list = new List<(string, int[])>();
+        list.AddRange(config.Family.ExtraTensors(config).Select(e => (n.Root + e.Name, e.Shape)));
         list.Add((n.Projector1 + "weight", [t.HiddenSize, config.ProjectorInputSize]));
         if (config.ProjectorBias) list.Add((n.Projector1 + "bias", [t.HiddenSize]));
         list.Add((n.Projector2 + "weight", [t.HiddenSize, t.HiddenSize]));

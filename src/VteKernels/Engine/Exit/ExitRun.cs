@@ -1,5 +1,5 @@
 // The state of the exit policy during one prefill: where the visual rows are now, what each layer measured,
-// and the decision after each layer. LlavaModel's layer loop asks it two explicit questions per layer
+// and the decision after each layer. TextDecoder's layer loop asks it two explicit questions per layer
 // ("measure the visual mass here?" and "exit after this layer?") and does the dropping itself.
 using VteKernels.Backends;
 using VteKernels.Models;
@@ -63,7 +63,7 @@ internal sealed class ExitRun
 
     /// <summary>Text rows in current coordinates: rows after the first image that are not visual.</summary>
     public int[] TextRows(int rows) =>
-        Spans.Count == 0 ? [] : LlavaModel.Keep(Enumerable.Range(0, rows).ToArray(), Spans).Where(i => i > Spans[0].Start).ToArray();
+        Spans.Count == 0 ? [] : TextDecoder.Keep(Enumerable.Range(0, rows).ToArray(), Spans).Where(i => i > Spans[0].Start).ToArray();
 
     /// <summary>Visual key ranges in layer <paramref name="layer"/>'s cache coordinates.</summary>
     public (int Start, int Length)[] VisualKeys(int layer) => Spans.Select(s => (CacheBase[layer] + s.Start, s.Length)).ToArray();
