@@ -43,7 +43,7 @@ internal static class ChatCommand
             if (!File.Exists(Path.Combine(dir, "tokenizer.json"))) throw new UsageException($"{dir} has no tokenizer.json; chat needs the model's tokenizer");
             var tokenizer = Tokenizer.Load(dir);
             var promptStyle = PromptFormat.ParseStyle(p.GetValue(style)!);
-            var preprocessing = MultimodalPrompt.PreprocessingFor(dir, cfg, pad: p.GetValue(imageMode) == "pad");
+            var preprocessing = MultimodalPrompt.PreprocessorFor(dir, cfg, pad: p.GetValue(imageMode) == "pad");   // the model family's
             var options = new GenerationOptions
             {
                 MaxNewTokens = p.GetValue(maxNew), Sampling = sampling, StopTokens = GenerateCommand.StopTokens(cfg, tokenizer),
@@ -52,7 +52,7 @@ internal static class ChatCommand
 
             using var session = m.CreateSession(sessionOptions);
             var turns = new List<(string User, string? Assistant)>();
-            ImageInput? current = p.GetValue(image) is string first ? MultimodalPrompt.LoadImage(first, preprocessing, cfg) : null;
+            ImageInput? current = p.GetValue(image) is string first ? MultimodalPrompt.LoadImage(first, preprocessing) : null;
             var input = stdin();
             stdout.WriteLine($"chatting with {Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'))} on {backend.Device}{(current is null ? "" : " about the given image")}; /image PATH, /clear, /quit");
             while (true)
@@ -77,7 +77,7 @@ internal static class ChatCommand
                     var path = line["/image".Length..].Trim();
                     try
                     {
-                        current = MultimodalPrompt.LoadImage(path, preprocessing, cfg);
+                        current = MultimodalPrompt.LoadImage(path, preprocessing);
                         turns.Clear();
                         session.Reset();
                         stdout.WriteLine($"(new conversation about {Path.GetFileName(path)})");

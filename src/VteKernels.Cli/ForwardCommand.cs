@@ -1,5 +1,7 @@
 // `vte forward`: one prefill, full logits [seq, vocab] float32 written as .npy. The research tool by which
-// outside references (HF transformers) are compared with this engine.
+// outside references (HF transformers) are compared with this engine. Images come as files (--image,
+// preprocessed as the model's family requires) or as HF's own pixel tensors (--pixels, with --image-sizes for
+// anyres); the ids may carry one placeholder per image, which is expanded to each image's count.
 using System.CommandLine;
 using System.Diagnostics;
 using VteKernels.Engine;
@@ -13,13 +15,15 @@ internal static class ForwardCommand
     public static Command Create(TextWriter stdout)
     {
         var model = new Option<string>("--model", "-m") { Description = "Model directory", Required = true };
-        var ids = new Option<string>("--input-ids") { Description = "Comma-separated token ids, image placeholders expanded (or @FILE holding them)", Required = true };
-        var pixels = new Option<string[]>("--pixels") { Description = "float32 .npy [1,3,H,W] (or [3,H,W]) per image, in prompt order", AllowMultipleArgumentsPerToken = true };
+        var ids = new Option<string>("--input-ids") { Description = "Comma-separated token ids: image placeholders expanded, or one per image (or @FILE holding them)", Required = true };
+        var imageFiles = new Option<string[]>("--image") { Description = "Image file per image, in prompt order, preprocessed as the model's family requires", AllowMultipleArgumentsPerToken = true };
+        var pixels = new Option<string[]>("--pixels") { Description = "Preprocessed float32 .npy per image, in prompt order: [1,3,S,S] (or [3,S,S]), anyres [tiles,3,S,S]", AllowMultipleArgumentsPerToken = true };
+        var sizes = new Option<string[]>("--image-sizes") { Description = "Original H,W of each --pixels image (HF's image_sizes; anyres needs them)", AllowMultipleArgumentsPerToken = true };
         var output = new Option<string>("--out", "-o") { Description = "Where to write the logits .npy", Required = true };
         var device = DeviceOption.Create();
         var exit = new ExitOptions();
         var methods = new MethodOptions();
-        var cmd = new Command("forward", "Run one prefill and write the logits of every row as .npy (after a visual-token exit: the rows that remain)") { model, ids, pixels, output, device };
+        var cmd = new Command("forward", "Run one prefill and write the logits of every row as .npy (after a visual-token exit: the rows that remain)") { model, ids, imageFiles, pixels, sizes, output, device };
         exit.AddTo(cmd);
         methods.AddTo(cmd);
         cmd.SetAction(p =>
@@ -27,13 +31,19 @@ internal static class ForwardCommand
             var (policy, kvMode, traceFile) = exit.Read(p);
             var (naavit, sessionOptions) = methods.Read(p);
             var tokenIds = TokenIdList.Parse(p.GetValue(ids)!);
-            var images = (p.GetValue(pixels) ?? []).Select(PixelFile.Read).ToList();
+            var files = p.GetValue(imageFiles) ?? [];
+            if (files.Length > 0 && p.GetValue(pixels) is { Length: > 0 }) throw new UsageException("--image and --pixels exclude each other: give image files or preprocessed pixels");
+            if (files.Length > 0 && p.GetValue(sizes) is { Length: > 0 }) throw new UsageException("--image-sizes goes with --pixels (an image file knows its size)");
+            var pixelImages = ImageArguments.ReadPixels(p.GetValue(pixels), p.GetValue(sizes));
             using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
             var clock = Stopwatch.StartNew();
             using var m = LlavaModel.Load(p.GetValue(model)!, backend, methods.VisionTowerDir(p));
             var load = clock.Elapsed;
+            var images = files.Length > 0 ? ImageArguments.Load(p.GetValue(model)!, m.Config, files, pad: false) : pixelImages;
+            var prompt = ImageArguments.Prompt(m.Config, tokenIds, images);
+            tokenIds = prompt.TokenIds;
             using var session = m.CreateSession(sessionOptions);
-            var result = session.Prefill(new PromptInput(tokenIds, images),
+            var result = session.Prefill(prompt,
                 new PrefillOptions { AllLogits = true, Exit = policy, ExitKvMode = kvMode, Trace = traceFile is not null, Naavit = naavit });
             var outPath = p.GetValue(output)!;
             Npy.Write(outPath, result.Logits.Values, [result.Logits.Rows, result.Logits.Vocab]);
@@ -72,21 +82,6 @@ internal static class TokenIdList
             if (!int.TryParse(parts[i], System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out ids[i]) || ids[i] < 0)
                 throw new UsageException($"token id #{i + 1} '{parts[i]}' is not a non-negative integer");
         return ids;
-    }
-}
-
-/// <summary>Reads preprocessed pixels from .npy.</summary>
-internal static class PixelFile
-{
-    public static ImageInput Read(string path)
-    {
-        if (!File.Exists(path)) throw new UsageException($"pixel file '{path}' does not exist");
-        var a = Npy.ReadFloat32(path);
-        var s = a.Shape;
-        if (s.Length == 4 && s[0] == 1) s = s[1..];
-        if (s.Length != 3)
-            throw new UsageException($"{Path.GetFileName(path)}: pixels must be [1, C, H, W] or [C, H, W], got [{string.Join(", ", a.Shape)}]");
-        return new ImageInput(a.Data, s[0], s[1], s[2]);
     }
 }
 

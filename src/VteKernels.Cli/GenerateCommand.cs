@@ -2,8 +2,9 @@
 // on the built-in synthetic model (the "tiny" preset, written once to the user's cache folder) and the sample
 // image shipped with the tool. The prompt is rendered in LLaVA-1.5's format (or Vicuna-v1's, or the model's
 // chat template), tokenized with the model's tokenizer.json, and each image is decoded and preprocessed as
-// HF's CLIPImageProcessor does (or padded to a square first, as the original LLaVA-1.5 does). Research
-// callers can bypass the front end with --input-ids and --pixels.
+// the model's family requires: HF's CLIPImageProcessor for LLaVA-1.5 (or padded to a square first, as the
+// original LLaVA-1.5 does), anyres tiles for LLaVA-NeXT. Research callers can bypass the front end with
+// --input-ids and --pixels (and --image-sizes for anyres).
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;
@@ -27,7 +28,8 @@ internal static class GenerateCommand
         var style = new Option<string>("--prompt-style") { Description = "llava (USER: <image>\\n{q} ASSISTANT:), vicuna (with the Vicuna-v1 system prompt), template (the model's chat_template) or raw (the text as given, <image> where the images go)", DefaultValueFactory = _ => "llava" };
         var imageMode = new Option<string>("--image-mode") { Description = "clip (HF CLIPImageProcessor: resize, center crop) or pad (LLaVA-1.5: pad to a square with the mean colour first)", DefaultValueFactory = _ => "clip" };
         var ids = new Option<string>("--input-ids") { Description = "Prompt as comma-separated token ids with image placeholders expanded (or @FILE); bypasses the tokenizer" };
-        var pixels = new Option<string[]>("--pixels") { Description = "Preprocessed float32 .npy [1,3,H,W] per image (with --input-ids)", AllowMultipleArgumentsPerToken = true };
+        var pixels = new Option<string[]>("--pixels") { Description = "Preprocessed float32 .npy per image (with --input-ids): [1,3,S,S], anyres [tiles,3,S,S]", AllowMultipleArgumentsPerToken = true };
+        var sizes = new Option<string[]>("--image-sizes") { Description = "Original H,W of each --pixels image (anyres needs them)", AllowMultipleArgumentsPerToken = true };
         var maxNew = new Option<int>("--max-new-tokens", "-n") { Description = "Most tokens to generate", DefaultValueFactory = _ => 24 };
         var temp = new Option<float>("--temp") { Description = "Sampling temperature (0 = greedy)", DefaultValueFactory = _ => 0f };
         var topK = new Option<int>("--top-k") { Description = "Sample among the k most likely tokens (0 = all)", DefaultValueFactory = _ => 0 };
@@ -40,7 +42,7 @@ internal static class GenerateCommand
         var methods = new MethodOptions();
         var cmd = new Command("generate", "Answer a question about an image (streams the text as it comes)")
         {
-            model, prompt, images, noImage, style, imageMode, ids, pixels, maxNew, temp, topK, topP, seed, device,
+            model, prompt, images, noImage, style, imageMode, ids, pixels, sizes, maxNew, temp, topK, topP, seed, device,
         };
         exit.AddTo(cmd);
         methods.AddTo(cmd);
@@ -68,13 +70,12 @@ internal static class GenerateCommand
             var tokenizer = File.Exists(Path.Combine(dir, "tokenizer.json")) ? Tokenizer.Load(dir) : null;
 
             PromptInput input;
-            if (research) input = ResearchPrompt(cfg, p.GetValue(ids)!, p.GetValue(pixels));
+            if (research) input = ResearchPrompt(cfg, p.GetValue(ids)!, p.GetValue(pixels), p.GetValue(sizes));
             else
             {
                 if (tokenizer is null) throw new UsageException($"{dir} has no tokenizer.json: give the prompt as --input-ids");
                 var files = p.GetValue(noImage) ? [] : p.GetValue(images) is { Length: > 0 } given ? given : [SampleImage.Path()];
-                var options = MultimodalPrompt.PreprocessingFor(dir, cfg, pad: p.GetValue(imageMode) == "pad");
-                var loaded = files.Select(f => MultimodalPrompt.LoadImage(f, options, cfg)).ToList();
+                var loaded = ImageArguments.Load(dir, cfg, files, pad: p.GetValue(imageMode) == "pad");   // as the model's family preprocesses
                 var question = p.GetValue(prompt) ?? DefaultQuestion;
                 var (text, special) = p.GetValue(style) == "raw" ? (question, true)
                     : MultimodalPrompt.Render(PromptFormat.ParseStyle(p.GetValue(style)!), tokenizer, [(question, null)], loaded.Count, dir);
@@ -125,14 +126,19 @@ internal static class GenerateCommand
     public static int[] StopTokens(LlavaConfig cfg, Tokenizer? tokenizer) =>
         cfg.Text.EosTokenId is int eos ? [eos] : tokenizer is not null ? [.. tokenizer.EosIds] : [];
 
-    private static PromptInput ResearchPrompt(LlavaConfig cfg, string idText, string[]? pixelFiles)
+    private static PromptInput ResearchPrompt(LlavaConfig cfg, string idText, string[]? pixelFiles, string[]? sizes)
     {
-        var images = (pixelFiles ?? []).Select(PixelFile.Read).ToList();
+        var images = ImageArguments.ReadPixels(pixelFiles, sizes);
         var tokenIds = TokenIdList.Parse(idText);
         int placeholders = tokenIds.Count(id => id == cfg.ImageTokenIndex) / Math.Max(1, cfg.TokensPerImage);
         if (images.Count == 0 && placeholders > 0)
+        {
+            // Stand-in images for ids without pixels: one tile each, so only for one-tile families.
+            if (cfg.Family is not Families.Llava.LlavaFamily)
+                throw new UsageException($"the ids hold image placeholders but no --pixels were given; a {cfg.Family.DisplayName} image needs its pixels and --image-sizes");
             images.AddRange(Enumerable.Range(0, placeholders).Select(i => SyntheticImage.Create(cfg.Vision.ImageSize, i)));
-        return new PromptInput(tokenIds, images);
+        }
+        return ImageArguments.Prompt(cfg, tokenIds, images);
     }
 }
 

@@ -46,10 +46,12 @@ internal static class InspectCommand
             var v = cfg.Vision;
             var t = cfg.Text;
             o.WriteLine($"model         {Path.GetFullPath(dir)}");
-            o.WriteLine($"architecture  LLaVA: CLIP ViT ({v.NumLayers} layers, hidden {v.HiddenSize}, {v.NumHeads} heads, {v.ImageSize}px / patch {v.PatchSize}, {v.HiddenAct})");
+            o.WriteLine($"family        {cfg.Family.DisplayName} (model_type {cfg.Family.ModelType})");
+            o.WriteLine($"architecture  CLIP ViT ({v.NumLayers} layers, hidden {v.HiddenSize}, {v.NumHeads} heads, {v.ImageSize}px / patch {v.PatchSize}, {v.HiddenAct})");
             o.WriteLine($"              -> projector {cfg.ProjectorInputSize} -> {t.HiddenSize} ({cfg.ProjectorHiddenAct}, bias {cfg.ProjectorBias})");
-            o.WriteLine($"              -> LLaMA ({t.NumLayers} layers, hidden {t.HiddenSize}, {t.NumHeads} heads / {t.NumKvHeads} KV heads, head dim {t.HeadDim}, FFN {t.IntermediateSize})");
-            o.WriteLine($"image         {cfg.TokensPerImage} tokens per image (token {cfg.ImageTokenIndex}), feature layer(s) {string.Join(",", cfg.VisionFeatureLayers)}, strategy {cfg.VisionFeatureSelectStrategy}; tower runs {cfg.VisionLayersNeeded} of {v.NumLayers} layers");
+            o.WriteLine($"              -> {(t.ModelType == "mistral" ? "Mistral" : "LLaMA")} ({t.NumLayers} layers, hidden {t.HiddenSize}, {t.NumHeads} heads / {t.NumKvHeads} KV heads, head dim {t.HeadDim}, FFN {t.IntermediateSize})");
+            o.WriteLine($"image         {cfg.TokensPerImage} tokens per tile (token {cfg.ImageTokenIndex}), feature layer(s) {string.Join(",", cfg.VisionFeatureLayers)}, strategy {cfg.VisionFeatureSelectStrategy}; tower runs {cfg.VisionLayersNeeded} of {v.NumLayers} layers");
+            foreach (var line in cfg.Family.Describe(cfg)) o.WriteLine($"              {line}");
             o.WriteLine($"text          vocab {t.VocabSize}, context {t.MaxPositionEmbeddings}, rope theta {t.RopeTheta}, rms eps {t.RmsNormEps}, tied head {t.TieWordEmbeddings}, bos {t.BosTokenId?.ToString() ?? "-"}, eos {t.EosTokenId?.ToString() ?? "-"}");
         }
 

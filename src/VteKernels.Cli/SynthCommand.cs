@@ -13,13 +13,13 @@ internal static class SynthCommand
         preset.AcceptOnlyFromAmong([.. SynthPreset.Names]);
         var output = new Option<string>("--out", "-o") { Description = "Directory to write the model into", Required = true };
         var seed = new Option<ulong>("--seed") { Description = "Seed of the random weights", DefaultValueFactory = _ => 0 };
-        var dtype = new Option<string>("--dtype") { Description = "Stored dtype: f32, f16 or bf16 (default: f32 for tiny, bf16 otherwise)" };
+        var dtype = new Option<string>("--dtype") { Description = "Stored dtype: f32, f16 or bf16 (default: f32 for tiny and next-tiny, bf16 otherwise)" };
         dtype.AcceptOnlyFromAmong("f32", "f16", "bf16");
         var cmd = new Command("synth", "Write a random-weight LLaVA model (config, safetensors, tokenizer); nothing is downloaded") { preset, output, seed, dtype };
         cmd.SetAction(p =>
         {
             var pr = SynthPreset.Get(p.GetValue(preset)!);
-            var dt = p.GetValue(dtype) is string s ? DTypes.Parse(s) : pr.Name == "tiny" ? DType.F32 : DType.BF16;
+            var dt = p.GetValue(dtype) is string s ? DTypes.Parse(s) : pr.Name.EndsWith("tiny", StringComparison.Ordinal) ? DType.F32 : DType.BF16;
             var dir = p.GetValue(output)!;
             var clock = Stopwatch.StartNew();
             var progress = new ProgressLine(stdout, $"writing {pr.Name} ({dt.SafetensorsName()})");

@@ -21,20 +21,20 @@ public abstract class ImagePreprocessor
 /// <summary>One CLIP tile, as HF's CLIPImageProcessor (and LLaVA-1.5's pad-to-square) computes it.</summary>
 public sealed class ClipImagePreprocessor : ImagePreprocessor
 {
-    private readonly int _towerSize;
+    private readonly int? _towerSize;
 
     /// <summary>A preprocessor with <paramref name="options"/> for a tower that takes <paramref name="towerSize"/> pixels square.</summary>
     /// <param name="options">The CLIP options (from preprocessor_config.json or defaults).</param>
-    /// <param name="towerSize">vision_config.image_size; every output is checked against it.</param>
+    /// <param name="towerSize">vision_config.image_size, which every output is checked against; null: no check (any output size).</param>
     /// <param name="source">Where the options came from, for <see cref="Description"/>.</param>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="towerSize"/> is not positive.</exception>
-    public ClipImagePreprocessor(ClipOptions options, int towerSize, string source = "")
+    public ClipImagePreprocessor(ClipOptions options, int? towerSize, string source = "")
     {
         ArgumentNullException.ThrowIfNull(options);
-        ArgumentOutOfRangeException.ThrowIfLessThan(towerSize, 1);
+        if (towerSize is int t) ArgumentOutOfRangeException.ThrowIfLessThan(t, 1);
         Options = options;
         _towerSize = towerSize;
-        Description = $"CLIP {(options.PadToSquare ? "pad-to-square, " : "")}{towerSize}px{(source.Length > 0 ? $" ({source})" : "")}";
+        Description = $"CLIP {(options.PadToSquare ? "pad-to-square, " : "")}{options.CropHeight}px{(source.Length > 0 ? $" ({source})" : "")}";
     }
 
     /// <summary>The CLIP options.</summary>
@@ -48,8 +48,8 @@ public sealed class ClipImagePreprocessor : ImagePreprocessor
     {
         ArgumentNullException.ThrowIfNull(image);
         var input = ClipPreprocessor.ToImageInput(image, Options) with { SourceSize = (image.Height, image.Width) };
-        if (input.Height != _towerSize || input.Width != _towerSize)
-            throw new InvalidInputException($"the image preprocesses to {input.Width}x{input.Height} but the vision tower takes {_towerSize}x{_towerSize} (check preprocessor_config.json)");
+        if (_towerSize is int size && (input.Height != size || input.Width != size))
+            throw new InvalidInputException($"the image preprocesses to {input.Width}x{input.Height} but the vision tower takes {size}x{size} (check preprocessor_config.json)");
         return input;
     }
 }

@@ -35,7 +35,7 @@ public sealed record VisionConfig(
     public int HeadDim => HiddenSize / NumHeads;
 }
 
-/// <summary>LLaMA language model shape (HF LlamaConfig).</summary>
+/// <summary>LLaMA (or Mistral, which is the same decoder) language model shape (HF LlamaConfig / MistralConfig).</summary>
 public sealed record TextConfig(
     int HiddenSize,
     int IntermediateSize,
@@ -60,6 +60,9 @@ public sealed record TextConfig(
 
     /// <summary>Width of the key and value projection outputs.</summary>
     public int KvDim => NumKvHeads * HeadDim;
+
+    /// <summary>text_config.model_type: "llama" or "mistral" (the same decoder here; they differ in their config defaults).</summary>
+    public string ModelType { get; init; } = "llama";
 }
 
 /// <summary>A whole LLaVA-family model: vision tower, projector and language model, and the family (<see cref="Family"/>) that says how images become prompt rows.</summary>
@@ -266,7 +269,7 @@ public sealed partial record LlavaConfig(
             HiddenAct: r.Str("hidden_act", "silu"),
             TieWordEmbeddings: tie,
             BosTokenId: r.OptInt("bos_token_id", 1),
-            EosTokenId: r.OptInt("eos_token_id", 2));
+            EosTokenId: r.OptInt("eos_token_id", 2)) { ModelType = mistral ? "mistral" : "llama" };
         if (heads % kvHeads != 0)
             throw new ModelConfigException(path, $"{prefix}num_attention_heads {heads} is not a multiple of num_key_value_heads {kvHeads}");
         if (headDim <= 0 || headDim % 2 != 0)

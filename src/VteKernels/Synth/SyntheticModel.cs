@@ -1,6 +1,7 @@
-// Writes a random-weight LLaVA model in the llava-hf on-disk layout (transformers 4.x names): config.json,
-// generation_config.json, preprocessor_config.json, tokenizer.json, tokenizer_config.json and safetensors
-// (sharded like save_pretrained above 5 GB). Nothing is downloaded.
+// Writes a random-weight LLaVA-family model (llava or llava_next) in the llava-hf on-disk layout
+// (transformers 4.x names): config.json, generation_config.json, preprocessor_config.json (plus
+// processor_config.json for LLaVA-NeXT), tokenizer.json, tokenizer_config.json and safetensors (sharded like
+// save_pretrained above 5 GB). Nothing is downloaded.
 //
 // Scaling, so that activations stay O(1) and logits are not degenerate at full depth: linear weights are
 // uniform with std 1/sqrt(fan_in) (variance-preserving); the residual-branch outputs (o_proj, down_proj,
@@ -15,6 +16,7 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using VteKernels.Families.LlavaNext;
 using VteKernels.Formats;
 using VteKernels.Models;
 
@@ -56,7 +58,13 @@ public static class SyntheticModel
         {
             ["bos_token_id"] = cfg.Text.BosTokenId, ["eos_token_id"] = cfg.Text.EosTokenId, ["pad_token_id"] = cfg.ImageTokenIndex + 1,
         }));
-        File.WriteAllText(Path.Combine(outDir, "preprocessor_config.json"), PreprocessorJson(cfg.Vision.ImageSize));
+        File.WriteAllText(Path.Combine(outDir, "preprocessor_config.json"), PreprocessorJson(cfg));
+        if (cfg.Family is LlavaNextFamily)
+            File.WriteAllText(Path.Combine(outDir, "processor_config.json"), Json(new JsonObject
+            {
+                ["image_token"] = "<image>", ["patch_size"] = cfg.Vision.PatchSize, ["processor_class"] = "LlavaNextProcessor",
+                ["vision_feature_select_strategy"] = cfg.VisionFeatureSelectStrategy,
+            }));
         File.WriteAllText(Path.Combine(outDir, "tokenizer.json"), SyntheticTokenizer.TokenizerJson(cfg.Text.VocabSize, cfg.ImageTokenIndex));
         File.WriteAllText(Path.Combine(outDir, "tokenizer_config.json"), SyntheticTokenizer.TokenizerConfigJson(cfg.ImageTokenIndex, cfg.Text.MaxPositionEmbeddings));
     }
@@ -79,6 +87,7 @@ public static class SyntheticModel
         if (name.EndsWith("patch_embedding.weight", StringComparison.Ordinal))
             return new(0f, Fan(cfg.Vision.NumChannels * cfg.Vision.PatchSize * cfg.Vision.PatchSize));
         if (name.EndsWith("embed_tokens.weight", StringComparison.Ordinal)) return new(0f, 1f);
+        if (name.EndsWith(LlavaNextFamily.ImageNewlineTensor, StringComparison.Ordinal)) return new(0f, 1f);   // a row beside embeddings of std 1
         if (name.EndsWith("lm_head.weight", StringComparison.Ordinal)) return new(0f, 2f * Fan(cfg.Text.HiddenSize));
         if (name.Contains("linear_1", StringComparison.Ordinal)) return new(0f, Fan(cfg.ProjectorInputSize));
         if (name.Contains("linear_2", StringComparison.Ordinal)) return new(0f, Fan(cfg.Text.HiddenSize));
@@ -161,8 +170,8 @@ public static class SyntheticModel
         var t = cfg.Text;
         var root = new JsonObject
         {
-            ["architectures"] = new JsonArray("LlavaForConditionalGeneration"),
-            ["model_type"] = "llava",
+            ["architectures"] = new JsonArray(cfg.Family is LlavaNextFamily ? "LlavaNextForConditionalGeneration" : "LlavaForConditionalGeneration"),
+            ["model_type"] = cfg.Family.ModelType,
             ["image_token_index"] = cfg.ImageTokenIndex,
             ["image_seq_length"] = cfg.ImageSeqLength,
             ["projector_hidden_act"] = cfg.ProjectorHiddenAct,
@@ -187,7 +196,7 @@ public static class SyntheticModel
             },
             ["text_config"] = new JsonObject
             {
-                ["model_type"] = "llama",
+                ["model_type"] = t.ModelType,
                 ["hidden_size"] = t.HiddenSize,
                 ["intermediate_size"] = t.IntermediateSize,
                 ["num_hidden_layers"] = t.NumLayers,
@@ -207,10 +216,30 @@ public static class SyntheticModel
                 ["mlp_bias"] = false,
             },
         };
+        if (cfg.Family is LlavaNextFamily next)
+        {
+            root["image_grid_pinpoints"] = Pinpoints(next);
+            root["use_image_newline_parameter"] = true;
+        }
+        if (t.ModelType == "mistral") root["text_config"]!["sliding_window"] = null;
         return Json(root);
     }
 
-    private static string PreprocessorJson(int size) => Json(new JsonObject
+    private static JsonArray Pinpoints(LlavaNextFamily next) => new([.. next.Pinpoints.Select(p => (JsonNode)new JsonArray(p.Height, p.Width))]);
+
+    private static string PreprocessorJson(LlavaConfig cfg)
+    {
+        var o = PreprocessorJson(cfg.Vision.ImageSize);
+        if (cfg.Family is LlavaNextFamily next)
+        {
+            o["image_processor_type"] = "LlavaNextImageProcessor";
+            o["image_grid_pinpoints"] = Pinpoints(next);
+            o["do_pad"] = true;
+        }
+        return Json(o);
+    }
+
+    private static JsonObject PreprocessorJson(int size) => new JsonObject
     {
         ["image_processor_type"] = "CLIPImageProcessor",
         ["do_resize"] = true,
@@ -224,7 +253,7 @@ public static class SyntheticModel
         ["image_mean"] = new JsonArray(0.48145466, 0.4578275, 0.40821073),
         ["image_std"] = new JsonArray(0.26862954, 0.26130258, 0.27577711),
         ["do_convert_rgb"] = true,
-    });
+    };
 
     private static string Json(JsonNode node) => node.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
 }

@@ -1,7 +1,11 @@
 // A deliberately naive float64 forward pass of a HF LlavaForConditionalGeneration model (CLIP vision
-// tower, two-layer GELU projector, LLaMA), written with plain loops and its own weight reading so that it
-// can serve as an independent oracle for the library's engine. Only LlavaConfig is shared with the
-// library, for the model's shape. Speed is no concern: the models it runs are tiny.
+// tower, two-layer GELU projector, LLaMA) and of LlavaNextForConditionalGeneration (anyres: every tile through
+// the tower and projector, then pack_image_features written from FACTS.md as a lookup into the tile grid's
+// feature map: base tile first, unpadded rows each followed by image_newline), with plain loops and its own
+// weight reading so that it can serve as an independent oracle for the library's engine. Only LlavaConfig is
+// shared with the library, for the model's shape (and LLaVA-NeXT's pinpoints). Speed is no concern: the
+// models it runs are tiny.
+using VteKernels.Families.LlavaNext;
 using VteKernels.Models;
 
 namespace VteKernels.Tests.Reference;
@@ -9,6 +13,9 @@ namespace VteKernels.Tests.Reference;
 /// <summary>Reference LLaVA forward pass in double precision.</summary>
 internal sealed class NaiveLlava
 {
+    /// <summary>One image: <paramref name="Tiles"/> tiles [3, S, S] one after another; anyres also needs the original size.</summary>
+    public sealed record Image(float[] Pixels, int Tiles = 1, int Height = 0, int Width = 0);
+
     /// <summary>Outputs of one forward pass.</summary>
     /// <param name="Logits">[seq, vocab], row-major.</param>
     /// <param name="HiddenStates">
@@ -135,6 +142,57 @@ internal sealed class NaiveLlava
         return Linear(h, tokens, mid, _projector + "linear_2");
     }
 
+    /// <summary>
+    /// The rows one image fills in the prompt: LLaVA-1.5 its projected features; LLaVA-NeXT the packed features
+    /// of its tiles (FACTS.md sections 2 and 5), [rows, text hidden].
+    /// </summary>
+    public double[] ImageRows(Image image)
+    {
+        if (Config.Family is not LlavaNextFamily next) return ImageFeatures(image.Pixels);
+        var v = Config.Vision;
+        int s = v.ImageSize, side = s / v.PatchSize, d = Config.Text.HiddenSize, tile = 3 * s * s;
+        if (image.Pixels.Length != image.Tiles * tile) throw new ArgumentException("pixels are not tiles of [3, S, S]", nameof(image));
+        var tiles = Enumerable.Range(0, image.Tiles).Select(t => ImageFeatures(image.Pixels.AsSpan(t * tile, tile).ToArray())).ToArray();
+
+        // select_best_resolution, straight from FACTS.md section 2.
+        int height = image.Height, width = image.Width, bh = 0, bw = 0;
+        long bestEff = 0, bestWaste = long.MaxValue;
+        foreach (var p in next.Pinpoints)
+        {
+            double scale = Math.Min((double)p.Width / width, (double)p.Height / height);
+            long eff = Math.Min((long)(width * scale) * (long)(height * scale), (long)width * height), waste = (long)p.Height * p.Width - eff;
+            if (eff > bestEff || (eff == bestEff && waste < bestWaste)) (bh, bw, bestEff, bestWaste) = (p.Height, p.Width, eff, waste);
+        }
+        int gh = bh / s, gw = bw / s, rows = gh * side, cols = gw * side;
+        if (image.Tiles != 1 + gh * gw) throw new ArgumentException($"{image.Tiles} tiles for a {gh}x{gw} grid", nameof(image));
+        // unpad_image: the window of the feature map that holds the image.
+        int r0 = 0, r1 = rows, c0 = 0, c1 = cols;
+        if ((double)width / height > (double)cols / rows)
+        {
+            int pad = (rows - (int)(height * ((double)cols / width))) / 2;
+            (r0, r1) = (pad, rows - pad);
+        }
+        else
+        {
+            int pad = (cols - (int)(width * ((double)rows / height))) / 2;
+            (c0, c1) = (pad, cols - pad);
+        }
+        var newline = W("image_newline");
+        var packed = new List<double>(tiles[0]);   // the base tile, first
+        for (int r = r0; r < r1; r++)
+        {
+            for (int c = c0; c < c1; c++)
+            {
+                // Feature-map cell (r, c) is token (r % side, c % side) of grid tile (r / side, c / side).
+                var t = tiles[1 + r / side * gw + c / side];
+                int token = r % side * side + c % side;
+                packed.AddRange(t.AsSpan(token * d, d).ToArray());
+            }
+            packed.AddRange(newline);
+        }
+        return [.. packed];
+    }
+
     /// <summary>The selected vision features of one image before the projector: [TokensPerImage, feature width].</summary>
     public double[] RawFeatures(float[] pixels)
     {
@@ -162,6 +220,9 @@ internal sealed class NaiveLlava
     /// masked_scatter), so the prompt must hold exactly images.Count * TokensPerImage image tokens.
     /// </summary>
     public Result Forward(int[] inputIds, IReadOnlyList<float[]> images) => Forward(inputIds, images, null, null);
+
+    /// <summary>Full forward pass over images of any family (<see cref="ImageRows"/>), with the methods of <paramref name="variant"/>.</summary>
+    public Result Forward(int[] inputIds, IReadOnlyList<Image> images, Variant? variant = null) => Forward(inputIds, images, variant ?? new Variant(), null);
 
     /// <summary>
     /// Forward pass with a per-layer attention mask: key k is seen by query q in layer l only when k &lt;= q and
@@ -196,19 +257,18 @@ internal sealed class NaiveLlava
     }
 
     /// <summary>Forward pass with the methods of <paramref name="variant"/>.</summary>
-    public Result Forward(int[] inputIds, IReadOnlyList<float[]> images, Variant variant)
+    public Result Forward(int[] inputIds, IReadOnlyList<float[]> images, Variant variant) =>
+        Forward(inputIds, [.. images.Select(p => new Image(p))], variant, images);
+
+    private Result Forward(int[] inputIds, IReadOnlyList<Image> images, Variant variant, IReadOnlyList<float[]>? oneTile)
     {
         var visible = variant.Visible;
         var probe = variant.Probe;
         var t = Config.Text;
-        int n = inputIds.Length, d = t.HiddenSize, per = Config.TokensPerImage;
+        int n = inputIds.Length, d = t.HiddenSize;
 
-        var feats = new double[images.Count * per * d];
-        for (int k = 0; k < images.Count; k++)
-        {
-            var f = ImageFeatures(images[k]);
-            Array.Copy(f, 0, feats, k * per * d, per * d);
-        }
+        var feats = images.SelectMany(ImageRows).ToArray();
+        int total = feats.Length / d;
 
         var embed = W(_text + "embed_tokens.weight");
         var x = new double[n * d];
@@ -218,8 +278,8 @@ internal sealed class NaiveLlava
             int id = inputIds[i];
             if (id == Config.ImageTokenIndex)
             {
-                if (imageRow >= images.Count * per)
-                    throw new ArgumentException($"more image tokens than {images.Count} image(s) of {per} tokens", nameof(inputIds));
+                if (imageRow >= total)
+                    throw new ArgumentException($"more image tokens than the {total} rows of {images.Count} image(s)", nameof(inputIds));
                 Array.Copy(feats, imageRow * d, x, i * d, d);
                 imageRow++;
             }
@@ -229,12 +289,12 @@ internal sealed class NaiveLlava
                 Array.Copy(embed, id * d, x, i * d, d);
             }
         }
-        if (imageRow != images.Count * per)
-            throw new ArgumentException($"{imageRow} image tokens for {images.Count} image(s) of {per} tokens", nameof(inputIds));
+        if (imageRow != total)
+            throw new ArgumentException($"{imageRow} image tokens for the {total} rows of {images.Count} image(s)", nameof(inputIds));
 
         if (variant.Saisa is not null)
         {
-            var raw = images.SelectMany(RawFeatures).ToArray();
+            var raw = (oneTile ?? throw new ArgumentException("SAISA takes one-tile images")).SelectMany(RawFeatures).ToArray();
             var rows = Enumerable.Range(0, n).Where(i => inputIds[i] == Config.ImageTokenIndex).ToArray();
             variant = variant with { SaisaRaw = raw, SaisaRows = rows };
         }

@@ -161,7 +161,7 @@ public sealed class GateDataset
         var cfg = model.Config;
         int d = cfg.Text.HiddenSize, vocab = cfg.Text.VocabSize;
         var layers = options.ResolveLayers(cfg.Text.NumLayers);
-        var clip = modelDir is null ? null : MultimodalPrompt.PreprocessingFor(modelDir, cfg, options.PadToSquare);
+        var preprocessor = modelDir is null ? null : MultimodalPrompt.PreprocessorFor(modelDir, cfg, options.PadToSquare);   // the model family's
         var features = new List<float[]>();
         var labels = new List<byte>();
         var scores = new List<float>();
@@ -177,8 +177,8 @@ public sealed class GateDataset
                 var images = new List<ImageInput>();
                 if (sample.ImagePath is string path)
                 {
-                    if (clip is null) throw new InvalidInputException("image samples need the model directory (for its preprocessor_config.json)");
-                    images.Add(MultimodalPrompt.LoadImage(path, clip, cfg));
+                    if (preprocessor is null) throw new InvalidInputException("image samples need the model directory (for its preprocessor_config.json)");
+                    images.Add(MultimodalPrompt.LoadImage(path, preprocessor));
                 }
                 var prompt = BuildPrompt(cfg, tokenizer, modelDir, options.PromptStyle, sample.Question, images);
                 var answer = AnswerTokens(cfg, tokenizer, sample.Answer, options.AppendEos);

@@ -171,7 +171,7 @@ public sealed record LlavaNextFamily(IReadOnlyList<GridPinpoint> Pinpoints) : Mo
         return
         [
             $"{DisplayName} anyres: {s}px tiles at pinpoints {string.Join(", ", Pinpoints)} (height x width); base image + up to {Pinpoints.Max(p => p.Height / s * (p.Width / s))} grid tiles",
-            $"              {side * side} base tokens + the grid's rows unpadded to the image's aspect, each ending in image_newline (a {largest.Height}x{largest.Width} image: {tokens} tokens)",
+            $"{side * side} base tokens + the grid's rows unpadded to the image's aspect, each ending in image_newline (a {largest.Height}x{largest.Width} image: {tokens} tokens)",
         ];
     }
 
