@@ -1,5 +1,5 @@
 // Benchmarks: `kernels` (KernelsBench.cs) times the CUDA kernels on a GPU; `attention` (AttentionBench.cs) CUDA attention and KV compaction beside torch SDPA; `tokenize` (TokenizeBench.cs) the tokenizer;
-// `image` (ImageBench.cs) image decoding; `exit` (ExitBench.cs) visual-token exit. `matmul` times CpuOps.Linear at tiny shapes and at LLaVA-1.5-7B layer shapes
+// `image` (ImageBench.cs) image decoding; `exit` (ExitBench.cs) visual-token exit; `next` (NextBench.cs) LLaVA-NeXT beside LLaVA-1.5. `matmul` times CpuOps.Linear at tiny shapes and at LLaVA-1.5-7B layer shapes
 // (decode n = 1 and prefill n = 64, 640), with weights stored F32 and BF16, and compares the throughput with
 // this machine's fp32 peak measured in the same run by a register-only Vector256 FMA loop.
 //
@@ -24,9 +24,9 @@ internal static class Program
     private static int Main(string[] args)
     {
         if (args.Length > 0 && args[0] == "tokenize") return TokenizeBench.Run(args[1..]);
-        if (args.Length == 0 || args[0] is not ("matmul" or "exit" or "methods" or "image" or "kernels" or "attention"))
+        if (args.Length == 0 || args[0] is not ("matmul" or "exit" or "methods" or "next" or "image" or "kernels" or "attention"))
         {
-            Console.Error.WriteLine("usage: VteKernels.Bench matmul|exit|methods|image|kernels|attention [--quick] [--out PATH]");
+            Console.Error.WriteLine("usage: VteKernels.Bench matmul|exit|methods|next|image|kernels|attention [--quick] [--out PATH]");
             Console.Error.WriteLine("       VteKernels.Bench tokenize [--quick] [--data DIR] [--out PATH]");
             return 2;
         }
@@ -47,6 +47,7 @@ internal static class Program
         {
             "exit" => ExitBench.Run(quick, outPath),
             "methods" => MethodsBench.Run(quick, outPath),
+            "next" => NextBench.Run(quick, outPath),
             "image" => ImageBench.Run(quick, outPath),
             "kernels" => KernelsBench.Run(quick, outPath),
             "attention" => AttentionBench.Run(quick, outPath),

@@ -130,13 +130,13 @@ internal static class GenerateCommand
     {
         var images = ImageArguments.ReadPixels(pixelFiles, sizes);
         var tokenIds = TokenIdList.Parse(idText);
-        int placeholders = tokenIds.Count(id => id == cfg.ImageTokenIndex) / Math.Max(1, cfg.TokensPerImage);
+        int placeholders = tokenIds.Count(id => id == cfg.ImageTokenIndex);
         if (images.Count == 0 && placeholders > 0)
         {
             // Stand-in images for ids without pixels: one tile each, so only for one-tile families.
             if (cfg.Family is not Families.Llava.LlavaFamily)
                 throw new UsageException($"the ids hold image placeholders but no --pixels were given; a {cfg.Family.DisplayName} image needs its pixels and --image-sizes");
-            images.AddRange(Enumerable.Range(0, placeholders).Select(i => SyntheticImage.Create(cfg.Vision.ImageSize, i)));
+            images.AddRange(Enumerable.Range(0, placeholders / Math.Max(1, cfg.TokensPerImage)).Select(i => SyntheticImage.Create(cfg.Vision.ImageSize, i)));
         }
         return ImageArguments.Prompt(cfg, tokenIds, images);
     }
