@@ -39,6 +39,27 @@ internal static class BenchModels
         return s.Length == 0 ? double.NaN : s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2;
     }
 
+    /// <summary>
+    /// Writes <paramref name="body"/> as indented snake_case JSON after the fields every benchmark starts with:
+    /// benchmark, machine, processor, threads, runtime, UTC date, quick.
+    /// </summary>
+    public static void WriteJson(string benchmark, bool quick, object body, string outPath)
+    {
+        var doc = new System.Text.Json.Nodes.JsonObject
+        {
+            ["benchmark"] = benchmark,
+            ["machine"] = System.Environment.MachineName,
+            ["processor"] = VteKernels.Backends.Cpu.CpuInfo.ProcessorName,
+            ["threads"] = System.Environment.ProcessorCount,
+            ["runtime"] = System.Runtime.InteropServices.RuntimeInformation.FrameworkDescription,
+            ["date"] = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ"),
+            ["quick"] = quick,
+        };
+        foreach (var (key, value) in JsonSerializer.SerializeToNode(body, new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower })!.AsObject())
+            doc[key] = value?.DeepClone();
+        WriteJson(doc, outPath);
+    }
+
     /// <summary>Writes <paramref name="doc"/> as indented snake_case JSON.</summary>
     public static void WriteJson(object doc, string outPath)
     {

@@ -128,13 +128,6 @@ internal static class NextBench
 
             var doc = new
             {
-                benchmark = "cpu-next",
-                machine = Environment.MachineName,
-                processor = CpuInfo.ProcessorName,
-                threads = Environment.ProcessorCount,
-                runtime = System.Runtime.InteropServices.RuntimeInformation.FrameworkDescription,
-                date = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ"),
-                quick,
                 load = new { load_average_before = loadBefore, load_average_after = loadAfter, other_processes_cpu_seconds = otherCpuSeconds, timed_seconds = timed.Elapsed.TotalSeconds },
                 note = "Synthetic random weights (bf16), CPU backend (float32 activations), exits forced with layer:K. Slices: 4 decoder layers and 2 CLIP layers " +
                        "(1 runs) of the 7B shapes. One 672x672 picture: LLaVA-1.5 one 336px tile, LLaVA-NeXT 5 tiles packed into 2928 rows. Rounds interleaved, first round " +
@@ -142,7 +135,7 @@ internal static class NextBench
                 rows,
                 estimate_32_layers = estimates,
             };
-            BenchModels.WriteJson(doc, outPath);
+            BenchModels.WriteJson("cpu-next", quick, doc, outPath);
             return 0;
         }
         finally
