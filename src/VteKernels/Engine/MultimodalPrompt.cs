@@ -95,15 +95,30 @@ public static class MultimodalPrompt
 
     /// <summary>
     /// The preprocessing options of a model directory: its preprocessor_config.json when present (else CLIP's
-    /// defaults at the vision tower's size), with LLaVA-1.5's pad-to-square when <paramref name="pad"/>.
+    /// defaults at the vision tower's size), with LLaVA-1.5's pad-to-square when <paramref name="pad"/>; null
+    /// takes the model's own choice (<see cref="PadsToSquare"/>).
     /// </summary>
-    public static ClipOptions PreprocessingFor(string modelDir, LlavaConfig config, bool pad)
+    /// <exception cref="ModelConfigException">With <paramref name="pad"/> null: config.json cannot be read.</exception>
+    public static ClipOptions PreprocessingFor(string modelDir, LlavaConfig config, bool? pad)
     {
+        pad ??= PadsToSquare(modelDir);
         var path = Path.Combine(modelDir, "preprocessor_config.json");
         int size = config.Vision.ImageSize;
         var o = File.Exists(path) ? ClipOptions.FromPreprocessorConfig(path)
             : ClipOptions.Clip336 with { ShortestEdge = size, CropHeight = size, CropWidth = size };
-        return o with { PadToSquare = pad };
+        return o with { PadToSquare = pad.Value };
+    }
+
+    /// <summary>
+    /// Whether the model pads images to a square first by default: an original-layout config.json that says
+    /// image_aspect_ratio "pad" (as LLaVA-1.5's does, and its own code then pads); llava-hf configs never do.
+    /// </summary>
+    /// <exception cref="ModelConfigException">config.json cannot be read or is not a JSON object.</exception>
+    public static bool PadsToSquare(string modelDir)
+    {
+        var path = Path.Combine(modelDir, LlavaCheckpoint.ConfigFileName);
+        var root = LlavaConfig.ParseObject(LlavaConfig.ReadText(path), path);
+        return OriginalLayoutSettings.Describes(root) && LlavaConfig.ReadOriginalLayoutSettings(root, path).PadToSquare;
     }
 
     /// <summary>Decodes and preprocesses an image file for <paramref name="config"/>'s vision tower.</summary>
