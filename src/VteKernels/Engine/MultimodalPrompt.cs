@@ -78,9 +78,12 @@ public static class MultimodalPrompt
     public static PromptInput Build(LlavaConfig config, Tokenizer tokenizer, string text, IReadOnlyList<ImageInput> images, bool addSpecialTokens = true)
     {
         var placeholder = tokenizer.IdToToken(config.ImageTokenIndex);
-        if (placeholder is null)
+        if (placeholder is null && !tokenizer.IsSentencePieceModel)
             throw new InvalidInputException($"the tokenizer has no token for the model's image token id {config.ImageTokenIndex}");
-        var ids = tokenizer.Encode(text, addSpecialTokens);
+        placeholder ??= ImagePlaceholder;
+        var ids = tokenizer.IdToToken(config.ImageTokenIndex) is null
+            ? TokenizerImageToken(tokenizer, text, config.ImageTokenIndex, addSpecialTokens)
+            : tokenizer.Encode(text, addSpecialTokens);
         int count = ids.Count(id => id == config.ImageTokenIndex);
         if (count != images.Count)
             throw new InvalidInputException($"the prompt has {count} image placeholder(s) ({placeholder}) but {images.Count} image(s) were given");
@@ -91,6 +94,34 @@ public static class MultimodalPrompt
             else expanded.Add(id);
         }
         return new PromptInput([.. expanded], images);
+    }
+
+    /// <summary>The placeholder text of an image in a prompt.</summary>
+    public const string ImagePlaceholder = "<image>";
+
+    /// <summary>
+    /// LLaVA's tokenizer_image_token (the original layout, whose tokenizer has no image token): the text is split at
+    /// "&lt;image&gt;", each piece tokenized on its own (BOS included), the first piece's BOS kept once and the others'
+    /// dropped, and <paramref name="imageToken"/> put between the pieces.
+    /// </summary>
+    public static int[] TokenizerImageToken(Tokenizer tokenizer, string text, int imageToken, bool addSpecialTokens = true)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        ArgumentNullException.ThrowIfNull(text);
+        var chunks = text.Split(ImagePlaceholder).Select(c => tokenizer.Encode(c, addSpecialTokens)).ToList();
+        var ids = new List<int>();
+        int offset = 0;
+        if (chunks[0].Length > 0 && tokenizer.BosId is int bos && chunks[0][0] == bos)
+        {
+            offset = 1;
+            ids.Add(bos);
+        }
+        for (int k = 0; k < chunks.Count; k++)
+        {
+            if (k > 0) ids.Add(imageToken);
+            ids.AddRange(chunks[k].Skip(offset));
+        }
+        return [.. ids];
     }
 
     /// <summary>
