@@ -77,13 +77,12 @@ public static class MultimodalPrompt
     /// <exception cref="InvalidInputException">The tokenizer does not know the model's image token, or placeholders and images disagree.</exception>
     public static PromptInput Build(LlavaConfig config, Tokenizer tokenizer, string text, IReadOnlyList<ImageInput> images, bool addSpecialTokens = true)
     {
-        var placeholder = tokenizer.IdToToken(config.ImageTokenIndex);
-        if (placeholder is null && !tokenizer.IsSentencePieceModel)
-            throw new InvalidInputException($"the tokenizer has no token for the model's image token id {config.ImageTokenIndex}");
-        placeholder ??= ImagePlaceholder;
-        var ids = tokenizer.IdToToken(config.ImageTokenIndex) is null
-            ? TokenizerImageToken(tokenizer, text, config.ImageTokenIndex, addSpecialTokens)
-            : tokenizer.Encode(text, addSpecialTokens);
+        // llava-hf: "<image>" is a token of the tokenizer with the model's image id. The original layout (a
+        // tokenizer.model without it): LLaVA's tokenizer_image_token splits the text at "<image>" instead.
+        bool split = tokenizer.IsSentencePieceModel && tokenizer.TokenToId(ImagePlaceholder) != config.ImageTokenIndex;
+        var placeholder = split ? ImagePlaceholder : tokenizer.IdToToken(config.ImageTokenIndex)
+            ?? throw new InvalidInputException($"the tokenizer has no token for the model's image token id {config.ImageTokenIndex}");
+        var ids = split ? TokenizerImageToken(tokenizer, text, config.ImageTokenIndex, addSpecialTokens) : tokenizer.Encode(text, addSpecialTokens);
         int count = ids.Count(id => id == config.ImageTokenIndex);
         if (count != images.Count)
             throw new InvalidInputException($"the prompt has {count} image placeholder(s) ({placeholder}) but {images.Count} image(s) were given");

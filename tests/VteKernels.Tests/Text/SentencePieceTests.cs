@@ -92,3 +92,27 @@ public sealed class SentencePieceTests
         Assert.Equal("Hello world, 日本語 😀 and  two spaces.", text);
     }
 }
+
+public sealed class OriginalLayoutFrontEndTests
+{
+    [Fact]
+    public void AnOriginalLayoutPromptIsSplitAtImageAndPadsByDefault()
+    {
+        var (modelDir, clipDir) = Models.OriginalLayoutCheckpoints.Write(TestModels.Tiny());
+        File.Copy(Path.Combine(AppContext.BaseDirectory, "Data", "Tokenizers", "spm-llama", "tokenizer.model"), Path.Combine(modelDir, "tokenizer.model"));
+        var cfg = VteKernels.Models.LlavaCheckpoint.ReadConfig(modelDir, clipDir);
+        var tok = Tokenizer.Load(modelDir);
+        var image = ImageInput.Square(TestModels.Pixels(cfg, 1), cfg.Vision.ImageSize);
+        var prompt = MultimodalPrompt.Build(cfg, tok, "USER: <image>\nWhat is it? ASSISTANT:", [image]);
+        var split = MultimodalPrompt.TokenizerImageToken(tok, "USER: <image>\nWhat is it? ASSISTANT:", cfg.ImageTokenIndex);
+        Assert.Equal(split.SelectMany(id => id == cfg.ImageTokenIndex ? Enumerable.Repeat(id, cfg.TokensPerImage) : [id]), prompt.TokenIds);
+        Assert.Equal(tok.BosId, prompt.TokenIds[0]);
+        Assert.Single(prompt.FindImageSpans(cfg));
+
+        // image_aspect_ratio "pad" in the original config selects LLaVA-1.5's pad-to-square; llava-hf configs never pad by default.
+        Assert.True(MultimodalPrompt.PadsToSquare(modelDir));
+        Assert.True(MultimodalPrompt.PreprocessingFor(modelDir, cfg, pad: null).PadToSquare);
+        Assert.False(MultimodalPrompt.PreprocessingFor(modelDir, cfg, pad: false).PadToSquare);
+        Assert.False(MultimodalPrompt.PadsToSquare(TestModels.Tiny()));
+    }
+}
