@@ -1,8 +1,9 @@
 // Microsoft.Extensions.AI's IChatClient over a LlavaModel: text and images in, streamed text out, with the
 // engine's methods (visual-token exit, NAAViT, EAS) chosen per client and per request, and the request's
 // report in the response. One request runs at a time (the session is not thread-safe; others wait). The
-// client keeps one InferenceSession: when a request's prompt continues the tokens it holds (the previous
-// prompt and answer, same methods, no new image) only the new tokens are prefilled.
+// client keeps one InferenceSession: when a request's prompt shares a prefix with the tokens it holds (the
+// previous prompt and answer, same methods) and no new image follows it, the cache is cut back to that prefix
+// and only the rest is prefilled.
 // Cancellation is checked before the prefill and between generated tokens.
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
@@ -204,8 +205,9 @@ public sealed class VteChatClient : IChatClient
     }
 
     /// <summary>
-    /// The session for <paramref name="methods"/> and what to prefill into it: only the new tokens when the cache holds a
-    /// prefix of the prompt made with the same methods and the rest has no image, else the whole prompt after a reset.
+    /// The session for <paramref name="methods"/> and what to prefill into it: when the cache was made with the same methods
+    /// and shares a prefix with the prompt, only the tokens after that prefix (the cache is cut back to it) provided they
+    /// hold no image; else the whole prompt after a reset.
     /// </summary>
     private (InferenceSession Session, PromptInput Step, int Cached) PrepareSession(PromptInput full, VteMethods methods)
     {
@@ -220,12 +222,20 @@ public sealed class VteChatClient : IChatClient
             _sessionMethodsKey = null;
         }
         var key = $"{methods.Exit}|{methods.ExitKv}|{methods.Naavit}";
-        var held = _session.Tokens;
-        if (_sessionMethodsKey == key && held.Count > 0 && held.Count < full.TokenIds.Length
-            && full.TokenIds.AsSpan(0, held.Count).SequenceEqual(held.ToArray()))
+        if (_sessionMethodsKey == key && _session.Position > 0)
         {
-            var rest = full.TokenIds[held.Count..];
-            if (!rest.Contains(Model.Config.ImageTokenIndex)) return (_session, PromptInput.TextOnly(rest), held.Count);
+            // The longest prefix shared with the tokens held (retokenizing an answer need not give back the tokens the
+            // model generated); at least the prompt's last token is prefilled again, for its logits.
+            var held = _session.Tokens;
+            int common = 0, limit = Math.Min(held.Count, full.TokenIds.Length - 1);
+            while (common < limit && held[common] == full.TokenIds[common]) common++;
+            var rest = full.TokenIds[common..];
+            bool truncatable = common == held.Count || (eas is not { Adapters.Count: > 0 } && !held.Skip(common).Contains(Model.Config.ImageTokenIndex));
+            if (common > 0 && truncatable && !rest.Contains(Model.Config.ImageTokenIndex))
+            {
+                _session.Truncate(common);
+                return (_session, PromptInput.TextOnly(rest), common);
+            }
         }
         _session.Reset();
         _sessionMethodsKey = key;

@@ -115,9 +115,12 @@ public sealed class VteServer : IAsyncDisposable
     /// <summary>Completes when the server stops (on <paramref name="cancellationToken"/>, or <see cref="DisposeAsync"/>).</summary>
     public async Task WaitForShutdownAsync(CancellationToken cancellationToken)
     {
+        // Ctrl+C reaches the caller's token; SIGTERM reaches the host's lifetime, which stops the application.
+        var stopping = _app.Lifetime.ApplicationStopping;
+        using var either = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, stopping);
         try
         {
-            await Task.Delay(Timeout.Infinite, cancellationToken).ConfigureAwait(false);
+            await Task.Delay(Timeout.Infinite, either.Token).ConfigureAwait(false);
         }
         catch (OperationCanceledException)
         {
