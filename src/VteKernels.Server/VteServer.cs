@@ -92,7 +92,7 @@ public sealed class VteServer : IAsyncDisposable
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.AddServerHeader = false;
-            k.Limits.MaxRequestBodySize = options.MaxBodyBytes;
+            k.Limits.MaxRequestBodySize = DrainLimit(options.MaxBodyBytes);
             k.Listen(ip, options.Port);
         });
         var app = builder.Build();
@@ -170,6 +170,31 @@ public sealed class VteServer : IAsyncDisposable
         app.MapFallback(ctx => throw new ApiError(404, $"no such endpoint: {ctx.Request.Method} {ctx.Request.Path} (POST /v1/chat/completions, GET /v1/models, GET /health, GET /)", code: "not_found"));
     }
 
+    /// <summary>
+    /// Kestrel's own limit: bodies up to this size are read to the end (and dropped past <see cref="VteServerOptions.MaxBodyBytes"/>)
+    /// so that a client which sends all of its body before reading gets the 413 instead of a broken connection.
+    /// </summary>
+    private static long DrainLimit(long maxBody) => Math.Max(4 * maxBody, 64L << 20);
+
+    private async Task<ReadOnlyMemory<byte>> ReadBody(HttpRequest request, CancellationToken ct)
+    {
+        long limit = _options.MaxBodyBytes;
+        if (request.ContentLength > DrainLimit(limit)) throw TooLarge();
+        bool tooLarge = request.ContentLength > limit;
+        using var kept = new MemoryStream(tooLarge ? 0 : (int)Math.Min(request.ContentLength ?? 65536, limit));
+        var chunk = new byte[81920];
+        long total = 0;
+        int n;
+        while ((n = await request.Body.ReadAsync(chunk, ct).ConfigureAwait(false)) > 0)
+        {
+            total += n;
+            if (total > limit) tooLarge = true;
+            if (!tooLarge) kept.Write(chunk, 0, n);
+        }
+        if (tooLarge) throw TooLarge();
+        return kept.GetBuffer().AsMemory(0, (int)kept.Length);
+    }
+
     private ApiError TooLarge() =>
         new(413, $"the request body is larger than the server's limit of {_options.MaxBodyBytes >> 20} MiB (vte serve --max-body-mb)", code: "request_too_large");
 
@@ -204,11 +229,11 @@ public sealed class VteServer : IAsyncDisposable
     private async Task ChatCompletions(HttpContext ctx)
     {
         var ct = ctx.RequestAborted;
-        if (ctx.Request.ContentLength > _options.MaxBodyBytes) throw TooLarge();
+        var body = await ReadBody(ctx.Request, ct).ConfigureAwait(false);
         ChatCompletionRequest request;
         try
         {
-            using var doc = await JsonDocument.ParseAsync(ctx.Request.Body, default, ct).ConfigureAwait(false);
+            using var doc = JsonDocument.Parse(body);
             request = ChatCompletionRequest.Parse(doc.RootElement);
         }
         catch (JsonException e)
