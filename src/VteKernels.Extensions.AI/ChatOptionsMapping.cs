@@ -110,6 +110,9 @@ internal static class ChatOptionsMapping
                 case VteChatKeys.Trace:
                     m = m with { Trace = Flag(key, value) };
                     break;
+                case VteChatKeys.ReuseCache:
+                    m = m with { ReuseCache = Flag(key, value) };
+                    break;
                 case VteChatKeys.SkipAttention:
                     m = m with { Eas = SkipList(Text(key, value), client.Methods.Eas) };
                     break;

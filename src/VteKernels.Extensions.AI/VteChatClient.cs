@@ -222,7 +222,7 @@ public sealed class VteChatClient : IChatClient
             _sessionMethodsKey = null;
         }
         var key = $"{methods.Exit}|{methods.ExitKv}|{methods.Naavit}";
-        if (_sessionMethodsKey == key && _session.Position > 0)
+        if (methods.ReuseCache && _sessionMethodsKey == key && _session.Position > 0)
         {
             // The longest prefix shared with the tokens held (retokenizing an answer need not give back the tokens the
             // model generated); at least the prompt's last token is prefilled again, for its logits.

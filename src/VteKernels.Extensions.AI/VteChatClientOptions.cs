@@ -26,6 +26,10 @@ public sealed record VteMethods
 
     /// <summary>Measure every layer's text-to-image attention mass for the report (one extra score pass per layer).</summary>
     public bool Trace { get; init; }
+
+    /// <summary>Reuse the KV cache when the prompt shares a prefix with the previous request's tokens (default); off, every
+    /// request is prefilled from scratch, so its report covers the whole prompt.</summary>
+    public bool ReuseCache { get; init; } = true;
 }
 
 /// <summary>Defaults of a <see cref="VteChatClient"/>.</summary>
@@ -74,11 +78,14 @@ public static class VteChatKeys
     /// <summary>Trace the per-layer attention mass (a bool).</summary>
     public const string Trace = "vte.trace";
 
+    /// <summary>Reuse the KV cache of the previous request where the prompts agree (a bool; default true).</summary>
+    public const string ReuseCache = "vte.reuse_cache";
+
     /// <summary>Response key of the <see cref="VteRequestReport"/> (on ChatResponse and on the final streaming update).</summary>
     public const string Report = "vte.report";
 
     /// <summary>The request keys, for messages.</summary>
-    public static IReadOnlyList<string> RequestKeys { get; } = [Exit, ExitKv, Naavit, SkipAttention, Trace];
+    public static IReadOnlyList<string> RequestKeys { get; } = [Exit, ExitKv, Naavit, SkipAttention, Trace, ReuseCache];
 }
 
 /// <summary>The prompt does not fit in the model's context.</summary>

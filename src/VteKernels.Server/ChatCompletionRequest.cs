@@ -2,7 +2,8 @@
 // every field's type so a bad request gets a 400 naming the field. Content parts: "text" and "image_url"
 // (data: URIs; file:// URLs become UriContent, which the chat client accepts only when file URLs are
 // allowed; http(s) URLs are refused here, since the engine never fetches). The methods come in an extra
-// "vte" object: {"exit": "layer:16", "exit_kv": "keep", "naavit": false, "skip_attn": "20-31", "trace": true}.
+// "vte" object: {"exit": "layer:16", "exit_kv": "keep", "naavit": false, "skip_attn": "20-31", "trace": true,
+// "reuse_cache": true}.
 // Unknown top-level fields are ignored, as most OpenAI-compatible servers do; unknown "vte" fields are errors.
 using System.Text.Json;
 using Microsoft.Extensions.AI;
@@ -13,7 +14,7 @@ namespace VteKernels.Server;
 /// <summary>A parsed chat-completions request.</summary>
 internal sealed record ChatCompletionRequest(string? Model, IReadOnlyList<ChatMessage> Messages, ChatOptions Options, bool Stream)
 {
-    private static readonly string[] VteFields = ["exit", "exit_kv", "naavit", "skip_attn", "trace"];
+    private static readonly string[] VteFields = ["exit", "exit_kv", "naavit", "skip_attn", "trace", "reuse_cache"];
 
     /// <exception cref="ApiError">The body is not a valid request.</exception>
     public static ChatCompletionRequest Parse(JsonElement root)
@@ -71,7 +72,7 @@ internal sealed record ChatCompletionRequest(string? Model, IReadOnlyList<ChatMe
                     if (p.Value.ValueKind != JsonValueKind.String) throw ApiError.BadField(param, $"'{param}' must be a string, not {Kind(p.Value)}");
                     props["vte." + p.Name] = p.Value.GetString();
                     break;
-                case "naavit" or "trace":
+                case "naavit" or "trace" or "reuse_cache":
                     if (p.Value.ValueKind is not (JsonValueKind.True or JsonValueKind.False)) throw ApiError.BadField(param, $"'{param}' must be true or false, not {Kind(p.Value)}");
                     props["vte." + p.Name] = p.Value.GetBoolean();
                     break;

@@ -166,6 +166,7 @@ public sealed class VteServer : IAsyncDisposable
         app.MapGet("/v1/models", Models);
         app.MapPost("/v1/chat/completions", ChatCompletions);
         app.MapGet("/", ctx => Page(ctx, "index.html"));
+        app.MapGet("/favicon.ico", ctx => Page(ctx, "favicon.svg"));
         app.MapGet("/{file}", ctx => Page(ctx, (string)ctx.Request.RouteValues["file"]!));
         app.MapFallback(ctx => throw new ApiError(404, $"no such endpoint: {ctx.Request.Method} {ctx.Request.Path} (POST /v1/chat/completions, GET /v1/models, GET /health, GET /)", code: "not_found"));
     }

@@ -1,7 +1,8 @@
 // vte serve's page. Sends the question and image to /v1/chat/completions with "stream": true, shows the text
 // as the server-sent events arrive, and draws the request's report: the layer-by-layer text-to-image
 // attention mass (the "vte" trace of the final chunk) with the exit marked, and the cost of the prefill.
-// "Compare" asks the same question under policy A, then B (the server runs one request at a time).
+// "Compare" asks the same question under policy A, then B (the server runs one request at a time). Every
+// request is prefilled from scratch ("reuse_cache": false) so that each report covers the whole prompt.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -59,7 +60,7 @@ drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove
 // --- a request ---------------------------------------------------------------------------------------------
 function methodsOf(pane) {
   const p = $("policy-" + pane);
-  const m = { exit: p.querySelector(".exit").value.trim() || "none", exit_kv: p.querySelector(".exit-kv").value, naavit: p.querySelector(".naavit").checked, trace: true };
+  const m = { exit: p.querySelector(".exit").value.trim() || "none", exit_kv: p.querySelector(".exit-kv").value, naavit: p.querySelector(".naavit").checked, trace: true, reuse_cache: false };
   const skip = p.querySelector(".skip-attn").value.trim();
   if (skip) m.skip_attn = skip;
   return m;
