@@ -50,7 +50,7 @@ public sealed record VteServerOptions
 /// <summary>The OpenAI-compatible HTTP server over one <see cref="VteChatClient"/>.</summary>
 public sealed class VteServer : IAsyncDisposable
 {
-    private static readonly JsonSerializerOptions Compact = new() { WriteIndented = false };
+    private static readonly JsonSerializerOptions Compact = new() { WriteIndented = false, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
     private readonly WebApplication _app;
     private readonly VteChatClient _client;
     private readonly VteServerOptions _options;
