@@ -57,6 +57,13 @@ drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.ad
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); setImage(e.dataTransfer.files[0]); });
 
+// --- the two policies: the same fields, filled from one template ---------------------------------------------
+for (const pane of ["a", "b"]) {
+  const fieldset = $("policy-" + pane);
+  fieldset.appendChild($("policy-fields").content.cloneNode(true));
+  fieldset.querySelector(".exit").value = fieldset.dataset.exit;
+}
+
 // --- a request ---------------------------------------------------------------------------------------------
 function methodsOf(pane) {
   const p = $("policy-" + pane);
