@@ -25,6 +25,7 @@ internal static class Program
             TokenizeCommand.Create(stdout, stdin ?? Console.In),
             ChatCommand.Create(stdout, () => stdin ?? Console.In),
             TrainGateCommand.Create(stdout, stderr),
+            ServeCommand.Create(stdout),
         };
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)
