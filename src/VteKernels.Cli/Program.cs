@@ -47,6 +47,7 @@ internal static partial class Program
             TokenizeCommand.Create(stdout, stdin ?? Console.In),
             ChatCommand.Create(stdout, stderr, () => stdin ?? Console.In),
             TrainGateCommand.Create(stdout, stderr),
+            ServeCommand.Create(stdout),
         };
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)
