@@ -35,11 +35,12 @@ internal static class ForwardCommand
             if (files.Length > 0 && p.GetValue(pixels) is { Length: > 0 }) throw new UsageException("--image and --pixels exclude each other: give image files or preprocessed pixels");
             if (files.Length > 0 && p.GetValue(sizes) is { Length: > 0 }) throw new UsageException("--image-sizes goes with --pixels (an image file knows its size)");
             var pixelImages = ImageArguments.ReadPixels(p.GetValue(pixels), p.GetValue(sizes));
+            policy.Validate(Models.LlavaCheckpoint.ReadConfig(p.GetValue(model)!, methods.VisionTowerDir(p)));   // before the weights load
             using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
             var clock = Stopwatch.StartNew();
             using var m = LlavaModel.Load(p.GetValue(model)!, backend, methods.VisionTowerDir(p));
             var load = clock.Elapsed;
-            var images = files.Length > 0 ? ImageArguments.Load(p.GetValue(model)!, m.Config, files, pad: false) : pixelImages;
+            var images = files.Length > 0 ? ImageArguments.Load(p.GetValue(model)!, m.Config, files, pad: null) : pixelImages;
             var prompt = ImageArguments.Prompt(m.Config, tokenIds, images);
             tokenIds = prompt.TokenIds;
             using var session = m.CreateSession(sessionOptions);

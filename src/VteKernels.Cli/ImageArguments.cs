@@ -11,8 +11,8 @@ namespace VteKernels.Cli;
 
 internal static class ImageArguments
 {
-    /// <summary>Decodes and preprocesses image files for the model in <paramref name="modelDir"/>.</summary>
-    public static List<ImageInput> Load(string modelDir, LlavaConfig config, IEnumerable<string> files, bool pad)
+    /// <summary>Decodes and preprocesses image files for the model in <paramref name="modelDir"/> (<paramref name="pad"/> null: the model's own choice).</summary>
+    public static List<ImageInput> Load(string modelDir, LlavaConfig config, IEnumerable<string> files, bool? pad)
     {
         var list = files.ToList();
         if (list.Count == 0) return [];

@@ -22,6 +22,12 @@ public sealed class LlavaModel : IDisposable
     /// <summary>The bound weights (as stored).</summary>
     public LlavaWeights Weights { get; }
 
+    /// <summary>
+    /// The generation defaults (the folder's generation_config.json as HF reads it; config.json's eos id without one)
+    /// that <see cref="Generator"/> applies where a request leaves a value unset. Settable to change the defaults.
+    /// </summary>
+    public GenerationConfig GenerationConfig { get; set; }
+
     /// <summary>The family's vision side: image in, the rows of its prompt span out.</summary>
     internal VisionEncoder Vision { get; }
 
@@ -37,6 +43,7 @@ public sealed class LlavaModel : IDisposable
         Weights = weights;
         Backend = backend;
         _owner = owner;
+        GenerationConfig = GenerationConfig.FromModelConfig(config);
         Vision = config.Family.CreateEncoder(config, weights, backend);
         Text = new TextDecoder(config.Text, config.ImageTokenIndex, weights.Text, backend);
     }
@@ -53,7 +60,10 @@ public sealed class LlavaModel : IDisposable
         var checkpoint = LlavaCheckpoint.Open(modelDir, visionTowerDir);
         try
         {
-            return new LlavaModel(checkpoint.Config, checkpoint.Weights, backend, checkpoint);
+            return new LlavaModel(checkpoint.Config, checkpoint.Weights, backend, checkpoint)
+            {
+                GenerationConfig = GenerationConfig.Load(checkpoint.ModelDir, checkpoint.Config),
+            };
         }
         catch
         {

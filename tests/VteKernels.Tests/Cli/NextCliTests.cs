@@ -87,8 +87,8 @@ public sealed class NextCliTests(ITestOutputHelper output)
         using var work = new TempDir();
         var g = Vte("generate", "-m", dir, "--image", Image("img_b_80x45.png"), "-n", "3", "--exit", "attn:0.9", "--trace", work.File("t.json"));
         Assert.True(g.Code == 0, g.Err);
-        Assert.Contains("3 tokens", g.Out);
-        Assert.Contains("wrote trace", g.Out);
+        Assert.Contains("3 tokens", g.Err);
+        Assert.Contains("wrote trace", g.Err);
         var p = Vte("plot", work.File("t.json"), "--out", work.File("t.svg"));
         Assert.True(p.Code == 0, p.Err);
         Assert.True(new FileInfo(work.File("t.svg")).Length > 0);

@@ -90,6 +90,7 @@ internal sealed partial class TextDecoder
             pass.HiddenStates?.Add(ToHost(x));
             for (int l = 0; l < _text.Length; l++)
             {
+                pass.BeforeLayer(l, _text.Length);   // cancellation and progress, between layers
                 var w = _text[l];
                 bool skip = pass.Skips(l);
                 if (pass.LayerVisualRows is { } visual && run is { Spans.Count: > 0 })
