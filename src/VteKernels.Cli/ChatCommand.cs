@@ -21,11 +21,12 @@ internal static class ChatCommand
         var temp = new Option<float>("--temp") { Description = "Sampling temperature (0 = greedy)", DefaultValueFactory = _ => 0f };
         var seed = new Option<int?>("--seed") { Description = "Random seed for sampling" };
         var device = DeviceOption.Create();
+        var noMmap = NoMmapOption.Create();
         style.AcceptOnlyFromAmong("llava", "vicuna", "template");
         imageMode.AcceptOnlyFromAmong("clip", "pad");
         var exit = new ExitOptions();
         var methods = new MethodOptions();
-        var cmd = new Command("chat", "Chat about an image (/image PATH, /clear, /quit)") { model, image, style, imageMode, maxNew, temp, seed, device };
+        var cmd = new Command("chat", "Chat about an image (/image PATH, /clear, /quit)") { model, image, style, imageMode, maxNew, temp, seed, device, noMmap };
         exit.AddTo(cmd);
         methods.AddTo(cmd);
         cmd.SetAction(async (p, ct) =>
@@ -38,7 +39,7 @@ internal static class ChatCommand
             catch (ArgumentOutOfRangeException e) { throw new UsageException(e.Message.Split('(')[0].Trim()); }
             var dir = p.GetValue(model) ?? BuiltInModel.EnsureTiny(stdout);
             using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
-            using var m = LlavaModel.Load(dir, backend, methods.VisionTowerDir(p));
+            using var m = LlavaModel.Load(dir, backend, methods.VisionTowerDir(p), NoMmapOption.Read(p, noMmap));
             var cfg = m.Config;
             if (!File.Exists(Path.Combine(dir, "tokenizer.json"))) throw new UsageException($"{dir} has no tokenizer.json; chat needs the model's tokenizer");
             var tokenizer = Tokenizer.Load(dir);

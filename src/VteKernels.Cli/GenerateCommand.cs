@@ -34,13 +34,14 @@ internal static class GenerateCommand
         var topP = new Option<float>("--top-p") { Description = "Nucleus sampling mass", DefaultValueFactory = _ => 1f };
         var seed = new Option<int?>("--seed") { Description = "Random seed for sampling" };
         var device = DeviceOption.Create();
+        var noMmap = NoMmapOption.Create();
         style.AcceptOnlyFromAmong("llava", "vicuna", "template", "raw");
         imageMode.AcceptOnlyFromAmong("clip", "pad");
         var exit = new ExitOptions();
         var methods = new MethodOptions();
         var cmd = new Command("generate", "Answer a question about an image (streams the text as it comes)")
         {
-            model, prompt, images, noImage, style, imageMode, ids, pixels, maxNew, temp, topK, topP, seed, device,
+            model, prompt, images, noImage, style, imageMode, ids, pixels, maxNew, temp, topK, topP, seed, device, noMmap,
         };
         exit.AddTo(cmd);
         methods.AddTo(cmd);
@@ -62,7 +63,7 @@ internal static class GenerateCommand
             var dir = p.GetValue(model) ?? BuiltInModel.EnsureTiny(stdout);
             using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
             var clock = Stopwatch.StartNew();
-            using var m = LlavaModel.Load(dir, backend, methods.VisionTowerDir(p));
+            using var m = LlavaModel.Load(dir, backend, methods.VisionTowerDir(p), NoMmapOption.Read(p, noMmap));
             var load = clock.Elapsed;
             var cfg = m.Config;
             var tokenizer = File.Exists(Path.Combine(dir, "tokenizer.json")) ? Tokenizer.Load(dir) : null;
