@@ -263,16 +263,14 @@ public sealed unsafe class SafetensorsFile : IDisposable
             if (root.ValueKind != JsonValueKind.Object)
                 throw new SafetensorsException(file, null, $"header is not a JSON object (found {root.ValueKind})");
             var seen = new HashSet<string>(StringComparer.Ordinal);
-            foreach (var prop in root.EnumerateObject())
+            try
             {
-                if (prop.Name == "__metadata__")
-                {
-                    if (!seen.Add(prop.Name)) throw new SafetensorsException(file, null, "duplicate '__metadata__' key in header");
-                    ParseMetadata(file, prop.Value, metadata);
-                    continue;
-                }
-                if (!seen.Add(prop.Name)) throw new SafetensorsException(file, prop.Name, "duplicate tensor name in header");
-                entries.Add(ParseEntry(file, prop.Name, prop.Value, dataLength));
+                ParseEntries(file, root, seen, metadata, entries, dataLength);
+            }
+            catch (InvalidOperationException e) when (e.Source == "System.Text.Json")
+            {
+                // The header is valid UTF-8, but a name or value holds an escaped lone surrogate ("\ud800").
+                throw new SafetensorsException(file, null, $"header holds a string that is not valid UTF-16: {OneLine(e.Message)}", e);
             }
         }
 
@@ -299,6 +297,21 @@ public sealed unsafe class SafetensorsFile : IDisposable
             throw new SafetensorsException(file, null,
                 $"{dataLength - covered} trailing bytes after the last tensor (tensors cover {covered} of the {dataLength} data bytes)");
         return (dataOffset, metadata, entries);
+    }
+
+    private static void ParseEntries(string file, JsonElement root, HashSet<string> seen, Dictionary<string, string> metadata, List<TensorEntry> entries, long dataLength)
+    {
+        foreach (var prop in root.EnumerateObject())
+        {
+            if (prop.Name == "__metadata__")
+            {
+                if (!seen.Add(prop.Name)) throw new SafetensorsException(file, null, "duplicate '__metadata__' key in header");
+                ParseMetadata(file, prop.Value, metadata);
+                continue;
+            }
+            if (!seen.Add(prop.Name)) throw new SafetensorsException(file, prop.Name, "duplicate tensor name in header");
+            entries.Add(ParseEntry(file, prop.Name, prop.Value, dataLength));
+        }
     }
 
     private static void ParseMetadata(string file, JsonElement value, Dictionary<string, string> into)

@@ -130,10 +130,25 @@ public sealed class WeightStore : IDisposable
 
     private static Dictionary<string, string> ReadWeightMap(string indexPath)
     {
+        try
+        {
+            return ReadWeightMapCore(indexPath);
+        }
+        catch (InvalidOperationException e) when (e.Source == "System.Text.Json")
+        {
+            // A name or value System.Text.Json cannot decode: an escaped lone surrogate such as "\ud800".
+            throw new ModelFormatException(indexPath, null, $"a string is not valid UTF-16: {e.Message}", e);
+        }
+    }
+
+    private static Dictionary<string, string> ReadWeightMapCore(string indexPath)
+    {
+        var bytes = File.ReadAllBytes(indexPath);
+        if (!System.Text.Unicode.Utf8.IsValid(bytes)) throw new ModelFormatException(indexPath, null, "not valid UTF-8");
         JsonDocument doc;
         try
         {
-            doc = JsonDocument.Parse(File.ReadAllBytes(indexPath));
+            doc = JsonDocument.Parse(bytes);
         }
         catch (JsonException ex)
         {

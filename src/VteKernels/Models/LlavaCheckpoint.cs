@@ -72,8 +72,9 @@ public sealed class LlavaCheckpoint : IDisposable
         var configPath = Path.Combine(dir, ConfigFileName);
         var json = LlavaConfig.ReadText(configPath);
         var root = LlavaConfig.ParseObject(json, configPath);
-        return OriginalLayoutSettings.Describes(root)
-            ? OpenOriginal(dir, configPath, json, LlavaConfig.ReadOriginalLayoutSettings(root, configPath), visionTowerDir, options)
+        var original = LlavaConfig.Decoding(configPath, () => OriginalLayoutSettings.Describes(root) ? LlavaConfig.ReadOriginalLayoutSettings(root, configPath) : null);
+        return original is not null
+            ? OpenOriginal(dir, configPath, json, original, visionTowerDir, options)
             : OpenLlavaHf(dir, configPath, json, visionTowerDir, options);
     }
 

@@ -102,7 +102,23 @@ public sealed partial record LlavaConfig(
 
     /// <summary>Parses and validates config.json text; <paramref name="path"/> only names the file in errors.</summary>
     /// <exception cref="ModelConfigException">The text is not JSON or describes an unsupported or inconsistent model.</exception>
-    public static LlavaConfig Parse(string json, string? path = null)
+    public static LlavaConfig Parse(string json, string? path = null) => Decoding(path, () => ParseLlavaHf(json, path));
+
+    // System.Text.Json decodes names and strings lazily and throws InvalidOperationException for an escaped lone
+    // surrogate ("\ud800"): a malformed file like any other.
+    internal static T Decoding<T>(string? path, Func<T> parse)
+    {
+        try
+        {
+            return parse();
+        }
+        catch (InvalidOperationException e) when (e.Source == "System.Text.Json")
+        {
+            throw new ModelConfigException(path, $"a string is not valid UTF-16: {e.Message}", e);
+        }
+    }
+
+    private static LlavaConfig ParseLlavaHf(string json, string? path)
     {
         var root = ParseObject(json, path);
         var r = new Reader(root, path, "");

@@ -56,6 +56,19 @@ internal sealed class OnigurumaRegex
     {
         if (pattern.Length > MaxPatternLength)
             throw new NotSupportedException($"a regex of {pattern.Length} characters is longer than the {MaxPatternLength} supported");
+        if (Compiled.TryGetValue(pattern, out var known)) return known;
+        var created = Build(pattern);
+        if (Compiled.Count >= MaxCached) Compiled.Clear();
+        return Compiled.GetOrAdd(pattern, created);
+    }
+
+    // Compiling a pattern to IL costs milliseconds; a process that loads the same tokenizer again (a server, a
+    // test run) reuses the compiled one. Instances are immutable and thread-safe.
+    private const int MaxCached = 64;
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, OnigurumaRegex> Compiled = new(StringComparer.Ordinal);
+
+    private static OnigurumaRegex Build(string pattern)
+    {
         bool namesSupplementary = pattern.Any(char.IsSurrogate) || Regex.IsMatch(pattern, @"\\x\{0*[1-9A-Fa-f][0-9A-Fa-f]{4,}\}");
         string translated = Translate(pattern);
         try
