@@ -92,7 +92,17 @@ public sealed unsafe class SafetensorsFile : IDisposable
         _base = basePtr;
         _stamp = stamp;
         FileLength = length;
-        (DataOffset, Metadata, Entries) = Parse(path, new ReadOnlySpan<byte>(basePtr, (int)Math.Min(length, int.MaxValue)), length);
+        try
+        {
+            (DataOffset, Metadata, Entries) = Parse(path, new ReadOnlySpan<byte>(basePtr, (int)Math.Min(length, int.MaxValue)), length);
+        }
+        catch
+        {
+            // Open frees what it allocated; this half-built object must not free it again when finalized.
+            _base = null;
+            GC.SuppressFinalize(this);
+            throw;
+        }
         _byName = new Dictionary<string, TensorEntry>(Entries.Count, StringComparer.Ordinal);
         foreach (var e in Entries) _byName.Add(e.Name, e);
     }

@@ -100,6 +100,21 @@ public sealed class WeightFileChangeTests
         Assert.True(viaMap.IsMapped);
     }
 
+    // A malformed file read into memory: Open frees the copy, and the half-built file's finalizer must not free it
+    // again (found by vte-fuzz: "free(): double free detected", the process aborted).
+    [Fact]
+    public void AMalformedFileReadIntoMemoryIsFreedOnce()
+    {
+        using var tmp = new TempDir();
+        var path = tmp.File("bad.safetensors");
+        File.WriteAllBytes(path, [8, 0, 0, 0, 0, 0, 0, 0, (byte)'{', (byte)'"', (byte)'a', (byte)'"', (byte)':', (byte)'1', (byte)'}', (byte)' ']);
+        for (int i = 0; i < 100; i++)
+            Assert.Throws<SafetensorsException>(() => SafetensorsFile.Open(path, new LoadOptions { MemoryMap = false }));
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+    }
+
     [Fact]
     public void TheCliTakesNoMmap()
     {
