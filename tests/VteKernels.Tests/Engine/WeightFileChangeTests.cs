@@ -3,7 +3,6 @@
 // replaced. Each is a WeightFileChangedException when a session is created and before a prefill; a model
 // loaded into memory (LoadOptions.MemoryMap = false, --no-mmap) keeps working whatever happens to the file.
 using VteKernels.Backends.Cpu;
-using VteKernels.Cli;
 using VteKernels.Engine;
 using VteKernels.Formats;
 using Xunit;
@@ -121,10 +120,8 @@ public sealed class WeightFileChangeTests
         var dir = TestModels.Tiny();
         var ids = string.Join(',', TestModels.PromptIds(VteKernels.Models.LlavaConfig.Load(Path.Combine(dir, "config.json")), 5, images: 0));
         using var tmp = new TempDir();
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        int rc = Program.Run(["forward", "-m", dir, "--input-ids", ids, "--out", tmp.File("l.npy"), "--no-mmap"], stdout, stderr);
-        Assert.True(rc == 0, stderr.ToString());
+        var r = VteKernels.Tests.Cli.CliRunner.Vte("forward", "-m", dir, "--input-ids", ids, "--out", tmp.File("l.npy"), "--no-mmap");
+        Assert.True(r.Code == 0, r.Err);
         Assert.True(File.Exists(tmp.File("l.npy")));
     }
 }

@@ -139,6 +139,18 @@ public sealed class HostileTemplateTests
         else Assert.Equal(expected, Render(template));
     }
 
+    // Values that cannot be ordered, inside sort and dictsort: List.Sort wrapped the template's error in an
+    // InvalidOperationException (found by vte-fuzz, chat-template input 19526 of seed 20).
+    [Theory]
+    [InlineData("{{ [1, x, 2]|sort }}")]
+    [InlineData("{{ [1, 'a', 2]|sort }}")]
+    [InlineData("{{ {'a': 1, 'b': 'x', 'c': none}|dictsort(by='value') }}")]
+    public void UnorderableValuesInSortAreTypedErrors(string template)
+    {
+        var e = Assert.Throws<ChatTemplateException>(() => Render(template));
+        Assert.Contains("'<' not supported between instances of", e.Message);
+    }
+
     // Adjacent string literals ('a' 'b' is 'ab') join in one builder: parsing 20,000 of them allocates a small
     // multiple of the source (joining pairwise allocated ~800 MB).
     [Fact]

@@ -816,7 +816,7 @@ internal static class Builtins
                 var sp = P(("reverse", false), ("case_sensitive", false), ("attribute", null));
                 var sortKey = SortKey(Values.Truthy(sp[1]), sp[2]);
                 var sorted = Values.Iterate(v).Select((x, i) => (x, i)).ToList();
-                sorted.Sort((p, q) =>
+                SortTyped(sorted, (p, q) =>
                 {
                     int c = Values.Compare(sortKey(p.x), sortKey(q.x));
                     return c != 0 ? c : p.i.CompareTo(q.i);
@@ -895,9 +895,22 @@ internal static class Builtins
         };
         var key = SortKey(Values.Truthy(p[0]), null);
         var pairs = d.Select(e => (e.Key, e.Value)).ToList();
-        pairs.Sort((a, b) => Values.Compare(key(byValue ? a.Value : a.Key), key(byValue ? b.Value : b.Key)));
+        SortTyped(pairs, (a, b) => Values.Compare(key(byValue ? a.Value : a.Key), key(byValue ? b.Value : b.Key)));
         if (Values.Truthy(p[2])) pairs.Reverse();
         return pairs.Select(e => (object?)new object?[] { e.Key, e.Value }).ToList();
+    }
+
+    // List.Sort wraps an exception of the comparison in InvalidOperationException: the template's error is the inner one.
+    private static void SortTyped<T>(List<T> list, Comparison<T> comparison)
+    {
+        try
+        {
+            list.Sort(comparison);
+        }
+        catch (InvalidOperationException e) when (e.InnerException is TemplateError inner)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(inner);
+        }
     }
 
     private static List<object?> Map(object? v, List<object?> args, List<KeyValuePair<string, object?>> kwargs)
