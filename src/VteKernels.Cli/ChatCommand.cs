@@ -18,11 +18,12 @@ internal static class ChatCommand
         var style = new Option<string>("--prompt-style") { Description = "llava, vicuna or template", DefaultValueFactory = _ => "llava" };
         var imageMode = GenerateCommand.ImageModeOption();
         var device = DeviceOption.Create();
+        var noMmap = NoMmapOption.Create();
         style.AcceptOnlyFromAmong("llava", "vicuna", "template");
         var exit = new ExitOptions();
         var methods = new MethodOptions();
         var gen = new GenerationCliOptions();
-        var cmd = new Command("chat", "Chat about an image (/image PATH, /clear, /quit)") { model, image, style, imageMode, device };
+        var cmd = new Command("chat", "Chat about an image (/image PATH, /clear, /quit)") { model, image, style, imageMode, device, noMmap };
         gen.AddTo(cmd);
         exit.AddTo(cmd, trace: false);
         methods.AddTo(cmd);
@@ -38,7 +39,7 @@ internal static class ChatCommand
             if (!ModelTokenizer.Exists(dir)) throw new UsageException($"{dir} has no tokenizer.json or tokenizer.model; chat needs the model's tokenizer");
             using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            using var m = progress.Spin($"loading {GenerateCommand.ModelName(dir)}", () => LlavaModel.Load(dir, backend, methods.VisionTowerDir(p)));
+            using var m = progress.Spin($"loading {GenerateCommand.ModelName(dir)}", () => LlavaModel.Load(dir, backend, methods.VisionTowerDir(p), NoMmapOption.Read(p, noMmap)));
             var load = clock.Elapsed;
             var cfg = m.Config;
             var tokenizer = Tokenizer.Load(dir);

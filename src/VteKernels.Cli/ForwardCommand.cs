@@ -17,9 +17,10 @@ internal static class ForwardCommand
         var pixels = new Option<string[]>("--pixels") { Description = "float32 .npy [1,3,H,W] (or [3,H,W]) per image, in prompt order", AllowMultipleArgumentsPerToken = true };
         var output = new Option<string>("--out", "-o") { Description = "Where to write the logits .npy", Required = true };
         var device = DeviceOption.Create();
+        var noMmap = NoMmapOption.Create();
         var exit = new ExitOptions();
         var methods = new MethodOptions();
-        var cmd = new Command("forward", "Run one prefill and write the logits of every row as .npy (after a visual-token exit: the rows that remain)") { model, ids, pixels, output, device };
+        var cmd = new Command("forward", "Run one prefill and write the logits of every row as .npy (after a visual-token exit: the rows that remain)") { model, ids, pixels, output, device, noMmap };
         exit.AddTo(cmd);
         methods.AddTo(cmd);
         cmd.SetAction(p =>
@@ -31,7 +32,7 @@ internal static class ForwardCommand
             policy.Validate(Models.LlavaCheckpoint.ReadConfig(p.GetValue(model)!, methods.VisionTowerDir(p)));   // before the weights load
             using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
             var clock = Stopwatch.StartNew();
-            using var m = LlavaModel.Load(p.GetValue(model)!, backend, methods.VisionTowerDir(p));
+            using var m = LlavaModel.Load(p.GetValue(model)!, backend, methods.VisionTowerDir(p), NoMmapOption.Read(p, noMmap));
             var load = clock.Elapsed;
             using var session = m.CreateSession(sessionOptions);
             var result = session.Prefill(new PromptInput(tokenIds, images),

@@ -32,13 +32,14 @@ internal static class GenerateCommand
         var ids = new Option<string>("--input-ids") { Description = "Prompt as comma-separated token ids with image placeholders expanded (or @FILE); bypasses the tokenizer" };
         var pixels = new Option<string[]>("--pixels") { Description = "Preprocessed float32 .npy [1,3,H,W] per image (with --input-ids)", AllowMultipleArgumentsPerToken = true };
         var device = DeviceOption.Create();
+        var noMmap = NoMmapOption.Create();
         style.AcceptOnlyFromAmong("llava", "vicuna", "template", "raw");
         var exit = new ExitOptions();
         var methods = new MethodOptions();
         var gen = new GenerationCliOptions();
         var cmd = new Command("generate", "Answer a question about an image (streams the text as it comes)")
         {
-            model, prompt, images, noImage, style, imageMode, ids, pixels, device,
+            model, prompt, images, noImage, style, imageMode, ids, pixels, device, noMmap,
         };
         gen.AddTo(cmd);
         exit.AddTo(cmd);
@@ -63,7 +64,7 @@ internal static class GenerateCommand
             if (!research && !ModelTokenizer.Exists(dir)) throw new UsageException($"{dir} has no tokenizer.json or tokenizer.model: give the prompt as --input-ids");
             using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
             var clock = Stopwatch.StartNew();
-            using var m = progress.Spin($"loading {ModelName(dir)}", () => LlavaModel.Load(dir, backend, methods.VisionTowerDir(p)));
+            using var m = progress.Spin($"loading {ModelName(dir)}", () => LlavaModel.Load(dir, backend, methods.VisionTowerDir(p), NoMmapOption.Read(p, noMmap)));
             var load = clock.Elapsed;
             var cfg = m.Config;
             var tokenizer = ModelTokenizer.Exists(dir) ? Tokenizer.Load(dir) : null;
