@@ -158,6 +158,12 @@ public abstract class KvCache : IDisposable
     public abstract void Dispose();
 }
 
+/// <summary>One output of <see cref="IBackend.LinearMany"/>: Output = x · Weightᵀ + Bias.</summary>
+/// <param name="Weight">The weight, stored [out, in].</param>
+/// <param name="Bias">Optional bias of out elements.</param>
+/// <param name="Output">Where the result goes, [x.Rows, out].</param>
+public readonly record struct LinearTarget(DeviceWeight Weight, DeviceWeight? Bias, Tensor Output);
+
 /// <summary>The operations the orchestrator needs. All activations are [rows, cols] row-major.</summary>
 public interface IBackend : IDisposable
 {
@@ -190,6 +196,37 @@ public interface IBackend : IDisposable
 
     /// <summary>y = x Wᵀ + bias, W stored [out, in].</summary>
     void Linear(Tensor x, DeviceWeight w, DeviceWeight? bias, Tensor y);
+
+    /// <summary>
+    /// Several linear maps of one input (a layer's Q, K and V): effectively <see cref="Linear"/> for each target
+    /// in turn. The default does exactly that; a backend may read x once and run them as one pass.
+    /// </summary>
+    /// <param name="x">The shared input, [n, in].</param>
+    /// <param name="targets">The weights, biases and outputs; no output may overlap x.</param>
+    /// <exception cref="ArgumentException">A shape disagrees.</exception>
+    void LinearMany(Tensor x, ReadOnlySpan<LinearTarget> targets)
+    {
+        foreach (var t in targets) Linear(x, t.Weight, t.Bias, t.Output);
+    }
+
+    /// <summary>
+    /// SwiGLU's first half: y = silu(x · gateᵀ + gateBias) · (x · upᵀ + upBias). The default runs the two
+    /// Linears and <see cref="SiluMul"/>; a backend may compute both projections in one pass.
+    /// </summary>
+    /// <param name="x">The input, [n, in].</param>
+    /// <param name="gate">Gate projection [inner, in].</param>
+    /// <param name="gateBias">Optional gate bias.</param>
+    /// <param name="up">Up projection [inner, in].</param>
+    /// <param name="upBias">Optional up bias.</param>
+    /// <param name="y">Output [n, inner]; must not overlap x.</param>
+    /// <exception cref="ArgumentException">A shape disagrees.</exception>
+    void GatedLinear(Tensor x, DeviceWeight gate, DeviceWeight? gateBias, DeviceWeight up, DeviceWeight? upBias, Tensor y)
+    {
+        using var u = Allocate(y.Rows, y.Cols);
+        Linear(x, gate, gateBias, y);
+        Linear(x, up, upBias, u);
+        SiluMul(y, u, y);
+    }
 
     /// <summary>LLaMA RMSNorm per row; y may be x.</summary>
     void RmsNorm(Tensor x, DeviceWeight gamma, float eps, Tensor y);
