@@ -247,14 +247,17 @@ internal static class CpuE2eBench
             SyntheticModel.Write(preset, dir, seed: 0, stored);
             File.WriteAllText(Path.Combine(dir, ".complete"), "");
         }
-        var options = new CpuBackendOptions { Threads = o.Threads };
+        DType? quantize = format switch { "q8_0" => DType.Q8_0, "q4_0" => DType.Q4_0, _ => null };
+        var options = new CpuBackendOptions { Threads = o.Threads, Quantize = quantize };
         string gguf = Path.Combine(o.CacheDir, $"{preset.Name}-{format}.gguf");
         if (!File.Exists(gguf))
         {
             Console.WriteLine($"writing {Path.GetFileName(gguf)} ...");
             using var checkpoint = LlavaCheckpoint.Open(dir);
             var tmp = gguf + ".tmp";
-            LlavaGguf.Write(checkpoint.Config, checkpoint.Weights, tmp, preset.Name);
+            // Quantized formats: the blocks our backend makes at load (CpuBackendOptions.Quantize), so both engines read the same weights.
+            LlavaGguf.Write(checkpoint.Config, checkpoint.Weights, tmp, preset.Name,
+                quantize is { } q ? w => CpuWeights.Quantize(w, q, o.Threads) : null);
             File.Move(tmp, gguf, overwrite: true);
         }
         return (dir, gguf, options);
@@ -305,10 +308,11 @@ internal static class CpuE2eBench
     private static long DecodeWeightBytes(string dir, CpuBackendOptions options)
     {
         using var c = LlavaCheckpoint.Open(dir);
-        long bytes = c.Weights.Text.LmHead.ByteLength;
+        long Bytes(Weight w) => options.Quantize is { } q ? q.ByteCount(w.ElementCount) : w.ByteLength;
+        long bytes = Bytes(c.Weights.Text.LmHead);
         foreach (var l in c.Weights.Text.Layers)
             foreach (var w in new[] { l.QProj!, l.KProj!, l.VProj!, l.OProj!, l.GateProj, l.UpProj, l.DownProj })
-                bytes += w.ByteLength;
+                bytes += Bytes(w);
         return bytes;
     }
 

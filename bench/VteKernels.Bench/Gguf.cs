@@ -11,7 +11,7 @@
 // convert_hf_to_gguf.py does (HF rotates the two halves of a head, llama.cpp's "llama" RoPE rotates adjacent
 // pairs: row 2i + half of a head comes from row half * headDim/2 + i), and 1-D tensors (norms) are stored
 // as F32, as the converter stores them. Matrix bytes are copied as they are: an [out, in] row-major weight
-// is ggml's [ne0 = in, ne1 = out].
+// is ggml's [ne0 = in, ne1 = out]; Q8_0 and Q4_0 blocks are ggml's own layout, so they copy as they are too.
 using System.Text;
 using VteKernels.Models;
 
@@ -126,8 +126,11 @@ internal static class LlavaGguf
     /// Writes <paramref name="weights"/>' language model to <paramref name="path"/>. Matrices keep their stored
     /// type (BF16, F16, F32, or the Q8_0/Q4_0 blocks, which are ggml's own layout); 1-D tensors become F32.
     /// </summary>
-    public static void Write(LlavaConfig config, LlavaWeights weights, string path, string name)
+    public static void Write(LlavaConfig config, LlavaWeights weights, string path, string name, Func<Weight, Weight>? matrices = null)
     {
+        // Matrices multiplied by (not the embedding table) go through `matrices` first: a quantizer, so that
+        // llama.cpp gets the very blocks our backend computes with.
+        Weight M(Weight w) => matrices?.Invoke(w) ?? w;
         var t = config.Text;
         var g = new GgufWriter();
         g.Add("general.architecture", "llama");
@@ -152,17 +155,17 @@ internal static class LlavaGguf
             var layer = lm.Layers[l];
             string b = $"blk.{l}.";
             Vector(g, b + "attn_norm.weight", layer.InputNorm);
-            Matrix(g, b + "attn_q.weight", layer.QProj!, t.NumHeads);
-            Matrix(g, b + "attn_k.weight", layer.KProj!, t.NumKvHeads);
-            Matrix(g, b + "attn_v.weight", layer.VProj!, null);
-            Matrix(g, b + "attn_output.weight", layer.OProj!, null);
+            Matrix(g, b + "attn_q.weight", M(layer.QProj!), t.NumHeads);
+            Matrix(g, b + "attn_k.weight", M(layer.KProj!), t.NumKvHeads);
+            Matrix(g, b + "attn_v.weight", M(layer.VProj!), null);
+            Matrix(g, b + "attn_output.weight", M(layer.OProj!), null);
             Vector(g, b + "ffn_norm.weight", layer.PostAttentionNorm);
-            Matrix(g, b + "ffn_gate.weight", layer.GateProj, null);
-            Matrix(g, b + "ffn_up.weight", layer.UpProj, null);
-            Matrix(g, b + "ffn_down.weight", layer.DownProj, null);
+            Matrix(g, b + "ffn_gate.weight", M(layer.GateProj), null);
+            Matrix(g, b + "ffn_up.weight", M(layer.UpProj), null);
+            Matrix(g, b + "ffn_down.weight", M(layer.DownProj), null);
         }
         Vector(g, "output_norm.weight", lm.Norm);
-        Matrix(g, "output.weight", lm.LmHead, null);
+        Matrix(g, "output.weight", M(lm.LmHead), null);
         g.Write(path);
     }
 
@@ -214,10 +217,11 @@ internal static class LlavaGguf
             DType.F32 => GgufWriter.TensorType.F32,
             DType.F16 => GgufWriter.TensorType.F16,
             DType.BF16 => GgufWriter.TensorType.BF16,
+            DType.Q8_0 => GgufWriter.TensorType.Q8_0,
+            DType.Q4_0 => GgufWriter.TensorType.Q4_0,
             _ => throw new NotSupportedException($"{w}: no GGUF type for {w.DType}"),
         };
         int rows = w.Rows, cols = w.Cols;
-        long rowBytes = w.ByteLength / rows;
         g.AddTensor(name, [cols, rows], type, w.ByteLength, s =>
         {
             for (int r = 0; r < rows; r++) s.Write(w.RowBytes(SourceRow(r, rows, ropeHeads), 1));

@@ -20,12 +20,13 @@ internal static class ChatCommand
         var maxNew = new Option<int>("--max-new-tokens", "-n") { Description = "Most tokens per answer", DefaultValueFactory = _ => 128 };
         var temp = new Option<float>("--temp") { Description = "Sampling temperature (0 = greedy)", DefaultValueFactory = _ => 0f };
         var seed = new Option<int?>("--seed") { Description = "Random seed for sampling" };
-        var device = DeviceOption.Create();
+        var device = new BackendOptions();
         style.AcceptOnlyFromAmong("llava", "vicuna", "template");
         imageMode.AcceptOnlyFromAmong("clip", "pad");
         var exit = new ExitOptions();
         var methods = new MethodOptions();
-        var cmd = new Command("chat", "Chat about an image (/image PATH, /clear, /quit)") { model, image, style, imageMode, maxNew, temp, seed, device };
+        var cmd = new Command("chat", "Chat about an image (/image PATH, /clear, /quit)") { model, image, style, imageMode, maxNew, temp, seed };
+        device.AddTo(cmd);
         exit.AddTo(cmd);
         methods.AddTo(cmd);
         cmd.SetAction(async (p, ct) =>
@@ -37,7 +38,7 @@ internal static class ChatCommand
             try { sampling.Validate(); }
             catch (ArgumentOutOfRangeException e) { throw new UsageException(e.Message.Split('(')[0].Trim()); }
             var dir = p.GetValue(model) ?? BuiltInModel.EnsureTiny(stdout);
-            using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
+            using var backend = device.Create(p);
             using var m = LlavaModel.Load(dir, backend, methods.VisionTowerDir(p));
             var cfg = m.Config;
             if (!File.Exists(Path.Combine(dir, "tokenizer.json"))) throw new UsageException($"{dir} has no tokenizer.json; chat needs the model's tokenizer");

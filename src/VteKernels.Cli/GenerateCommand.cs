@@ -33,15 +33,16 @@ internal static class GenerateCommand
         var topK = new Option<int>("--top-k") { Description = "Sample among the k most likely tokens (0 = all)", DefaultValueFactory = _ => 0 };
         var topP = new Option<float>("--top-p") { Description = "Nucleus sampling mass", DefaultValueFactory = _ => 1f };
         var seed = new Option<int?>("--seed") { Description = "Random seed for sampling" };
-        var device = DeviceOption.Create();
+        var device = new BackendOptions();
         style.AcceptOnlyFromAmong("llava", "vicuna", "template", "raw");
         imageMode.AcceptOnlyFromAmong("clip", "pad");
         var exit = new ExitOptions();
         var methods = new MethodOptions();
         var cmd = new Command("generate", "Answer a question about an image (streams the text as it comes)")
         {
-            model, prompt, images, noImage, style, imageMode, ids, pixels, maxNew, temp, topK, topP, seed, device,
+            model, prompt, images, noImage, style, imageMode, ids, pixels, maxNew, temp, topK, topP, seed,
         };
+        device.AddTo(cmd);
         exit.AddTo(cmd);
         methods.AddTo(cmd);
         cmd.SetAction(async (p, ct) =>
@@ -60,7 +61,7 @@ internal static class GenerateCommand
             if (p.GetValue(noImage) && p.GetValue(images) is { Length: > 0 }) throw new UsageException("--no-image and --image exclude each other");
 
             var dir = p.GetValue(model) ?? BuiltInModel.EnsureTiny(stdout);
-            using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
+            using var backend = device.Create(p);
             var clock = Stopwatch.StartNew();
             using var m = LlavaModel.Load(dir, backend, methods.VisionTowerDir(p));
             var load = clock.Elapsed;

@@ -17,6 +17,7 @@ internal static class Program
         {
             verbose,
             SynthCommand.Create(stdout),
+            QuantizeCommand.Create(stdout),
             InspectCommand.Create(stdout),
             ForwardCommand.Create(stdout),
             GenerateCommand.Create(stdout),

@@ -57,6 +57,9 @@ public static class DTypes
         _ => throw new ArgumentOutOfRangeException(nameof(t)),
     };
 
+    /// <summary>The type as tables show it: the safetensors name, or "Q8_0" / "Q4_0" for block-quantized tensors (stored as U8).</summary>
+    public static string DisplayName(this DType t) => t.IsBlockQuantized() ? t.Name().ToUpperInvariant() : t.SafetensorsName();
+
     /// <summary>Lower-case name as the CLI and file metadata spell it ("f32", "bf16", "q8_0", ...).</summary>
     public static string Name(this DType t) => t switch
     {

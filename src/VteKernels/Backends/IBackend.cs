@@ -15,6 +15,16 @@ public enum AttentionMask
     Causal,
 }
 
+/// <summary>What a matrix uploaded with <see cref="IBackend.UploadLinear"/> belongs to.</summary>
+public enum LinearRole
+{
+    /// <summary>The language model's projections (attention, FFN) and its LM head.</summary>
+    LanguageModel,
+
+    /// <summary>The vision tower's and the projector's matrices.</summary>
+    Vision,
+}
+
 /// <summary>
 /// A weight as a backend holds it (on the CPU, the memory-mapped view itself). A model's weights live as long
 /// as the backend; weights made for one request (folded adapters) are disposed when it ends, which gives a
@@ -175,6 +185,13 @@ public interface IBackend : IDisposable
 
     /// <summary>Makes a stored weight usable by this backend (the CPU keeps the view; a GPU copies it).</summary>
     DeviceWeight Upload(Weight weight);
+
+    /// <summary>
+    /// Makes a matrix that <see cref="Linear"/> multiplies by usable; the role lets a backend treat the language
+    /// model's matrices differently (the CPU backend can quantize them, or copy them into huge pages). The
+    /// default is <see cref="Upload"/>.
+    /// </summary>
+    DeviceWeight UploadLinear(Weight weight, LinearRole role) => Upload(weight);
 
     /// <summary>A new activation matrix. Contents are unspecified.</summary>
     Tensor Allocate(int rows, int cols);

@@ -55,6 +55,8 @@ public sealed class LlavaModel : IDisposable
         Backend = backend;
         _owner = owner;
         DeviceWeight U(Weight w) => backend.Upload(w);
+        DeviceWeight UV(Weight w) => backend.UploadLinear(w, LinearRole.Vision);           // matrices Linear multiplies by
+        DeviceWeight UL(Weight w) => backend.UploadLinear(w, LinearRole.LanguageModel);
         var v = weights.Vision;
         _classEmbedding = U(v.ClassEmbedding);
         _patchEmbedding = U(v.PatchEmbedding);
@@ -62,20 +64,20 @@ public sealed class LlavaModel : IDisposable
         _preLnW = U(v.PreLnWeight);
         _preLnB = U(v.PreLnBias);
         _vision = v.Layers.Take(config.VisionLayersNeeded).Select(l => new VisionLayer(
-            U(l.Ln1Weight), U(l.Ln1Bias), U(l.QWeight), U(l.QBias), U(l.KWeight), U(l.KBias), U(l.VWeight), U(l.VBias),
-            U(l.OutWeight), U(l.OutBias), U(l.Ln2Weight), U(l.Ln2Bias), U(l.Fc1Weight), U(l.Fc1Bias), U(l.Fc2Weight), U(l.Fc2Bias))).ToArray();
+            U(l.Ln1Weight), U(l.Ln1Bias), UV(l.QWeight), U(l.QBias), UV(l.KWeight), U(l.KBias), UV(l.VWeight), U(l.VBias),
+            UV(l.OutWeight), U(l.OutBias), U(l.Ln2Weight), U(l.Ln2Bias), UV(l.Fc1Weight), U(l.Fc1Bias), UV(l.Fc2Weight), U(l.Fc2Bias))).ToArray();
         var p = weights.Projector;
-        _proj1W = U(p.Linear1Weight);
+        _proj1W = UV(p.Linear1Weight);
         _proj1B = p.Linear1Bias is null ? null : U(p.Linear1Bias);
-        _proj2W = U(p.Linear2Weight);
+        _proj2W = UV(p.Linear2Weight);
         _proj2B = p.Linear2Bias is null ? null : U(p.Linear2Bias);
         var t = weights.Text;
         _embedTokens = U(t.EmbedTokens);
-        DeviceWeight? UOpt(Weight? w) => w is null ? null : backend.Upload(w);
-        _text = t.Layers.Select(l => new TextLayer(U(l.InputNorm), UOpt(l.QProj), UOpt(l.KProj), UOpt(l.VProj), UOpt(l.OProj),
-            U(l.PostAttentionNorm), U(l.GateProj), U(l.UpProj), U(l.DownProj))).ToArray();
+        DeviceWeight? ULOpt(Weight? w) => w is null ? null : UL(w);
+        _text = t.Layers.Select(l => new TextLayer(U(l.InputNorm), ULOpt(l.QProj), ULOpt(l.KProj), ULOpt(l.VProj), ULOpt(l.OProj),
+            U(l.PostAttentionNorm), UL(l.GateProj), UL(l.UpProj), UL(l.DownProj))).ToArray();
         _finalNorm = U(t.Norm);
-        _lmHead = ReferenceEquals(t.LmHead, t.EmbedTokens) ? _embedTokens : U(t.LmHead);
+        _lmHead = ReferenceEquals(t.LmHead, t.EmbedTokens) ? _embedTokens : UL(t.LmHead);
         if (weights.Saisa is { } saisa)
             _saisa = saisa.Layers.Select(l => new SaisaLayer(U(l.W1), U(l.B1), U(l.W2), U(l.B2))).ToArray();
     }

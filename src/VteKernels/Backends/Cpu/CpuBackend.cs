@@ -68,6 +68,24 @@ public sealed record CpuBackendOptions
     /// A 16-bit cache halves what decode attention reads; keys and values are rounded once, when stored.
     /// </summary>
     public DType? KvCache { get; init; }
+
+    /// <summary>
+    /// Quantizes the language model's matrices (attention and FFN projections, LM head) to Q8_0 or Q4_0 as
+    /// they are uploaded (null, the default: keep them as stored). Matrices already quantized on disk
+    /// (vte quantize) are used as they are.
+    /// </summary>
+    public DType? Quantize { get; init; }
+
+    /// <summary>With <see cref="Quantize"/>: also quantize the vision tower's and the projector's matrices.</summary>
+    public bool QuantizeVision { get; init; }
+
+    /// <summary>
+    /// Copies the language model's matrices into memory backed by transparent huge pages instead of reading
+    /// them from the memory-mapped file (default true): decode reads every weight each token, and 4 KiB
+    /// pages cap that read far below the memory's bandwidth on this kind of machine. Costs the weights'
+    /// size in memory and a copy at load. Quantized matrices always live in such memory.
+    /// </summary>
+    public bool HugePages { get; init; } = true;
 }
 
 /// <summary>The plain C# backend; uses all cores (or <see cref="CpuBackendOptions.Threads"/>) inside the larger ops.</summary>
@@ -86,6 +104,8 @@ public sealed class CpuBackend : IBackend
         if (options.Threads < 0) throw new ArgumentOutOfRangeException(nameof(options), options.Threads, "Threads must be 0 (all cores) or positive");
         if (options.KvCache is { } kv && kv is not (DType.F32 or DType.BF16 or DType.F16))
             throw new ArgumentOutOfRangeException(nameof(options), kv, "KvCache must be F32, BF16 or F16");
+        if (options.Quantize is { } q && !q.IsBlockQuantized())
+            throw new ArgumentOutOfRangeException(nameof(options), q, "Quantize must be Q8_0 or Q4_0");
         Options = options;
         _threads = CpuWorkers.Resolve(options.Threads);
     }
@@ -110,6 +130,25 @@ public sealed class CpuBackend : IBackend
     {
         ArgumentNullException.ThrowIfNull(weight);
         if (weight.Shape.Count >= 2) _modelDType ??= weight.DType;
+        return new CpuWeight(weight);
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>
+    /// Language-model matrices (and, with <see cref="CpuBackendOptions.QuantizeVision"/>, the vision side's) are
+    /// quantized when <see cref="CpuBackendOptions.Quantize"/> asks and the shape allows (2-D, rows of whole
+    /// 32-element blocks); otherwise language-model matrices are copied into huge pages when
+    /// <see cref="CpuBackendOptions.HugePages"/> is on.
+    /// </remarks>
+    /// <exception cref="ArgumentException">A matrix to quantize holds a value that is not finite.</exception>
+    public DeviceWeight UploadLinear(Weight weight, LinearRole role)
+    {
+        ArgumentNullException.ThrowIfNull(weight);
+        if (weight.Shape.Count >= 2) _modelDType ??= weight.DType;
+        bool lm = role == LinearRole.LanguageModel;
+        if (Options.Quantize is { } q && (lm || Options.QuantizeVision) && CpuWeights.CanQuantize(weight))
+            return new CpuWeight(CpuWeights.Quantize(weight, q, _threads));
+        if (lm && Options.HugePages && weight.ByteLength >= 1 << 21) return new CpuWeight(CpuWeights.CopyToHugePages(weight, _threads));
         return new CpuWeight(weight);
     }
 
