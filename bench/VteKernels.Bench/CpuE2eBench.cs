@@ -171,8 +171,7 @@ internal static class CpuE2eBench
         double maxOthers = 0.05;
         bool mmap = true, small = false;
         string outPath = Path.Combine("bench", "results", "cpu-e2e.json");
-        string cache = Path.Combine(Environment.GetEnvironmentVariable("VTE_CACHE_DIR") is { Length: > 0 } c ? c
-            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "vtekernels"), "bench-cpu-e2e");
+        string cache = DefaultCache();
         for (int i = 0; i < args.Length; i++)
         {
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
@@ -203,19 +202,19 @@ internal static class CpuE2eBench
         return new Options(quick, formats, reps, threads, prompt, decode, maxOthers, outPath, cache, mmap, small);
     }
 
-    /// <summary>LLaVA-1.5-7B with 8 decoder layers and a 2-layer vision tower.</summary>
-    private static SynthPreset Preset()
+    /// <summary>Where the benchmark models live: $VTE_CACHE_DIR, else ~/.cache/vtekernels, then bench-cpu-e2e.</summary>
+    internal static string DefaultCache() => Path.Combine(Environment.GetEnvironmentVariable("VTE_CACHE_DIR") is { Length: > 0 } c ? c
+        : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "vtekernels"), "bench-cpu-e2e");
+
+    /// <summary>LLaVA-1.5-7B with 8 decoder layers (the full CLIP tower, which text-only prompts never run).</summary>
+    internal static SynthPreset Preset()
     {
         var seven = SynthPreset.Get("llava-1.5-7b").Config;
-        return new SynthPreset("llava-1.5-7b-slice8", seven with
-        {
-            Vision = seven.Vision with { NumLayers = 2 },
-            Text = seven.Text with { NumLayers = 8 },
-        });
+        return new SynthPreset("llava-1.5-7b-slice8", seven with { Text = seven.Text with { NumLayers = 8 } });
     }
 
     /// <summary>A small model with grouped-query attention, for checking the harness and the conversion in seconds (--small).</summary>
-    private static SynthPreset SmallPreset()
+    internal static SynthPreset SmallPreset()
     {
         var seven = SynthPreset.Get("llava-1.5-7b").Config;
         return new SynthPreset("small-gqa", seven with
@@ -239,14 +238,7 @@ internal static class CpuE2eBench
     /// <summary>The model folder, GGUF and backend options of a format, writing what is missing.</summary>
     private static (string Dir, string Gguf, CpuBackendOptions Options) Prepare(Options o, SynthPreset preset, string format)
     {
-        DType stored = format == "f16" ? DType.F16 : DType.BF16;
-        string dir = Path.Combine(o.CacheDir, $"{preset.Name}-{stored.SafetensorsName().ToLowerInvariant()}");
-        if (!File.Exists(Path.Combine(dir, ".complete")))
-        {
-            Console.WriteLine($"writing {preset.Name} ({stored}) to {dir} ...");
-            SyntheticModel.Write(preset, dir, seed: 0, stored);
-            File.WriteAllText(Path.Combine(dir, ".complete"), "");
-        }
+        string dir = ModelDir(o.CacheDir, preset, format == "f16" ? DType.F16 : DType.BF16);
         DType? quantize = format switch { "q8_0" => DType.Q8_0, "q4_0" => DType.Q4_0, _ => null };
         var options = new CpuBackendOptions { Threads = o.Threads, Quantize = quantize };
         string gguf = Path.Combine(o.CacheDir, $"{preset.Name}-{format}.gguf");
@@ -261,6 +253,19 @@ internal static class CpuE2eBench
             File.Move(tmp, gguf, overwrite: true);
         }
         return (dir, gguf, options);
+    }
+
+    /// <summary>The synthetic model of <paramref name="preset"/> stored as <paramref name="stored"/>, written once (seed 0).</summary>
+    internal static string ModelDir(string cache, SynthPreset preset, DType stored)
+    {
+        string dir = Path.Combine(cache, $"{preset.Name}-{stored.Name()}");
+        if (!File.Exists(Path.Combine(dir, ".complete")))
+        {
+            Console.WriteLine($"writing {preset.Name} ({stored.Name()}) to {dir} ...");
+            SyntheticModel.Write(preset, dir, seed: 0, stored);
+            File.WriteAllText(Path.Combine(dir, ".complete"), "");
+        }
+        return dir;
     }
 
     /// <summary>llama.cpp's own Q4_K_M of the bf16 GGUF (made once).</summary>
