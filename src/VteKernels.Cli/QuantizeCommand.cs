@@ -19,7 +19,7 @@ namespace VteKernels.Cli;
 
 internal static class QuantizeCommand
 {
-    public static Command Create(TextWriter stdout)
+    public static Command Create(TextWriter stdout, TextWriter stderr)
     {
         var model = new Option<string>("--model", "-m") { Description = "Model directory to read", Required = true };
         var to = new Option<string>("--to") { Description = "Block format: q8_0 or q4_0", Required = true };
@@ -39,14 +39,16 @@ internal static class QuantizeCommand
             if (string.Equals(src.TrimEnd('/'), dst.TrimEnd('/'), StringComparison.Ordinal))
                 throw new UsageException("--out must be another directory than --model (the source is read while the copy is written)");
             var clock = Stopwatch.StartNew();
-            var (count, before, after) = Quantize(src, dst, type, p.GetValue(vision), n, stdout);
+            (int Count, long Before, long After) r = default;
+            new CliProgress(stderr, quiet: false).Bytes($"quantizing to {type.Name()}", report => r = Quantize(src, dst, type, p.GetValue(vision), n, report));
+            var (count, before, after) = r;
             stdout.WriteLine($"wrote {dst}: {count} matrices as {type.Name()}, tensors {before / 1e9:F2} GB -> {after / 1e9:F2} GB in {clock.Elapsed.TotalSeconds:F1} s");
             return 0;
         });
         return cmd;
     }
 
-    private static (int Count, long Before, long After) Quantize(string src, string dst, DType type, bool vision, int threads, TextWriter stdout)
+    private static (int Count, long Before, long After) Quantize(string src, string dst, DType type, bool vision, int threads, Action<long, long> progress)
     {
         using var checkpoint = LlavaCheckpoint.Open(src);
         var w = checkpoint.Weights;
@@ -66,7 +68,6 @@ internal static class QuantizeCommand
         foreach (var old in Directory.EnumerateFiles(dst, "model*.safetensors*")) File.Delete(old);
         using var store = WeightStore.Open(src);
         long before = 0, after = 0, total = store.TotalBytes, done = 0;
-        var progress = new ProgressLine(stdout, $"quantizing to {type.Name()}");
         foreach (var group in store.Names.GroupBy(store.FileOf))
         {
             using var file = SafetensorsFile.Open(group.Key);
@@ -84,10 +85,9 @@ internal static class QuantizeCommand
                 before += weight.ByteLength;
                 after += spec.ByteLength;
                 done += weight.ByteLength;
-                progress.Report(done, total);
+                progress(done, total);
             }, metadata);
         }
-        progress.Done();
         if (File.Exists(Path.Combine(src, WeightStore.IndexFileName))) WriteIndex(src, dst, after);
         foreach (var f in Directory.EnumerateFiles(src))
         {
