@@ -8,6 +8,8 @@
 // handed out, and the entries, sorted by offset, must cover the buffer exactly (no overlap, no gap, no
 // trailing bytes), as the reference implementation requires. Tensor bytes are never copied into managed
 // memory: weights returned by GetWeight point into the mapping (or the native copy) and are valid until Dispose.
+// A "U8" tensor [rows, bytes] that "__metadata__" names under "vte.quant.<name>" as "q8_0" or "q4_0" is a
+// block-quantized weight (SafetensorsWriter) and reads as that type with shape [rows, columns].
 using System.Buffers.Binary;
 using System.Diagnostics.CodeAnalysis;
 using System.IO.MemoryMappedFiles;
@@ -311,16 +313,18 @@ public sealed unsafe class SafetensorsFile : IDisposable
 
     private static void ParseEntries(string file, JsonElement root, HashSet<string> seen, Dictionary<string, string> metadata, List<TensorEntry> entries, long dataLength)
     {
+        // The metadata first: it says which U8 tensors are block-quantized weights.
         foreach (var prop in root.EnumerateObject())
         {
-            if (prop.Name == "__metadata__")
-            {
-                if (!seen.Add(prop.Name)) throw new SafetensorsException(file, null, "duplicate '__metadata__' key in header");
-                ParseMetadata(file, prop.Value, metadata);
-                continue;
-            }
+            if (prop.Name != "__metadata__") continue;
+            if (!seen.Add(prop.Name)) throw new SafetensorsException(file, null, "duplicate '__metadata__' key in header");
+            ParseMetadata(file, prop.Value, metadata);
+        }
+        foreach (var prop in root.EnumerateObject())
+        {
+            if (prop.Name == "__metadata__") continue;
             if (!seen.Add(prop.Name)) throw new SafetensorsException(file, prop.Name, "duplicate tensor name in header");
-            entries.Add(ParseEntry(file, prop.Name, prop.Value, dataLength));
+            entries.Add(ParseEntry(file, prop.Name, prop.Value, dataLength, metadata));
         }
     }
 
@@ -337,7 +341,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
         }
     }
 
-    private static TensorEntry ParseEntry(string file, string name, JsonElement value, long dataLength)
+    private static TensorEntry ParseEntry(string file, string name, JsonElement value, long dataLength, Dictionary<string, string> metadata)
     {
         SafetensorsException Bad(string problem) => new(file, name, problem);
 
@@ -358,7 +362,16 @@ public sealed unsafe class SafetensorsFile : IDisposable
         if (dtypeEl is not { } dt) throw Bad("entry lacks 'dtype'");
         if (dt.ValueKind != JsonValueKind.String) throw Bad($"'dtype' is not a string (found {dt.ValueKind})");
         var dtypeName = dt.GetString()!;
-        if (!DTypes.TryParseSafetensors(dtypeName, out var dtype))
+        DType dtype;
+        string? quant = dtypeName == "U8" && metadata.TryGetValue(TensorSpec.QuantKey(name), out var q) ? q : null;
+        if (quant is not null)
+            dtype = quant switch
+            {
+                "q8_0" => DType.Q8_0,
+                "q4_0" => DType.Q4_0,
+                _ => throw Bad($"'__metadata__' names an unknown quantization '{quant}' for this tensor (expected q8_0 or q4_0)"),
+            };
+        else if (!DTypes.TryParseSafetensors(dtypeName, out dtype))
             throw Bad(KnownUnsupported.Contains(dtypeName)
                 ? $"unsupported dtype {dtypeName} (this runtime reads F32, F16 and BF16)"
                 : $"unknown dtype '{dtypeName}'");
@@ -378,11 +391,21 @@ public sealed unsafe class SafetensorsFile : IDisposable
         {
             long count = 1;
             foreach (var d in shape) count = checked(count * d);
-            byteCount = checked(count * dtype.Size());
+            byteCount = quant is null ? checked(count * dtype.Size()) : count;
         }
         catch (OverflowException)
         {
             throw Bad($"element count of shape [{string.Join(", ", shape)}] overflows");
+        }
+        if (quant is not null)
+        {
+            // Stored [rows, bytes per row]: the weight is [rows, whole blocks per row * 32].
+            int blockBytes = BlockQuant.BlockBytes(dtype);
+            if (shape.Length != 2 || shape[1] % blockBytes != 0)
+                throw Bad($"a {quant} tensor is stored as U8 [rows, a multiple of {blockBytes} bytes], got [{string.Join(", ", shape)}]");
+            long cols = (long)shape[1] / blockBytes * BlockQuant.BlockElements;
+            if (cols > int.MaxValue) throw Bad($"{quant} rows of {shape[1]} bytes hold more than {int.MaxValue} columns");
+            shape = [shape[0], (int)cols];
         }
 
         if (offsetsEl is not { } off) throw Bad("entry lacks 'data_offsets'");
