@@ -60,8 +60,7 @@ public sealed class FlashDecodeTests
     [InlineData(DType.F32)]
     public void AttentionRoutesDecodeToTheSplitKernelsWhenFused(DType dtype)
     {
-        Gpu.Require();
-        using var b = new CudaBackend(new CudaBackendOptions { DType = dtype, KernelCacheDirectory = Gpu.KernelCacheDirectory, FusedAttention = true });
+        using var b = Gpu.Backend(dtype, fused: true);
         const int nq = 1, nk = 577, qHeads = 8, kvHeads = 2, headDim = 128, seed = 77;
         var (q, k, v) = Inputs(nq, nk, qHeads, kvHeads, headDim, dtype, seed);
         var baseline = new float[q.Length];

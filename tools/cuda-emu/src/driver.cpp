@@ -582,22 +582,14 @@ CUresult load_shared_object(Context* ctx, const std::string& so, Module** out)
 {
     ElfInfo elf;
     if (!parse_elf(so, &elf)) return CUDA_ERROR_INVALID_IMAGE;
-    int fd = (int)syscall(SYS_memfd_create, "vte-cuda-emu-module", 1u /* MFD_CLOEXEC */);
-    if (fd < 0) return CUDA_ERROR_OUT_OF_MEMORY;
-    std::size_t done = 0;
-    while (done < so.size())
-    {
-        ssize_t n = write(fd, so.data() + done, so.size() - done);
-        if (n <= 0)
-        {
-            close(fd);
-            return CUDA_ERROR_OUT_OF_MEMORY;
-        }
-        done += (std::size_t)n;
-    }
-    std::string path = format("/proc/self/fd/%d", fd);
+    // A file of its own for every load: the loader recognises objects by path, so a reused name (a
+    // /proc/self/fd number, a temporary name) would hand back the module loaded before.
+    static std::uint64_t serial = 0;
+    const char* tmp = std::getenv("TMPDIR");
+    const std::string path = format("%s/vte-cuda-emu-%d-%llu.so", tmp && *tmp ? tmp : "/tmp", (int)getpid(), (unsigned long long)++serial);
+    if (!write_file_atomic(path, so)) return CUDA_ERROR_OUT_OF_MEMORY;
     void* dl = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-    close(fd);
+    unlink(path.c_str());
     if (dl == nullptr)
     {
         diag("cuModuleLoadData: the module does not load: %s", dlerror());

@@ -56,6 +56,7 @@ struct Settings
     int workers = 0;            // VTE_CUDA_EMU_THREADS: worker threads (0: the CPUs this process may use)
     long long memory_bytes = 0; // VTE_CUDA_EMU_MEMORY_MIB: device memory (default 8 GiB)
     bool quiet = false;         // VTE_CUDA_EMU_QUIET=1: no diagnostics on stderr
+    bool trace = false;         // VTE_CUDA_EMU_TRACE=1: one line per launch with its wall time (emulator time, not a GPU's)
 };
 const Settings& settings();
 

@@ -19,6 +19,7 @@
 #include "emu.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <csignal>
 #include <cstdarg>
@@ -840,6 +841,19 @@ CUresult execute_launch(Context* ctx, Function* f, unsigned gx, unsigned gy, uns
             if (std::find(reach.begin(), reach.end(), a) == reach.end()) reach.push_back(a);
     }
     const vte_emu::u3 grid{gx, gy, gz}, block{bx, by, bz};
+    const auto started = std::chrono::steady_clock::now();
+    struct Trace
+    {
+        const Function* f;
+        unsigned gx, gy, gz, bx;
+        std::chrono::steady_clock::time_point t0;
+        ~Trace()
+        {
+            if (settings().trace)
+                diag("launch %s grid (%u,%u,%u) block %u: %.2f ms of emulator time", f->name.c_str(), gx, gy, gz, bx,
+                     std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+        }
+    } trace{f, gx, gy, gz, bx, started};
     const int schedules = std::max(1, settings().schedules);
     std::vector<std::vector<std::uint8_t>> before, after;
     if (schedules > 1)

@@ -47,6 +47,8 @@ const Settings& settings()
         r.memory_bytes = env_ll("VTE_CUDA_EMU_MEMORY_MIB", 8192) << 20;
         const char* q = std::getenv("VTE_CUDA_EMU_QUIET");
         r.quiet = q != nullptr && std::strcmp(q, "1") == 0;
+        const char* t = std::getenv("VTE_CUDA_EMU_TRACE");
+        r.trace = t != nullptr && std::strcmp(t, "1") == 0;
         return r;
     }();
     return s;
