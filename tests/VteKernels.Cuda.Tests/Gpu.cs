@@ -22,16 +22,22 @@ internal static class Gpu
 
     public static readonly string KernelCacheDirectory = Path.Combine(Path.GetTempPath(), $"vte-cuda-tests-{Environment.ProcessId}", "kernels");
 
+    /// <summary>What a GPU test does: run, skip, or fail (with the message).</summary>
+    internal enum Outcome { Run, Skip, Fail }
+
     /// <summary>Skips the calling test unless a CUDA device is usable (fails instead under VTE_REQUIRE_GPU=1).</summary>
-    public static void Require() => Decide(Missing.Value, Environment.GetEnvironmentVariable(RequireVariable) == "1");
+    public static void Require()
+    {
+        var (outcome, message) = Decide(Missing.Value, Environment.GetEnvironmentVariable(RequireVariable) == "1");
+        if (outcome == Outcome.Fail) Assert.Fail(message);
+        if (outcome == Outcome.Skip) Assert.Skip(message);
+    }
 
     /// <summary>What <see cref="Require"/> does when <paramref name="missing"/> says why no device is usable (null: one is).</summary>
-    internal static void Decide(string? missing, bool required)
-    {
-        if (missing is null) return;
-        if (required) Assert.Fail($"{RequireVariable}=1 and no CUDA device is usable: {missing}");
-        Assert.Skip($"needs a CUDA GPU: {missing}");
-    }
+    internal static (Outcome Outcome, string Message) Decide(string? missing, bool required) =>
+        missing is null ? (Outcome.Run, "")
+        : required ? (Outcome.Fail, $"{RequireVariable}=1 and no CUDA device is usable: {missing}")
+        : (Outcome.Skip, $"needs a CUDA GPU: {missing}");
 
     /// <summary>True when a CUDA device is usable here.</summary>
     public static bool Present => Missing.Value is null;

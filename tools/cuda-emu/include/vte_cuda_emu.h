@@ -30,9 +30,9 @@
 namespace vte_emu
 {
 // Bumped whenever the layout below changes: the module loader rejects modules built for another ABI.
-constexpr int kAbiVersion = 3;
+constexpr int kAbiVersion = 4;
 constexpr std::uintptr_t kStackBytes = std::uintptr_t(1) << 16; // per fiber, aligned to its size
-constexpr std::uintptr_t kLaneSlot = 4096;                      // above the guard page at the stack base
+constexpr std::uintptr_t kLaneSlot = kStackBytes - 8;           // the top word (the stack starts below it: one page)
 
 struct u3 { unsigned x, y, z; };
 

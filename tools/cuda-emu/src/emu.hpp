@@ -60,7 +60,7 @@ struct Settings
 };
 const Settings& settings();
 
-// Prints one diagnostic line on stderr ("vte-cuda-emu: ...") unless quiet.
+// Prints one diagnostic line ("vte-cuda-emu: ...") on stderr or into $VTE_CUDA_EMU_LOG, unless quiet.
 void diag(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 

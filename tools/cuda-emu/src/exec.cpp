@@ -105,6 +105,7 @@ struct LaneRT
 struct WarpRT
 {
     unsigned existing = 0, arrived = 0, mask = 0;
+    unsigned ready = 0; // lanes that can run and are not running
     int kind = kNone, mode = 0, bytes = 0;
 };
 
@@ -123,6 +124,7 @@ struct BlockRT
     std::string message;
     const Function* f = nullptr;
     void** params = nullptr;
+    bool reverse = false; // schedule 1: the last warp first, lanes descending
     vte_emu::u3 idx{};
     char* stacks = nullptr;
     std::size_t stack_count = 0;
@@ -130,13 +132,47 @@ struct BlockRT
 
 thread_local BlockRT* t_block __attribute__((tls_model("initial-exec"))) = nullptr;
 
-void yield(LaneRT* l)
+// The calling lane stops (its state already says why): control passes straight to the next ready lane of
+// its warp in schedule order (lowest index first, or highest in schedule 1), or back to the scheduler
+// when none is ready. A lane resumes when some other lane or the scheduler switches to it.
+void park(LaneRT* l)
 {
+    BlockRT* b = l->block;
+    WarpRT& w = b->warps[l->pub.warpid];
+    if (w.ready != 0)
+    {
+        const int next = b->reverse ? 31 - __builtin_clz(w.ready) : __builtin_ctz(w.ready);
+        w.ready &= ~(1u << next);
+        LaneRT* to = b->lanes + l->pub.warpid * 32 + next;
+        b->running = to;
 #if defined(__x86_64__)
-    vte_emu_switch(&l->sp, l->block->sched_sp);
+        vte_emu_switch(&l->sp, to->sp);
 #else
-    swapcontext(&l->uc, &l->block->sched_uc);
+        swapcontext(&l->uc, &to->uc);
 #endif
+        return;
+    }
+    b->running = nullptr;
+#if defined(__x86_64__)
+    vte_emu_switch(&l->sp, b->sched_sp);
+#else
+    swapcontext(&l->uc, &b->sched_uc);
+#endif
+}
+
+// Back to the scheduler at once (a failure: nothing else of the block runs).
+[[noreturn]] void abandon(LaneRT* l)
+{
+    BlockRT* b = l->block;
+    b->running = nullptr;
+#if defined(__x86_64__)
+    void* dead;
+    vte_emu_switch(&dead, b->sched_sp);
+#else
+    ucontext_t dead;
+    swapcontext(&dead, &b->sched_uc);
+#endif
+    __builtin_unreachable();
 }
 
 std::string lane_name(const LaneRT* l)
@@ -160,8 +196,7 @@ std::string where(const BlockRT* b)
         b->message = format("%s, %s: %s", where(b).c_str(), lane_name(l).c_str(), what.c_str());
     }
     l->state = kExited;
-    yield(l); // never resumed
-    __builtin_unreachable();
+    abandon(l);
 }
 
 extern "C" void lane_main(LaneRT* l)
@@ -170,7 +205,7 @@ extern "C" void lane_main(LaneRT* l)
     b->f->desc->invoke(b->params);
     l->state = kExited;
     b->exited++;
-    yield(l);
+    park(l); // never resumed
     __builtin_unreachable();
 }
 
@@ -189,7 +224,7 @@ void op_syncthreads(vte_emu::Lane* pub, const char* file, int line)
     l->state = kAtBarrier;
     l->bfile = file;
     l->bline = line;
-    yield(l);
+    park(l);
 }
 
 const char* kind_name(int kind, int mode)
@@ -206,14 +241,26 @@ const char* kind_name(int kind, int mode)
 
 void complete(BlockRT* b, int warp, LaneRT* caller);
 
+[[noreturn, gnu::cold, gnu::noinline]] void fail_not_in_mask(LaneRT* l, int kind, int mode, unsigned mask)
+{
+    fail_lane(l, CUDA_ERROR_LAUNCH_FAILED, format("%s with mask 0x%08x, which does not name the calling lane %u", kind_name(kind, mode), mask, l->pub.laneid));
+}
+
+[[noreturn, gnu::cold, gnu::noinline]] void fail_divergent(LaneRT* l, int kind, int mode, unsigned mask)
+{
+    const WarpRT& w = l->block->warps[l->pub.warpid];
+    fail_lane(l, CUDA_ERROR_LAUNCH_FAILED,
+              format("divergent warp collective in warp %u: this lane reached %s (mask 0x%08x) while lanes 0x%08x wait at %s (mask 0x%08x)",
+                     l->pub.warpid, kind_name(kind, mode), mask, w.arrived, kind_name(w.kind, w.mode), w.mask));
+}
+
 // Every collective: arrive, then either complete it (the last participant) or wait.
-void arrive(LaneRT* l, int kind, int mode, unsigned mask, int bytes)
+inline void arrive(LaneRT* l, int kind, int mode, unsigned mask, int bytes)
 {
     BlockRT* b = l->block;
-    const unsigned lane = l->pub.laneid, bit = 1u << lane;
+    const unsigned bit = 1u << l->pub.laneid;
     WarpRT& w = b->warps[l->pub.warpid];
-    if (!(mask & bit)) fail_lane(l, CUDA_ERROR_LAUNCH_FAILED, format("%s with mask 0x%08x, which does not name the calling lane %u", kind_name(kind, mode), mask, lane));
-    const unsigned participants = mask & w.existing;
+    if (__builtin_expect(!(mask & bit), 0)) fail_not_in_mask(l, kind, mode, mask);
     if (w.arrived == 0)
     {
         w.kind = kind;
@@ -221,18 +268,16 @@ void arrive(LaneRT* l, int kind, int mode, unsigned mask, int bytes)
         w.mask = mask;
         w.bytes = bytes;
     }
-    else if (w.kind != kind || w.mode != mode || w.mask != mask || w.bytes != bytes)
-        fail_lane(l, CUDA_ERROR_LAUNCH_FAILED,
-                  format("divergent warp collective in warp %u: this lane reached %s (mask 0x%08x) while lanes 0x%08x wait at %s (mask 0x%08x)",
-                         l->pub.warpid, kind_name(kind, mode), mask, w.arrived, kind_name(w.kind, w.mode), w.mask));
+    else if (__builtin_expect(w.kind != kind || w.mode != mode || w.mask != mask || w.bytes != bytes, 0))
+        fail_divergent(l, kind, mode, mask);
     w.arrived |= bit;
-    if (w.arrived == participants)
+    if (w.arrived == (mask & w.existing))
     {
         complete(b, (int)l->pub.warpid, l);
         return;
     }
     l->state = kAtCollective;
-    yield(l);
+    park(l);
 }
 
 std::uint64_t op_shfl(vte_emu::Lane* pub, int mode, unsigned mask, std::uint64_t value, int bytes, int bv, int cv)
@@ -291,6 +336,17 @@ void complete(BlockRT* b, int warp, LaneRT* caller)
     switch (w.kind)
     {
     case kShfl:
+        if (w.mode == vte_emu::kShflBfly && participants == 0xffffffffu)
+        {
+            // The common case (a butterfly over the full warp): every source lane is in the warp.
+            bool simple = true;
+            for (unsigned lane = 0; lane < 32 && simple; lane++) simple = (lanes[lane].c & 0x1f1f) == 0x1f;
+            if (simple)
+            {
+                for (unsigned lane = 0; lane < 32; lane++) lanes[lane].out = lanes[lane ^ (unsigned)(lanes[lane].b & 31)].value;
+                break;
+            }
+        }
         for (unsigned lane = 0; lane < 32; lane++)
         {
             if (!(participants >> lane & 1u)) continue;
@@ -364,8 +420,10 @@ void complete(BlockRT* b, int warp, LaneRT* caller)
     }
     w.arrived = 0;
     w.kind = kNone;
+    const unsigned self = 1u << caller->pub.laneid;
     for (unsigned lane = 0; lane < 32; lane++)
-        if ((participants >> lane & 1u) && &lanes[lane] != caller) lanes[lane].state = kReady;
+        if ((participants >> lane & 1u) && (1u << lane) != self) lanes[lane].state = kReady;
+    w.ready |= participants & ~self; // the caller goes on running
 }
 
 // ------------------------------------------------------------------------------------------ faults
@@ -581,7 +639,7 @@ bool run_block(Worker& wk, const Job& job, long long linear)
         char* base = b.stacks + (std::size_t)t * vte_emu::kStackBytes;
         *reinterpret_cast<LaneRT**>(base + vte_emu::kLaneSlot) = &l;
 #if defined(__x86_64__)
-        auto* s = reinterpret_cast<std::uintptr_t*>(base + vte_emu::kStackBytes) - 1;
+        auto* s = reinterpret_cast<std::uintptr_t*>(base + vte_emu::kStackBytes - 64) - 1; // the top 64 bytes hold the lane slot
         *s = (std::uintptr_t)vte_emu_fiber_start; // "returned to" by the first switch
         s -= 6;
         s[0] = 0;                            // r15
@@ -594,7 +652,7 @@ bool run_block(Worker& wk, const Job& job, long long linear)
 #else
         getcontext(&l.uc);
         l.uc.uc_stack.ss_sp = base + kPage;
-        l.uc.uc_stack.ss_size = vte_emu::kStackBytes - kPage - 64;
+        l.uc.uc_stack.ss_size = vte_emu::kStackBytes - kPage - 64; // below the lane slot
         l.uc.uc_link = nullptr;
         const std::uintptr_t lp = (std::uintptr_t)&l;
         makecontext(&l.uc, (void (*)())lane_trampoline, 2, (unsigned)(lp >> 32), (unsigned)lp);
@@ -604,34 +662,32 @@ bool run_block(Worker& wk, const Job& job, long long linear)
     if (void* tls = module_tls(wk, job.f->module)) fill_poison(tls, job.f->module->tls_size, kFreshPoison);
 
     const bool reverse = job.schedule == 1;
+    b.reverse = reverse;
+    for (int w = 0; w < b.nwarps; w++) b.warps[w].ready = b.warps[w].existing;
     t_block = &b;
     for (;;)
     {
         for (int wi = 0; wi < b.nwarps; wi++)
         {
             const int w = reverse ? b.nwarps - 1 - wi : wi;
-            const int count = std::min(32, n - w * 32);
-            bool ran = true;
-            while (ran)
+            WarpRT& warp = b.warps[w];
+            // The warp runs as far as it can (its lanes hand control to each other) before the next starts.
+            while (warp.ready != 0)
             {
-                ran = false;
-                for (int li = 0; li < count; li++)
-                {
-                    LaneRT& l = b.lanes[w * 32 + (reverse ? count - 1 - li : li)];
-                    if (l.state != kReady) continue;
-                    b.running = &l;
+                const int next = reverse ? 31 - __builtin_clz(warp.ready) : __builtin_ctz(warp.ready);
+                warp.ready &= ~(1u << next);
+                LaneRT& l = b.lanes[w * 32 + next];
+                b.running = &l;
 #if defined(__x86_64__)
-                    vte_emu_switch(&b.sched_sp, l.sp);
+                vte_emu_switch(&b.sched_sp, l.sp);
 #else
-                    swapcontext(&b.sched_uc, &l.uc);
+                swapcontext(&b.sched_uc, &l.uc);
 #endif
-                    b.running = nullptr;
-                    if (b.failed)
-                    {
-                        t_block = nullptr;
-                        return false;
-                    }
-                    ran = true;
+                b.running = nullptr;
+                if (b.failed)
+                {
+                    t_block = nullptr;
+                    return false;
                 }
             }
         }
@@ -647,13 +703,14 @@ bool run_block(Worker& wk, const Job& job, long long linear)
             {
                 atBarrier++;
                 if (first == nullptr) first = &l;
-                else if (l.bline != first->bline || std::strcmp(l.bfile, first->bfile) != 0) sameSite = false;
+                else if (l.bline != first->bline || (l.bfile != first->bfile && std::strcmp(l.bfile, first->bfile) != 0)) sameSite = false;
             }
             else if (l.state == kAtCollective) atCollective++;
         }
         if (atBarrier == n && sameSite)
         {
             for (int t = 0; t < n; t++) b.lanes[t].state = kReady;
+            for (int w = 0; w < b.nwarps; w++) b.warps[w].ready = b.warps[w].existing;
             continue;
         }
         // Describe the deadlock by runs of threads in the same state.
