@@ -28,6 +28,7 @@ internal static class ForwardCommand
             var (naavit, sessionOptions) = methods.Read(p);
             var tokenIds = TokenIdList.Parse(p.GetValue(ids)!);
             var images = (p.GetValue(pixels) ?? []).Select(PixelFile.Read).ToList();
+            policy.Validate(Models.LlavaCheckpoint.ReadConfig(p.GetValue(model)!, methods.VisionTowerDir(p)));   // before the weights load
             using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
             var clock = Stopwatch.StartNew();
             using var m = LlavaModel.Load(p.GetValue(model)!, backend, methods.VisionTowerDir(p));

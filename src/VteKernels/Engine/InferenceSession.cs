@@ -30,6 +30,9 @@ public sealed class InferenceSession : IDisposable
         Cache = model.Backend.CreateKvCache(model.Config.Text.NumLayers, model.Config.Text.KvDim);
     }
 
+    /// <summary>The model this session runs on.</summary>
+    public LlavaModel Model => _model;
+
     /// <summary>The methods that hold for the whole sequence (EAS attention skipping).</summary>
     public SessionOptions Options { get; }
 
@@ -61,9 +64,13 @@ public sealed class InferenceSession : IDisposable
     /// </summary>
     /// <exception cref="InvalidInputException">Empty prompt, ids outside the vocabulary, placeholders that do not match the images, bad pixels, a sequence longer than the model's context, or an exit layer beyond the model's depth.</exception>
     /// <exception cref="ModelFormatException">The exit gates do not fit the model.</exception>
+    /// <exception cref="OperationCanceledException"><see cref="PrefillOptions.CancellationToken"/> was cancelled; checked before
+    /// each image and each decoder layer. The sequence is then as it was before the call (the cache rows this call
+    /// added are removed).</exception>
     public StepResult Prefill(PromptInput input, PrefillOptions? options = null)
     {
         options ??= new PrefillOptions();
+        var cancellationToken = options.CancellationToken;
         var cfg = _model.Config;
         if (input.TokenIds.Length == 0) throw new InvalidInputException("the prompt is empty");
         CheckLength(input.TokenIds.Length);
@@ -72,9 +79,7 @@ public sealed class InferenceSession : IDisposable
                 throw new InvalidInputException($"token id {id} is outside the vocabulary of {cfg.Text.VocabSize}");
         var spans = input.FindImageSpans(cfg);
         var policy = options.Exit ?? ExitPolicy.None;
-        if (policy is FixedLayerExit f && f.Layers > cfg.Text.NumLayers)
-            throw new InvalidInputException($"exit layer:{f.Layers} is beyond the model's {cfg.Text.NumLayers} decoder layers (0 <= K <= {cfg.Text.NumLayers})");
-        if (policy is GateExit g) g.Gates.Validate(cfg);
+        policy.Validate(cfg);
         if ((options.Naavit || cfg.Saisa) && spans.Count > 0 && spans[^1].End == input.TokenIds.Length)
             throw new InvalidInputException("with NAAViT the prompt must end with text: visual rows issue no queries, so an image at the end leaves nothing to predict from");
 
@@ -107,6 +112,7 @@ public sealed class InferenceSession : IDisposable
         {
             foreach (var image in images)
             {
+                cancellationToken.ThrowIfCancellationRequested();
                 var states = options.OutputVisionStates ? new List<float[]>() : null;
                 if (saisa)
                 {
@@ -131,7 +137,7 @@ public sealed class InferenceSession : IDisposable
             {
                 Positions = positions, Cache = Cache, HiddenStates = hidden, Exit = run, RowMap = rowMap,
                 Naavit = naavit, Eas = Options.Eas, PiaMode = Options.PiaMode, Pia = _pia, LayerMacs = layerMacs,
-                SaisaFeatures = saisa ? saisaRaw : null,
+                SaisaFeatures = saisa ? saisaRaw : null, Cancellation = cancellationToken, Progress = options.Progress,
             };
             x = _model.Decoder(x, pass);
             try
@@ -153,6 +159,14 @@ public sealed class InferenceSession : IDisposable
             {
                 x.Dispose();
             }
+        }
+        catch when (Position == start)
+        {
+            // Nothing of this prompt entered the sequence: drop the cache rows its layers appended before the failure.
+            for (int l = 0; l < cfg.Text.NumLayers; l++)
+                if (Cache.Length(l) > cacheBase[l]) Cache.RemoveRows(l, cacheBase[l], Cache.Length(l) - cacheBase[l]);
+            if (start == 0) _pia?.Dispose();   // adapters resolved from a prefill that never finished
+            throw;
         }
         finally
         {
@@ -206,6 +220,33 @@ public sealed class InferenceSession : IDisposable
         var y = _model.Decoder(x, new DecoderPass { Positions = [Position], Cache = Cache, HiddenStates = hidden, Eas = Options.Eas, PiaMode = Options.PiaMode, Pia = _pia });
         _tokens.Add(tokenId);
         return new StepResult(_model.Head(y, 1, hidden)) { HiddenStates = hidden, Rows = [Position - 1] };
+    }
+
+    /// <summary>
+    /// Forgets the tokens from position <paramref name="length"/> on, and their rows in every layer's cache, so the
+    /// sequence can continue differently from there (a chat whose new prompt shares only a prefix with the tokens held).
+    /// What remains equals a prefill of the first <paramref name="length"/> tokens with the same methods. The forgotten
+    /// tokens must be text: image rows may be missing from some layers after an exit.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="length"/> is negative or beyond <see cref="Position"/>.</exception>
+    /// <exception cref="InvalidInputException">The forgotten tokens include image placeholders, or PIA adapters hold
+    /// per-sequence terms taken over the tokens to be forgotten (reset the session instead).</exception>
+    public void Truncate(int length)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(length, Position);
+        int drop = Position - length;
+        if (drop == 0) return;
+        if (_tokens.Skip(length).Contains(_model.Config.ImageTokenIndex))
+            throw new InvalidInputException($"cannot truncate to {length} tokens: the tokens after it include an image (reset the session instead)");
+        if (_pia is not null) throw new InvalidInputException("cannot truncate a sequence with PIA adapters: their per-sequence terms cover the whole first prefill (reset the session instead)");
+        for (int l = 0; l < Cache.Layers; l++)
+        {
+            int held = Cache.Length(l);
+            if (held == 0) continue;   // a layer without attention holds no cache
+            Cache.RemoveRows(l, held - drop, drop);
+        }
+        _tokens.RemoveRange(length, drop);
     }
 
     /// <summary>Forgets the sequence (and the adapters' per-sequence terms); the cache storage is kept for reuse.</summary>

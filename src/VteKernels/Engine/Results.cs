@@ -28,6 +28,12 @@ public sealed record PrefillOptions
     /// non-visual rows only (see <see cref="StepResult.Rows"/>). Decode steps are unaffected.
     /// </summary>
     public bool Naavit { get; init; }
+
+    /// <summary>Told (decoder layers done, decoder layers) before each decoder layer runs; null: no reports.</summary>
+    public IProgress<(int Done, int Total)>? Progress { get; init; }
+
+    /// <summary>Checked before each image and each decoder layer: a cancelled prefill stops between layers and leaves the sequence as it was.</summary>
+    public CancellationToken CancellationToken { get; init; }
 }
 
 /// <summary>Methods that hold for a whole sequence.</summary>
