@@ -20,10 +20,12 @@ internal static class ForwardCommand
         var pixels = new Option<string[]>("--pixels") { Description = "Preprocessed float32 .npy per image, in prompt order: [1,3,S,S] (or [3,S,S]), anyres [tiles,3,S,S]", AllowMultipleArgumentsPerToken = true };
         var sizes = new Option<string[]>("--image-sizes") { Description = "Original H,W of each --pixels image (HF's image_sizes; anyres needs them)", AllowMultipleArgumentsPerToken = true };
         var output = new Option<string>("--out", "-o") { Description = "Where to write the logits .npy", Required = true };
-        var device = DeviceOption.Create();
+        var device = new BackendOptions();
+        var noMmap = NoMmapOption.Create();
         var exit = new ExitOptions();
         var methods = new MethodOptions();
-        var cmd = new Command("forward", "Run one prefill and write the logits of every row as .npy (after a visual-token exit: the rows that remain)") { model, ids, imageFiles, pixels, sizes, output, device };
+        var cmd = new Command("forward", "Run one prefill and write the logits of every row as .npy (after a visual-token exit: the rows that remain)") { model, ids, imageFiles, pixels, sizes, output, noMmap };
+        device.AddTo(cmd);
         exit.AddTo(cmd);
         methods.AddTo(cmd);
         cmd.SetAction(p =>
@@ -36,9 +38,9 @@ internal static class ForwardCommand
             if (files.Length > 0 && p.GetValue(sizes) is { Length: > 0 }) throw new UsageException("--image-sizes goes with --pixels (an image file knows its size)");
             var pixelImages = ImageArguments.ReadPixels(p.GetValue(pixels), p.GetValue(sizes));
             policy.Validate(Models.LlavaCheckpoint.ReadConfig(p.GetValue(model)!, methods.VisionTowerDir(p)));   // before the weights load
-            using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
+            using var backend = device.Create(p);
             var clock = Stopwatch.StartNew();
-            using var m = LlavaModel.Load(p.GetValue(model)!, backend, methods.VisionTowerDir(p));
+            using var m = LlavaModel.Load(p.GetValue(model)!, backend, methods.VisionTowerDir(p), NoMmapOption.Read(p, noMmap));
             var load = clock.Elapsed;
             var images = files.Length > 0 ? ImageArguments.Load(p.GetValue(model)!, m.Config, files, pad: null) : pixelImages;
             var prompt = ImageArguments.Prompt(m.Config, tokenIds, images);
@@ -84,23 +86,4 @@ internal static class TokenIdList
                 throw new UsageException($"token id #{i + 1} '{parts[i]}' is not a non-negative integer");
         return ids;
     }
-}
-
-/// <summary>The --device option shared by the commands that run a model.</summary>
-internal static class DeviceOption
-{
-    public static Option<string> Create()
-    {
-        var o = new Option<string>("--device") { Description = "Backend: cpu, or cuda (the first visible GPU; CUDA_VISIBLE_DEVICES picks it)", DefaultValueFactory = _ => "cpu" };
-        o.AcceptOnlyFromAmong("cpu", "cuda");
-        return o;
-    }
-
-    public static Backends.IBackend CreateBackend(string name) => name switch
-    {
-        "cpu" => new Backends.Cpu.CpuBackend(),
-        // No fallback to the CPU: a machine without a usable GPU gets CudaUnavailableException, one "error:" line.
-        "cuda" => new Cuda.CudaBackend(),
-        _ => throw new UsageException($"unknown device '{name}' (expected cpu or cuda)"),
-    };
 }

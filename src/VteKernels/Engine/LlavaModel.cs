@@ -4,6 +4,7 @@
 // run the decoder layers, the head.
 using VteKernels.Backends;
 using VteKernels.Engine.Vision;
+using VteKernels.Formats;
 using VteKernels.Models;
 
 namespace VteKernels.Engine;
@@ -54,10 +55,14 @@ public sealed class LlavaModel : IDisposable
     /// tower from <paramref name="visionTowerDir"/> or the config's mm_vision_tower folder. SAISA checkpoints
     /// (per-layer projectors) load in the original layout.
     /// </summary>
+    /// <param name="modelDir">The model folder.</param>
+    /// <param name="backend">The backend to run on.</param>
+    /// <param name="visionTowerDir">The CLIP folder of an original-layout checkpoint, or null.</param>
+    /// <param name="options">Whether the weight files are memory-mapped (the default) or read into memory; see <see cref="LoadOptions"/>.</param>
     /// <exception cref="ModelFormatException">The config or a weight file is malformed or disagrees with the config, or the vision tower cannot be found.</exception>
-    public static LlavaModel Load(string modelDir, IBackend backend, string? visionTowerDir = null)
+    public static LlavaModel Load(string modelDir, IBackend backend, string? visionTowerDir = null, LoadOptions? options = null)
     {
-        var checkpoint = LlavaCheckpoint.Open(modelDir, visionTowerDir);
+        var checkpoint = LlavaCheckpoint.Open(modelDir, visionTowerDir, options);
         try
         {
             return new LlavaModel(checkpoint.Config, checkpoint.Weights, backend, checkpoint)
@@ -75,6 +80,10 @@ public sealed class LlavaModel : IDisposable
     /// <summary>A new session with an empty cache; <paramref name="options"/> sets sequence-wide methods (EAS).</summary>
     /// <exception cref="ModelFormatException">The EAS configuration does not fit the model, or leaves a layer without attention weights unskipped.</exception>
     public InferenceSession CreateSession(SessionOptions? options = null) => new(this, options);
+
+    /// <summary>Throws if a memory-mapped weight file this model loaded changed since (nothing to check for weights it did not open).</summary>
+    /// <exception cref="WeightFileChangedException">A file changed.</exception>
+    public void CheckWeightsUnchanged() => (_owner as LlavaCheckpoint)?.CheckUnchanged();
 
     /// <summary>Releases what the model holds on the backend beyond its weights, and the weight files it opened.</summary>
     public void Dispose()

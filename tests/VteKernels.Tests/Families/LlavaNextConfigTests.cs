@@ -11,6 +11,7 @@ using VteKernels.Families.Llava;
 using VteKernels.Families.LlavaNext;
 using VteKernels.Formats;
 using VteKernels.Models;
+using VteKernels.Synth;
 using VteKernels.Tests.Reference;
 using Xunit;
 
@@ -106,6 +107,8 @@ public sealed class LlavaNextConfigTests(ITestOutputHelper output)
         { "not a pair", """{"image_grid_pinpoints": [[336, 672, 3]]}""", "[height, width] pair" },
         { "negative", """{"image_grid_pinpoints": [[336, -672]]}""", "positive integers" },
         { "not a list", """{"image_grid_pinpoints": "anyres"}""", "list of [height, width] pairs" },
+        { "too many", """{"image_grid_pinpoints": [""" + string.Join(", ", Enumerable.Repeat("[336, 336]", 300)) + "]}", "more than the 256 supported" },
+        { "side 2^30", """{"image_grid_pinpoints": [[336, 1073741760]]}""", "side larger than the 4096 supported" },
         { "full strategy", """{"vision_feature_select_strategy": "full"}""", "'full' cannot run with anyres" },
         { "newline flag type", """{"use_image_newline_parameter": "yes"}""", "use_image_newline_parameter must be true or false" },
         { "unknown family", """{"model_type": "llava_onevision"}""", "expected 'llava' or 'llava_next'" },
@@ -235,6 +238,23 @@ public sealed class LlavaNextConfigTests(ITestOutputHelper output)
         pc["patch_size"] = 14;
         File.WriteAllText(proc, pc.ToJsonString());
         Assert.Contains("patch_size 14", Assert.Throws<ModelFormatException>(() => MultimodalPrompt.PreprocessorFor(dir, cfg, pad: false)).Message);
+    }
+
+    // The shared config checks hold for the second family too: caps at parse, layer counts against the tensors at load.
+    [Fact]
+    public void SharedConfigChecksCoverLlavaNext()
+    {
+        var o = Mistral();
+        o["text_config"]!["num_hidden_layers"] = 2147483647;
+        Assert.Contains("num_hidden_layers 2147483647 is larger than the 1024 supported",
+            Assert.Throws<ModelConfigException>(() => LlavaConfig.Parse(o.ToJsonString(), "config.json")).Message);
+        var dir = TestModels.CopyOf(TestModels.Custom(SynthPreset.Get("next-tiny")));
+        var path = Path.Combine(dir, "config.json");
+        var cfg = JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+        cfg["text_config"]!["num_hidden_layers"] = 1000;
+        File.WriteAllText(path, cfg.ToJsonString());
+        var e = Assert.Throws<ModelFormatException>(() => LlavaModel.Load(dir, new CpuBackend()));
+        Assert.Contains("the checkpoint holds", e.Message);
     }
 
     [Fact]

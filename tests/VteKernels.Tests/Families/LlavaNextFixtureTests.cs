@@ -115,7 +115,7 @@ public sealed class LlavaNextFixtureTests(ITestOutputHelper output)
     public void ForwardMatchesHfTransformers(string name)
     {
         var dir = FixturePaths.NextCase(name);
-        using var model = LlavaModel.Load(Path.Combine(dir, "model"), new CpuBackend());
+        using var model = LlavaModel.Load(Path.Combine(dir, "model"), TestModels.Float32Cpu());
         var cfg = model.Config;
         var ids = FixturePaths.ReadIds(Path.Combine(dir, "input_ids.txt"));
         var images = PromptImages(name).Select(f => HfPixels(name, f)).ToList();
@@ -141,7 +141,7 @@ public sealed class LlavaNextFixtureTests(ITestOutputHelper output)
     public async Task GreedyDecodingWithCacheMatchesHf(string name)
     {
         var dir = FixturePaths.NextCase(name);
-        using var model = LlavaModel.Load(Path.Combine(dir, "model"), new CpuBackend());
+        using var model = LlavaModel.Load(Path.Combine(dir, "model"), TestModels.Float32Cpu());
         var ids = FixturePaths.ReadIds(Path.Combine(dir, "input_ids.txt"));
         var images = PromptImages(name).Select(f => HfPixels(name, f)).ToList();
         using var session = model.CreateSession();
@@ -157,7 +157,7 @@ public sealed class LlavaNextFixtureTests(ITestOutputHelper output)
         // The model folder's own preprocessing, our decoders, and prompt expansion by the family's count.
         var dir = FixturePaths.NextCase(name);
         var modelDir = Path.Combine(dir, "model");
-        using var model = LlavaModel.Load(modelDir, new CpuBackend());
+        using var model = LlavaModel.Load(modelDir, TestModels.Float32Cpu());
         var cfg = model.Config;
         var pre = MultimodalPrompt.PreprocessorFor(modelDir, cfg, pad: false);
         var images = PromptImages(name).Select(f => MultimodalPrompt.LoadImage(ImagePath(f), pre)).ToList();

@@ -95,7 +95,7 @@ public sealed class LlavaNextMethodsTests(ITestOutputHelper output)
     public void EngineMatchesNaiveFloat64(DType dtype, int seed)
     {
         var dir = NextTiny(dtype, (ulong)seed);
-        using var model = LlavaModel.Load(dir, new CpuBackend());
+        using var model = LlavaModel.Load(dir, TestModels.Float32Cpu());
         var cfg = model.Config;
         var (images, naiveImages) = Images(dir, cfg, [.. TwoImages, (224, 224)]);
         Assert.Equal([3, 4, 5], images.Select(i => i.Tiles));
@@ -122,7 +122,7 @@ public sealed class LlavaNextMethodsTests(ITestOutputHelper output)
     {
         var dir = NextTiny();
         var naive = new NaiveLlava(dir);
-        using var model = LlavaModel.Load(dir, new CpuBackend());
+        using var model = LlavaModel.Load(dir, TestModels.Float32Cpu());
         var cfg = model.Config;
         var (images, naiveImages) = Images(dir, cfg, TwoImages);
         var ids = Prompt(cfg, images, seed: 30 + k);
@@ -148,7 +148,7 @@ public sealed class LlavaNextMethodsTests(ITestOutputHelper output)
     {
         var dir = NextTiny();
         var naive = new NaiveLlava(dir);
-        using var model = LlavaModel.Load(dir, new CpuBackend());
+        using var model = LlavaModel.Load(dir, TestModels.Float32Cpu());
         var cfg = model.Config;
         var (images, naiveImages) = Images(dir, cfg, TwoImages);
         var ids = Prompt(cfg, images, seed: 5);
@@ -167,7 +167,7 @@ public sealed class LlavaNextMethodsTests(ITestOutputHelper output)
     {
         var dir = NextTiny();
         var naive = new NaiveLlava(dir);
-        using var model = LlavaModel.Load(dir, new CpuBackend());
+        using var model = LlavaModel.Load(dir, TestModels.Float32Cpu());
         var cfg = model.Config;
         var (images, naiveImages) = Images(dir, cfg, TwoImages);
         var ids = Prompt(cfg, images, seed: 8);
@@ -206,7 +206,7 @@ public sealed class LlavaNextMethodsTests(ITestOutputHelper output)
     {
         var dir = NextTiny();
         var naive = new NaiveLlava(dir);
-        using var model = LlavaModel.Load(dir, new CpuBackend());
+        using var model = LlavaModel.Load(dir, TestModels.Float32Cpu());
         var cfg = model.Config;
         var (images, naiveImages) = Images(dir, cfg, TwoImages);
         var ids = Prompt(cfg, images, seed: 12);
@@ -249,7 +249,7 @@ public sealed class LlavaNextMethodsTests(ITestOutputHelper output)
     public void TheReportsMultiplyAddsCoverEveryTile()
     {
         var dir = NextTiny();
-        using var model = LlavaModel.Load(dir, new CpuBackend());
+        using var model = LlavaModel.Load(dir, TestModels.Float32Cpu());
         var cfg = model.Config;
         var (images, _) = Images(dir, cfg, TwoImages);
         var ids = Prompt(cfg, images, seed: 2);

@@ -27,14 +27,19 @@ internal sealed partial class TextDecoder
         bool folded = pia?.Q is not null;
         using var k = B.Allocate(n, t.KvDim);
         using var v = B.Allocate(n, t.KvDim);
-        B.Linear(src, folded ? pia!.K! : w.K!, folded ? pia!.KBias : null, k);
-        B.Linear(src, folded ? pia!.V! : w.V!, folded ? pia!.VBias : null, v);
+        using var q = B.Allocate(nq, t.QDim);
+        var qTarget = new LinearTarget(folded ? pia!.Q! : w.Q!, folded ? pia!.QBias : null, q);
+        var kTarget = new LinearTarget(folded ? pia!.K! : w.K!, folded ? pia!.KBias : null, k);
+        var vTarget = new LinearTarget(folded ? pia!.V! : w.V!, folded ? pia!.VBias : null, v);
+        using var qIn = all ? null : DropRows(src, run!.Spans);
+        if (qIn is null) B.LinearMany(src, [qTarget, kTarget, vTarget]);   // one pass over the normed rows
+        else
+        {
+            B.LinearMany(src, [kTarget, vTarget]);
+            B.Linear(qIn, qTarget.Weight, qTarget.Bias, q);
+        }
         B.Rope(k, t.NumKvHeads, t.HeadDim, pass.Positions, t.RopeTheta);
         pass.Cache.Append(layer, k, v);
-
-        using var qIn = all ? null : DropRows(src, run!.Spans);
-        using var q = B.Allocate(nq, t.QDim);
-        B.Linear(qIn ?? src, folded ? pia!.Q! : w.Q!, folded ? pia!.QBias : null, q);
         B.Rope(q, t.NumHeads, t.HeadDim, all ? pass.Positions : Keep(pass.Positions, run!.Spans), t.RopeTheta);
         using var a = B.Allocate(nq, t.QDim);
         var (keys, values) = pass.Cache.View(layer);
@@ -134,10 +139,7 @@ internal sealed partial class TextDecoder
             B.RmsNorm(x, w.PostAttentionNorm, t.RmsNormEps, h);
         }
         using var gate = B.Allocate(n, t.IntermediateSize);
-        using var up = B.Allocate(n, t.IntermediateSize);
-        B.Linear(h, gateW, gateB, gate);
-        B.Linear(h, upW, upB, up);
-        B.SiluMul(gate, up, gate);
+        B.GatedLinear(h, gateW, gateB, upW, upB, gate);   // silu(gate(h)) * up(h)
         var y = B.Allocate(n, t.HiddenSize);
         B.Linear(gate, w.Down, null, y);
         macs += Cost.Ffn(t, n);

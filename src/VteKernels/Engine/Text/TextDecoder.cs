@@ -39,12 +39,13 @@ internal sealed partial class TextDecoder
         _t = config;
         _imageToken = imageTokenIndex;
         DeviceWeight U(Weight w) => backend.Upload(w);
-        DeviceWeight? UOpt(Weight? w) => w is null ? null : backend.Upload(w);
+        DeviceWeight UL(Weight w) => backend.UploadLinear(w, LinearRole.LanguageModel);   // matrices Linear multiplies by
+        DeviceWeight? ULOpt(Weight? w) => w is null ? null : UL(w);
         _embedTokens = U(t.EmbedTokens);
-        _text = t.Layers.Select(l => new TextLayer(U(l.InputNorm), UOpt(l.QProj), UOpt(l.KProj), UOpt(l.VProj), UOpt(l.OProj),
-            U(l.PostAttentionNorm), U(l.GateProj), U(l.UpProj), U(l.DownProj))).ToArray();
+        _text = t.Layers.Select(l => new TextLayer(U(l.InputNorm), ULOpt(l.QProj), ULOpt(l.KProj), ULOpt(l.VProj), ULOpt(l.OProj),
+            U(l.PostAttentionNorm), UL(l.GateProj), UL(l.UpProj), UL(l.DownProj))).ToArray();
         _finalNorm = U(t.Norm);
-        _lmHead = ReferenceEquals(t.LmHead, t.EmbedTokens) ? _embedTokens : U(t.LmHead);
+        _lmHead = ReferenceEquals(t.LmHead, t.EmbedTokens) ? _embedTokens : UL(t.LmHead);
     }
 
     /// <summary>Input embeddings of <paramref name="ids"/> with each image span overwritten by its features.</summary>

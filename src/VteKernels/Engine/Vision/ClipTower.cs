@@ -29,14 +29,15 @@ internal sealed class ClipTower
         B = backend;
         _config = config;
         DeviceWeight U(Weight x) => backend.Upload(x);
+        DeviceWeight UV(Weight x) => backend.UploadLinear(x, LinearRole.Vision);   // matrices Linear multiplies by
         _classEmbedding = U(w.ClassEmbedding);
         _patchEmbedding = U(w.PatchEmbedding);
         _positionEmbedding = U(w.PositionEmbedding);
         _preLnW = U(w.PreLnWeight);
         _preLnB = U(w.PreLnBias);
         _layers = w.Layers.Take(config.VisionLayersNeeded).Select(l => new Layer(
-            U(l.Ln1Weight), U(l.Ln1Bias), U(l.QWeight), U(l.QBias), U(l.KWeight), U(l.KBias), U(l.VWeight), U(l.VBias),
-            U(l.OutWeight), U(l.OutBias), U(l.Ln2Weight), U(l.Ln2Bias), U(l.Fc1Weight), U(l.Fc1Bias), U(l.Fc2Weight), U(l.Fc2Bias))).ToArray();
+            U(l.Ln1Weight), U(l.Ln1Bias), UV(l.QWeight), U(l.QBias), UV(l.KWeight), U(l.KBias), UV(l.VWeight), U(l.VBias),
+            UV(l.OutWeight), U(l.OutBias), U(l.Ln2Weight), U(l.Ln2Bias), UV(l.Fc1Weight), U(l.Fc1Bias), UV(l.Fc2Weight), U(l.Fc2Bias))).ToArray();
     }
 
     /// <summary>Feature rows per tile: the patches, plus the class token for the "full" strategy.</summary>

@@ -2,12 +2,18 @@
 // (multi_modal_projector / mm_projector, mlp2x_gelu) and SAISA's per-layer projectors alike:
 // y = Linear2(GELU(Linear1(x))), exact (erf) GELU, biases optional.
 using VteKernels.Backends;
+using VteKernels.Models;
 
 namespace VteKernels.Engine.Vision;
 
 internal sealed class MlpProjector(IBackend backend, DeviceWeight w1, DeviceWeight? b1, DeviceWeight w2, DeviceWeight? b2)
 {
     private int Hidden => w1.Source.Rows;
+
+    /// <summary>The model's projector on <paramref name="backend"/>: its matrices uploaded as the vision side's linears.</summary>
+    public static MlpProjector Upload(IBackend backend, ProjectorWeights p) => new(backend,
+        backend.UploadLinear(p.Linear1Weight, LinearRole.Vision), p.Linear1Bias is null ? null : backend.Upload(p.Linear1Bias),
+        backend.UploadLinear(p.Linear2Weight, LinearRole.Vision), p.Linear2Bias is null ? null : backend.Upload(p.Linear2Bias));
 
     /// <summary>Output width.</summary>
     public int OutputSize => w2.Source.Rows;

@@ -21,9 +21,7 @@ internal sealed class LlavaVision : VisionEncoder
     {
         _backend = backend;
         _tower = new ClipTower(config, weights.Vision, backend);
-        DeviceWeight? UOpt(Weight? w) => w is null ? null : backend.Upload(w);
-        var p = weights.Projector;
-        _projector = new MlpProjector(backend, backend.Upload(p.Linear1Weight), UOpt(p.Linear1Bias), backend.Upload(p.Linear2Weight), UOpt(p.Linear2Bias));
+        _projector = MlpProjector.Upload(backend, weights.Projector);
         if (weights.Saisa is { } saisa)
             _saisa = saisa.Layers.Select(l => new MlpProjector(backend, backend.Upload(l.W1), backend.Upload(l.B1), backend.Upload(l.W2), backend.Upload(l.B2))).ToArray();
     }

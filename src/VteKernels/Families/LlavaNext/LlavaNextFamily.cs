@@ -55,17 +55,30 @@ public sealed record LlavaNextFamily(IReadOnlyList<GridPinpoint> Pinpoints) : Mo
         return new LlavaNextFamily(pinpoints);
     }
 
-    /// <summary>Reads a pinpoint list [[h, w], ...] of positive integers; <paramref name="error"/> makes the exception.</summary>
+    /// <summary>Most pinpoints accepted (released models list at most a few dozen).</summary>
+    public const int MaxPinpoints = 256;
+
+    /// <summary>Largest pinpoint side in pixels (<see cref="LlavaConfig.MaxImageSize"/>; released models use at most 2,304).</summary>
+    public const int MaxPinpointSide = LlavaConfig.MaxImageSize;
+
+    /// <summary>
+    /// Reads a pinpoint list [[h, w], ...] of integers in 1..<see cref="MaxPinpointSide"/>, at most <see cref="MaxPinpoints"/>
+    /// of them (the bounds keep the tile grid, and so the pixels an image becomes, bounded); <paramref name="error"/> makes the exception.
+    /// </summary>
     internal static IReadOnlyList<GridPinpoint> ReadPinpoints(JsonElement e, string? path, string key, Func<string?, string, Exception> error)
     {
         if (e.ValueKind != JsonValueKind.Array) throw error(path, $"{key} must be a list of [height, width] pairs");
+        if (e.GetArrayLength() > MaxPinpoints) throw error(path, $"{key} lists {e.GetArrayLength()} resolutions, more than the {MaxPinpoints} supported");
         var list = new List<GridPinpoint>();
         foreach (var pair in e.EnumerateArray())
         {
             if (pair.ValueKind != JsonValueKind.Array || pair.GetArrayLength() != 2 ||
                 pair.EnumerateArray().Any(x => x.ValueKind != JsonValueKind.Number || !x.TryGetInt32(out int n) || n < 1))
                 throw error(path, $"{key}[{list.Count}] must be a [height, width] pair of positive integers");
-            list.Add(new GridPinpoint(pair[0].GetInt32(), pair[1].GetInt32()));
+            var pin = new GridPinpoint(pair[0].GetInt32(), pair[1].GetInt32());
+            if (pin.Height > MaxPinpointSide || pin.Width > MaxPinpointSide)
+                throw error(path, $"{key}[{list.Count}] {pin} has a side larger than the {MaxPinpointSide} supported");
+            list.Add(pin);
         }
         if (list.Count == 0) throw error(path, $"{key} is empty: an anyres model needs at least one resolution");
         return list;

@@ -28,9 +28,7 @@ internal sealed class LlavaNextVision : VisionEncoder
         _config = config;
         _family = family;
         _tower = new ClipTower(config, weights.Vision, backend);
-        DeviceWeight? UOpt(Weight? w) => w is null ? null : backend.Upload(w);
-        var p = weights.Projector;
-        _projector = new MlpProjector(backend, backend.Upload(p.Linear1Weight), UOpt(p.Linear1Bias), backend.Upload(p.Linear2Weight), UOpt(p.Linear2Bias));
+        _projector = MlpProjector.Upload(backend, weights.Projector);
         _newline = backend.Allocate(1, config.Text.HiddenSize);
         backend.CopyFromHost(weights.FamilyTensors[LlavaNextFamily.ImageNewlineTensor].ToFloatArray(), _newline);
     }
