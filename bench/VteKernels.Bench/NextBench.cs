@@ -77,8 +77,8 @@ internal static class NextBench
             int samples = quick ? 3 : 2;
             var times = new Dictionary<(string, string), List<PrefillReport>>();
             var walls = new Dictionary<(string, string), List<double>>();
-            string loadBefore = LoadAverage();
-            var (busyBefore, oursBefore) = CpuUse();
+            string loadBefore = CpuClock.LoadAverage();
+            var clockBefore = CpuClock.Now();
             var timed = Stopwatch.StartNew();
             for (int round = 0; round <= samples; round++)   // round 0 warms up
                 foreach (var m in models)
@@ -94,9 +94,8 @@ internal static class NextBench
                         (walls.TryGetValue((m.Model, name), out var w) ? w : walls[(m.Model, name)] = []).Add(clock.Elapsed.TotalMilliseconds);
                     }
             timed.Stop();
-            var (busyAfter, oursAfter) = CpuUse();
-            double otherCpuSeconds = busyAfter - busyBefore - (oursAfter - oursBefore);
-            string loadAfter = LoadAverage();
+            double otherCpuSeconds = CpuClock.OthersSince(clockBefore);
+            string loadAfter = CpuClock.LoadAverage();
 
             var rows = new List<Row>();
             foreach (var m in models)
@@ -217,24 +216,5 @@ internal static class NextBench
             yield return E($"layer:{k}", vision, k * dense + (FullLayers - k) * text, k * denseMacs + (FullLayers - k) * textMacs, visionMacs,
                 $"{k} dense layers + {FullLayers - k} layers of the {m.Prompt.TokenIds.Length - m.VisualRows} text rows");
         yield return E("naavit", vision, FullLayers * free, FullLayers * naavitMacs, visionMacs, "32 NAAViT layers (K/V for every row, the rest for text rows)");
-    }
-
-    private static string LoadAverage()
-    {
-        try { return string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)); }
-        catch (IOException) { return "unknown"; }
-    }
-
-    /// <summary>Busy CPU-seconds of the whole machine (/proc/stat, USER_HZ 100) and of this process.</summary>
-    private static (double Busy, double Ours) CpuUse()
-    {
-        double ours = Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds;
-        try
-        {
-            var f = File.ReadLines("/proc/stat").First().Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1).Select(long.Parse).ToArray();
-            long idle = f[3] + (f.Length > 4 ? f[4] : 0);
-            return ((f.Take(Math.Min(f.Length, 8)).Sum() - idle) / 100.0, ours);
-        }
-        catch (IOException) { return (double.NaN, ours); }
     }
 }
