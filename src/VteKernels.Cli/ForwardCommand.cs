@@ -16,10 +16,12 @@ internal static class ForwardCommand
         var ids = new Option<string>("--input-ids") { Description = "Comma-separated token ids, image placeholders expanded (or @FILE holding them)", Required = true };
         var pixels = new Option<string[]>("--pixels") { Description = "float32 .npy [1,3,H,W] (or [3,H,W]) per image, in prompt order", AllowMultipleArgumentsPerToken = true };
         var output = new Option<string>("--out", "-o") { Description = "Where to write the logits .npy", Required = true };
-        var device = DeviceOption.Create();
+        var device = new BackendOptions();
+        var noMmap = NoMmapOption.Create();
         var exit = new ExitOptions();
         var methods = new MethodOptions();
-        var cmd = new Command("forward", "Run one prefill and write the logits of every row as .npy (after a visual-token exit: the rows that remain)") { model, ids, pixels, output, device };
+        var cmd = new Command("forward", "Run one prefill and write the logits of every row as .npy (after a visual-token exit: the rows that remain)") { model, ids, pixels, output, noMmap };
+        device.AddTo(cmd);
         exit.AddTo(cmd);
         methods.AddTo(cmd);
         cmd.SetAction(p =>
@@ -29,9 +31,9 @@ internal static class ForwardCommand
             var tokenIds = TokenIdList.Parse(p.GetValue(ids)!);
             var images = (p.GetValue(pixels) ?? []).Select(PixelFile.Read).ToList();
             policy.Validate(Models.LlavaCheckpoint.ReadConfig(p.GetValue(model)!, methods.VisionTowerDir(p)));   // before the weights load
-            using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
+            using var backend = device.Create(p);
             var clock = Stopwatch.StartNew();
-            using var m = LlavaModel.Load(p.GetValue(model)!, backend, methods.VisionTowerDir(p));
+            using var m = LlavaModel.Load(p.GetValue(model)!, backend, methods.VisionTowerDir(p), NoMmapOption.Read(p, noMmap));
             var load = clock.Elapsed;
             using var session = m.CreateSession(sessionOptions);
             var result = session.Prefill(new PromptInput(tokenIds, images),
@@ -89,23 +91,4 @@ internal static class PixelFile
             throw new UsageException($"{Path.GetFileName(path)}: pixels must be [1, C, H, W] or [C, H, W], got [{string.Join(", ", a.Shape)}]");
         return new ImageInput(a.Data, s[0], s[1], s[2]);
     }
-}
-
-/// <summary>The --device option shared by the commands that run a model.</summary>
-internal static class DeviceOption
-{
-    public static Option<string> Create()
-    {
-        var o = new Option<string>("--device") { Description = "Backend: cpu, or cuda (the first visible GPU; CUDA_VISIBLE_DEVICES picks it)", DefaultValueFactory = _ => "cpu" };
-        o.AcceptOnlyFromAmong("cpu", "cuda");
-        return o;
-    }
-
-    public static Backends.IBackend CreateBackend(string name) => name switch
-    {
-        "cpu" => new Backends.Cpu.CpuBackend(),
-        // No fallback to the CPU: a machine without a usable GPU gets CudaUnavailableException, one "error:" line.
-        "cuda" => new Cuda.CudaBackend(),
-        _ => throw new UsageException($"unknown device '{name}' (expected cpu or cuda)"),
-    };
 }
