@@ -226,7 +226,7 @@ public sealed class InferenceSession : IDisposable
         CheckLength(1);
         var x = _model.Text.Embed([tokenId], [], []);
         var hidden = outputHiddenStates ? new List<float[]>() : null;
-        var y = _model.Text.Run(x, new DecoderPass { Positions = [Position], Cache = Cache, HiddenStates = hidden, Eas = Options.Eas, PiaMode = Options.PiaMode, Pia = _pia });
+        using var y = _model.Text.Run(x, new DecoderPass { Positions = [Position], Cache = Cache, HiddenStates = hidden, Eas = Options.Eas, PiaMode = Options.PiaMode, Pia = _pia });
         _tokens.Add(tokenId);
         return new StepResult(_model.Text.Head(y, 1, hidden)) { HiddenStates = hidden, Rows = [Position - 1] };
     }
