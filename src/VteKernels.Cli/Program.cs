@@ -25,6 +25,7 @@ internal static class Program
             TokenizeCommand.Create(stdout, stdin ?? Console.In),
             ChatCommand.Create(stdout, () => stdin ?? Console.In),
             TrainGateCommand.Create(stdout, stderr),
+            EvalCommand.Create(stdout, stderr),
         };
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)

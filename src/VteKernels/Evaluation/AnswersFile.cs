@@ -106,7 +106,7 @@ public sealed class AnswersFile : IDisposable
         if (_lines.ContainsKey(key)) throw new ArgumentException($"question id {key} is already answered in {Path}", nameof(line));
         var bytes = Encoding.UTF8.GetBytes(line.ToJsonString(LineOptions) + "\n");
         _stream.Write(bytes);   // bufferSize 0: one write(2) for the whole line
-        _lines[key] = line;
+        _lines[key] = (JsonObject)JsonNode.Parse(bytes)!;   // held as it reads back from the file
     }
 
     private static readonly JsonSerializerOptions LineOptions = new()

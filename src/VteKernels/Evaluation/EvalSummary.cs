@@ -102,8 +102,13 @@ public sealed class EvalSummary
     /// Aggregates the answer lines of each setting (<paramref name="lines"/>[i] belongs to <paramref name="settings"/>[i])
     /// over <paramref name="questionKeys"/> (the questions of this run; lines of other questions are left out).
     /// </summary>
-    /// <exception cref="ArgumentException">The lists differ in length.</exception>
-    public static EvalSummary Build(IReadOnlyList<string> settings, IReadOnlyList<IReadOnlyDictionary<string, JsonObject>> lines, IReadOnlyCollection<string> questionKeys)
+    /// <exception cref="ArgumentException">The lists differ in length, or <paramref name="quality"/> is not a known name.</exception>
+    /// <param name="settings">The settings' names.</param>
+    /// <param name="lines">Each setting's answer lines by question key.</param>
+    /// <param name="questionKeys">The questions to aggregate over.</param>
+    /// <param name="quality">"accuracy", "agreement", or null to take accuracy when every setting has scores, else agreement.</param>
+    public static EvalSummary Build(IReadOnlyList<string> settings, IReadOnlyList<IReadOnlyDictionary<string, JsonObject>> lines, IReadOnlyCollection<string> questionKeys,
+        string? quality = null)
     {
         ArgumentNullException.ThrowIfNull(settings);
         ArgumentNullException.ThrowIfNull(lines);
@@ -115,8 +120,14 @@ public sealed class EvalSummary
             var meta = questionKeys.Where(lines[i].ContainsKey).Select(k => lines[i][k]["metadata"] as JsonObject ?? new JsonObject()).ToList();
             rows.Add(Aggregate(settings[i], meta));
         }
-        string? quality = rows.Count > 0 && rows.All(r => r.Accuracy is not null) ? "accuracy"
-            : rows.Count > 0 && rows.All(r => r.SameTextAsNone is not null) ? "agreement" : null;
+        bool accuracy = rows.Count > 0 && rows.All(r => r.Accuracy is not null), agreement = rows.Count > 0 && rows.All(r => r.SameTextAsNone is not null);
+        quality = quality switch
+        {
+            null => accuracy ? "accuracy" : agreement ? "agreement" : null,
+            "accuracy" => accuracy ? quality : null,
+            "agreement" => agreement ? quality : null,
+            _ => throw new ArgumentException($"quality '{quality}' is not accuracy or agreement", nameof(quality)),
+        };
         if (quality is not null)
         {
             var q = rows.Select(r => quality == "accuracy" ? r.Accuracy!.Value : r.SameTextAsNone!.Value).ToArray();
@@ -209,7 +220,7 @@ public sealed class EvalSummary
         {
             "accuracy" => "pareto: M = on the front of accuracy against multiply-adds, T = against time per question",
             "agreement" => "pareto: M = on the front of agreement with none (same text) against multiply-adds, T = against time per question",
-            _ => "pareto: no front (give gold answers, or put none in --compare for agreement)",
+            _ => "pareto: no front (the chosen quality is missing: give gold answers, or put none in --compare for agreement)",
         });
         sb.AppendLine();
         return sb.ToString();
