@@ -4,8 +4,8 @@
 //   skip-attn:LAYERS                               EAS attention skipping, training-free (e.g. 20-31, 3,5,7-9)
 //   eas:FILE                                       EAS with a checkpoint's PIA adapters and its skip list
 // joined by '+' into one setting ("layer:8+naavit"), and listed with ',' ("none,layer:8,skip-attn:20-31").
-// A comma starts a new setting only where a setting kind follows, so layer lists keep their commas
-// ("skip-attn:3,5,7-9,none" is two settings). At most one exit policy and one EAS part per setting.
+// Inside a skip-attn layer list a comma followed by layer numbers continues the list, so layer lists keep
+// their commas ("skip-attn:3,5,7-9,none" is two settings); every other comma starts a new setting. At most one exit policy and one EAS part per setting.
 using VteKernels.Engine;
 using VteKernels.Engine.Eas;
 using VteKernels.Engine.Exit;
@@ -19,8 +19,6 @@ namespace VteKernels.Evaluation;
 /// <param name="Session">Sequence-wide methods (EAS skipping and adapters).</param>
 public sealed record EvalSetting(string Name, ExitPolicy Exit, bool Naavit, SessionOptions Session)
 {
-    private static readonly string[] Kinds = ["none", "naavit", "layer:", "gate:", "attn:", "skip-attn:", "eas:"];
-
     /// <summary>The full model.</summary>
     public static EvalSetting None { get; } = new("none", ExitPolicy.None, false, new SessionOptions());
 
@@ -54,7 +52,9 @@ public sealed record EvalSetting(string Name, ExitPolicy Exit, bool Naavit, Sess
         foreach (var raw in text.Split(','))
         {
             var token = raw.Trim();
-            if (specs.Count > 0 && !Kinds.Any(k => token.StartsWith(k, StringComparison.Ordinal))) specs[^1] += "," + token;
+            bool layerListGoesOn = specs.Count > 0 && specs[^1].Split('+')[^1].StartsWith("skip-attn:", StringComparison.Ordinal)
+                && token.Length > 0 && token.All(c => char.IsAsciiDigit(c) || c == '-');
+            if (layerListGoesOn) specs[^1] += "," + token;
             else specs.Add(token);
         }
         if (specs.Count == 0 || specs.All(s => s.Length == 0)) throw new FormatException("--compare needs at least one setting");
