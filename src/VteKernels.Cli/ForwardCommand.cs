@@ -1,9 +1,13 @@
 // `vte forward`: one prefill, full logits [seq, vocab] float32 written as .npy. The research tool by which
-// outside references (HF transformers) are compared with this engine.
+// outside references (HF transformers) are compared with this engine. --hidden-states and --attentions
+// export, through the decoder observer, the rows entering chosen layers and their attention probabilities
+// as .npz archives (what HF gives only with eager attention, and vLLM/TGI not at all).
 using System.CommandLine;
 using System.Diagnostics;
 using VteKernels.Engine;
+using VteKernels.Engine.Eas;
 using VteKernels.Engine.Exit;
+using VteKernels.Engine.Observers;
 using VteKernels.Formats;
 
 namespace VteKernels.Cli;
@@ -16,10 +20,17 @@ internal static class ForwardCommand
         var ids = new Option<string>("--input-ids") { Description = "Comma-separated token ids, image placeholders expanded (or @FILE holding them)", Required = true };
         var pixels = new Option<string[]>("--pixels") { Description = "float32 .npy [1,3,H,W] (or [3,H,W]) per image, in prompt order", AllowMultipleArgumentsPerToken = true };
         var output = new Option<string>("--out", "-o") { Description = "Where to write the logits .npy", Required = true };
+        var hiddenOut = new Option<string>("--hidden-states") { Description = "Also write the hidden states entering each chosen decoder layer to this .npz: layer_L [rows, hidden] (HF's hidden_states[L]) and layer_L_rows (prompt row of each row)" };
+        var attentionOut = new Option<string>("--attentions") { Description = "Also write the attention probabilities of each chosen layer to this .npz: layer_L [heads, queries, keys], layer_L_query_rows, layer_L_key_rows (prompt rows), heads" };
+        var layers = new Option<string>("--layers") { Description = "Decoder layers for --hidden-states and --attentions, e.g. 0,8,16 or 0-3 (default: every layer)" };
+        var heads = new Option<string>("--heads") { Description = "Query heads for --attentions, e.g. 0,5 or 0-7 (kept in ascending order; default: every head)" };
         var device = DeviceOption.Create();
         var exit = new ExitOptions();
         var methods = new MethodOptions();
-        var cmd = new Command("forward", "Run one prefill and write the logits of every row as .npy (after a visual-token exit: the rows that remain)") { model, ids, pixels, output, device };
+        var cmd = new Command("forward", "Run one prefill and write the logits of every row as .npy (after a visual-token exit: the rows that remain)")
+        {
+            model, ids, pixels, output, hiddenOut, attentionOut, layers, heads, device,
+        };
         exit.AddTo(cmd);
         methods.AddTo(cmd);
         cmd.SetAction(p =>
@@ -28,13 +39,30 @@ internal static class ForwardCommand
             var (naavit, sessionOptions) = methods.Read(p);
             var tokenIds = TokenIdList.Parse(p.GetValue(ids)!);
             var images = (p.GetValue(pixels) ?? []).Select(PixelFile.Read).ToList();
+            string? hiddenPath = p.GetValue(hiddenOut), attentionPath = p.GetValue(attentionOut);
+            if (hiddenPath is null && attentionPath is null && (p.GetValue(layers) is not null || p.GetValue(heads) is not null))
+                throw new UsageException("--layers and --heads choose what --hidden-states and --attentions export: give one of those");
+            if (attentionPath is null && p.GetValue(heads) is not null) throw new UsageException("--heads goes with --attentions");
+            foreach (var path in new[] { hiddenPath, attentionPath })
+                if (path is not null && !path.EndsWith(".npz", StringComparison.OrdinalIgnoreCase)) throw new UsageException($"'{path}': the export is an .npz archive; give a file name ending in .npz");
+            var chosenLayers = ParseList(p.GetValue(layers), "--layers");
+            var chosenHeads = ParseList(p.GetValue(heads), "--heads");
             using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
             var clock = Stopwatch.StartNew();
             using var m = LlavaModel.Load(p.GetValue(model)!, backend, methods.VisionTowerDir(p));
             var load = clock.Elapsed;
+            if (chosenLayers?.FirstOrDefault(l => l >= m.Config.Text.NumLayers, -1) is int badLayer and >= 0)
+                throw new UsageException($"--layers: the model has decoder layers 0..{m.Config.Text.NumLayers - 1}, not {badLayer}");
+            if (chosenHeads?.FirstOrDefault(h => h >= m.Config.Text.NumHeads, -1) is int badHead and >= 0)
+                throw new UsageException($"--heads: the model has attention heads 0..{m.Config.Text.NumHeads - 1}, not {badHead}");
             using var session = m.CreateSession(sessionOptions);
+            using var export = hiddenPath is null && attentionPath is null ? null
+                : new NpzExport(hiddenPath, attentionPath, new DecoderCapture
+                {
+                    Layers = chosenLayers?.ToHashSet(), InputRows = hiddenPath is not null, AttentionProbabilities = attentionPath is not null, Heads = chosenHeads,
+                });
             var result = session.Prefill(new PromptInput(tokenIds, images),
-                new PrefillOptions { AllLogits = true, Exit = policy, ExitKvMode = kvMode, Trace = traceFile is not null, Naavit = naavit });
+                new PrefillOptions { AllLogits = true, Exit = policy, ExitKvMode = kvMode, Trace = traceFile is not null, Naavit = naavit, Observer = export });
             var outPath = p.GetValue(output)!;
             Npy.Write(outPath, result.Logits.Values, [result.Logits.Rows, result.Logits.Vocab]);
             stdout.WriteLine($"device {backend.Device}; load {load.TotalMilliseconds:F0} ms, prefill {(clock.Elapsed - load).TotalMilliseconds:F0} ms; " +
@@ -48,9 +76,91 @@ internal static class ForwardCommand
                 ExitOptions.WriteTrace(traceFile, report, new Dictionary<string, string> { ["model"] = Path.GetFullPath(p.GetValue(model)!), ["command"] = "forward" });
                 stdout.WriteLine($"wrote trace to {traceFile}");
             }
+            if (export is not null)
+            {
+                export.Complete();
+                if (hiddenPath is not null) stdout.WriteLine($"wrote hidden states of {export.HiddenLayers.Count} layer(s) ({EasAdapters.FormatLayers(export.HiddenLayers)}) to {hiddenPath}");
+                if (attentionPath is not null)
+                    stdout.WriteLine($"wrote attention probabilities of {export.AttentionLayers.Count} layer(s) ({(export.AttentionLayers.Count == 0 ? "none" : EasAdapters.FormatLayers(export.AttentionLayers))}) to {attentionPath}" +
+                        (export.SkippedLayers.Count > 0 ? $"; layer(s) {EasAdapters.FormatLayers(export.SkippedLayers)} skip attention and have none" : ""));
+            }
             return 0;
         });
         return cmd;
+    }
+
+    private static IReadOnlyList<int>? ParseList(string? text, string option)
+    {
+        if (text is null) return null;
+        try
+        {
+            return EasAdapters.ParseLayers(text);
+        }
+        catch (FormatException e)
+        {
+            throw new UsageException($"{option}: {e.Message}");
+        }
+    }
+
+    /// <summary>Writes each observed layer into the .npz archives as it comes, so only one layer's arrays are held at a time.</summary>
+    private sealed class NpzExport(string? hiddenPath, string? attentionPath, DecoderCapture capture) : IDecoderObserver, IDisposable
+    {
+        // Written under a temporary name and renamed by Complete, so a failed run leaves no half archive.
+        private readonly NpzWriter? _hidden = hiddenPath is null ? null : new NpzWriter(hiddenPath + ".tmp");
+        private readonly NpzWriter? _attention = attentionPath is null ? null : new NpzWriter(attentionPath + ".tmp");
+        private bool _headsWritten, _disposed, _complete;
+
+        public DecoderCapture Capture { get; } = capture;
+
+        public List<int> HiddenLayers { get; } = [];
+
+        public List<int> AttentionLayers { get; } = [];
+
+        public List<int> SkippedLayers { get; } = [];
+
+        public void OnLayer(DecoderLayerObservation o)
+        {
+            if (o.Input is { } input)
+            {
+                _hidden!.Add($"layer_{o.Layer}", input, [o.Rows.Length, input.Length / Math.Max(1, o.Rows.Length)]);
+                _hidden.Add($"layer_{o.Layer}_rows", o.Rows, [o.Rows.Length]);
+                HiddenLayers.Add(o.Layer);
+            }
+            if (_attention is null || !Capture.Wants(o.Layer)) return;
+            if (o.Attention is not { } p)
+            {
+                if (o.AttentionSkipped) SkippedLayers.Add(o.Layer);
+                return;
+            }
+            int keys = o.CachedKeys + o.Rows.Length;
+            _attention.Add($"layer_{o.Layer}", p, [o.AttentionHeads.Length, o.QueryRows.Length, keys]);
+            _attention.Add($"layer_{o.Layer}_query_rows", o.QueryRows.Select(i => o.Rows[i]).ToArray(), [o.QueryRows.Length]);
+            _attention.Add($"layer_{o.Layer}_key_rows", o.Rows, [o.Rows.Length]);   // a fresh session: the layer's keys are this prefill's rows
+            if (!_headsWritten) _attention.Add("heads", o.AttentionHeads, [o.AttentionHeads.Length]);
+            _headsWritten = true;
+            AttentionLayers.Add(o.Layer);
+        }
+
+        /// <summary>Closes the archives and moves them to their names.</summary>
+        public void Complete()
+        {
+            _complete = true;
+            Dispose();
+        }
+
+        public void Dispose()
+        {
+            if (_disposed) return;
+            _disposed = true;
+            _hidden?.Dispose();
+            _attention?.Dispose();
+            foreach (var path in new[] { hiddenPath, attentionPath })
+            {
+                if (path is null) continue;
+                if (_complete) File.Move(path + ".tmp", path, overwrite: true);
+                else File.Delete(path + ".tmp");
+            }
+        }
     }
 }
 

@@ -44,5 +44,8 @@ internal sealed class DecoderPass
     /// <summary>Multiply-adds spent on SAISA's per-layer projections.</summary>
     public long SaisaMacs { get; set; }
 
+    /// <summary>The research observer's side of the loop (null: none).</summary>
+    public Observers.DecoderObservation? Observer { get; init; }
+
     public bool Skips(int layer) => Eas?.Skips(layer) == true;
 }

@@ -5,6 +5,7 @@ using System.Diagnostics;
 using VteKernels.Backends;
 using VteKernels.Engine.Eas;
 using VteKernels.Engine.Exit;
+using VteKernels.Engine.Observers;
 
 namespace VteKernels.Engine;
 
@@ -132,6 +133,7 @@ public sealed class InferenceSession : IDisposable
                 Positions = positions, Cache = Cache, HiddenStates = hidden, Exit = run, RowMap = rowMap,
                 Naavit = naavit, Eas = Options.Eas, PiaMode = Options.PiaMode, Pia = _pia, LayerMacs = layerMacs,
                 SaisaFeatures = saisa ? saisaRaw : null,
+                Observer = options.Observer is { } o ? new DecoderObservation(o, _model, DecoderStep.Prefill) : null,
             };
             x = _model.Decoder(x, pass);
             try
@@ -194,7 +196,11 @@ public sealed class InferenceSession : IDisposable
 
     /// <summary>Feeds one token and returns the next-token logits.</summary>
     /// <exception cref="InvalidInputException">The id is outside the vocabulary or the context is full.</exception>
-    public StepResult Decode(int tokenId, bool outputHiddenStates = false)
+    public StepResult Decode(int tokenId, bool outputHiddenStates = false) => Decode(tokenId, null, outputHiddenStates);
+
+    /// <summary>Feeds one token with <paramref name="observer"/> watching every layer, and returns the next-token logits.</summary>
+    /// <exception cref="InvalidInputException">The id is outside the vocabulary or the context is full.</exception>
+    public StepResult Decode(int tokenId, IDecoderObserver? observer, bool outputHiddenStates = false)
     {
         var cfg = _model.Config;
         if ((uint)tokenId >= (uint)cfg.Text.VocabSize)
@@ -203,7 +209,11 @@ public sealed class InferenceSession : IDisposable
         CheckLength(1);
         var x = _model.Embed([tokenId], [], []);
         var hidden = outputHiddenStates ? new List<float[]>() : null;
-        var y = _model.Decoder(x, new DecoderPass { Positions = [Position], Cache = Cache, HiddenStates = hidden, Eas = Options.Eas, PiaMode = Options.PiaMode, Pia = _pia });
+        var y = _model.Decoder(x, new DecoderPass
+        {
+            Positions = [Position], Cache = Cache, HiddenStates = hidden, Eas = Options.Eas, PiaMode = Options.PiaMode, Pia = _pia,
+            Observer = observer is null ? null : new DecoderObservation(observer, _model, DecoderStep.Decode),
+        });
         _tokens.Add(tokenId);
         return new StepResult(_model.Head(y, 1, hidden)) { HiddenStates = hidden, Rows = [Position - 1] };
     }

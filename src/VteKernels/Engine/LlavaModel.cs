@@ -270,6 +270,7 @@ public sealed class LlavaModel : IDisposable
                 // Rows that issue queries and run the FFN: all of them, or with NAAViT the non-visual ones.
                 var active = pass.Naavit && run is { Spans.Count: > 0 } ? Runs(x.Rows, run.Spans) : [(0, x.Rows)];
                 run?.BeginLayer(x.Rows);
+                pass.Observer?.BeginLayer(l, x, active, skip, pass);                                          // observer: the layer's input
                 var pia = PiaFor(w, x, l, pass, skip);
                 long macs = 0;
                 if (!skip)
@@ -277,9 +278,11 @@ public sealed class LlavaModel : IDisposable
                 using (var xs = Gather(x, active, run))
                 using (var f = FeedForward(w, xs ?? x, skip, pia, ref macs)) AddRows(x, f, active);            // x = h + Ffn(Norm(h))
                 if (pass.LayerMacs is not null) pass.LayerMacs[l] = macs;
-                if (run is not null && run.EndLayer(l, () => GateInput(x, run.Spans)))                        // the exit check
+                bool exits = run is not null && run.EndLayer(l, () => GateInput(x, run.Spans));                 // the exit check
+                pass.Observer?.EndLayer(l, exits || (pass.Naavit && l == _text.Length - 1 && run is { Spans.Count: > 0 }), run?.Layers[^1]);   // observer: the decision
+                if (exits)
                 {
-                    if (run.KvMode == ExitKvMode.DropAll)
+                    if (run!.KvMode == ExitKvMode.DropAll)
                         for (int e = 0; e <= l; e++)
                             if (!pass.Skips(e))   // skipped layers hold no cache
                                 pass.Cache.RemoveRanges(e, run.VisualKeys(e));   // every image span in one compaction
@@ -432,6 +435,7 @@ public sealed class LlavaModel : IDisposable
         using (values)
         {
             int cached = keys.Rows - n;   // keys before this step's rows
+            pass.Observer?.Attention(layer, q, keys, cached);                                                  // observer: the probabilities
             if (all)
             {
                 B.Attention(q, t.NumHeads, keys, values, t.NumKvHeads, t.HeadDim, AttentionMask.Causal, a);

@@ -28,6 +28,12 @@ public sealed record PrefillOptions
     /// non-visual rows only (see <see cref="StepResult.Rows"/>). Decode steps are unaffected.
     /// </summary>
     public bool Naavit { get; init; }
+
+    /// <summary>
+    /// Sees every decoder layer of the prefill: its input rows, the rows that query, the exit decision and, when its
+    /// <see cref="Observers.IDecoderObserver.Capture"/> asks, the hidden states and attention probabilities (null: none).
+    /// </summary>
+    public Observers.IDecoderObserver? Observer { get; init; }
 }
 
 /// <summary>Methods that hold for a whole sequence.</summary>
