@@ -315,7 +315,7 @@ internal static class ParetoChart
             c.Dot(x, y, 4.5, front[i] ? FrontColor : OffColor);
             var text = rows[i].Setting;
             double w = Chart.TextWidth(text);
-            // The first of these places whose box meets no dot and no earlier label (else the first).
+            // The first of these places whose box stays above the axis and meets no dot and no earlier label (else the first).
             (double Dx, double Dy, TextAnchor A)[] places =
             [
                 (7, -13, TextAnchor.Start), (7, 5, TextAnchor.Start), (-7, -13, TextAnchor.End), (-7, 5, TextAnchor.End),
@@ -326,7 +326,8 @@ internal static class ParetoChart
             foreach (var place in places)
             {
                 var box = Box(x + place.Dx, y + place.Dy, w, place.A);
-                if (!taken.Any(t => box.X0 < t.X1 && t.X0 < box.X1 && box.Y0 < t.Y1 && t.Y0 < box.Y1))
+                bool inside = box.Y0 >= Top - 10 && box.Y1 <= Top + PanelH - 2;   // not over the axis and its tick labels
+                if (inside && !taken.Any(t => box.X0 < t.X1 && t.X0 < box.X1 && box.Y0 < t.Y1 && t.Y0 < box.Y1))
                 {
                     chosen = place;
                     break;
