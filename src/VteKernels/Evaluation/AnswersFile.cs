@@ -14,13 +14,14 @@ namespace VteKernels.Evaluation;
 /// <summary>A JSONL answers file opened for resuming and appending.</summary>
 public sealed class AnswersFile : IDisposable
 {
-    private readonly FileStream _stream;
+    private readonly FileStream _stream, _lock;
     private readonly Dictionary<string, JsonObject> _lines = new(StringComparer.Ordinal);
 
-    private AnswersFile(string path, FileStream stream, long dropped)
+    private AnswersFile(string path, FileStream stream, FileStream writerLock, long dropped)
     {
         Path = path;
         _stream = stream;
+        _lock = writerLock;
         DroppedBytes = dropped;
     }
 
@@ -40,29 +41,44 @@ public sealed class AnswersFile : IDisposable
     /// Opens (creating it and its folder when missing) the answers file at <paramref name="path"/>: reads the
     /// complete lines, removes an unfinished last line, and positions for appending.
     /// </summary>
-    /// <exception cref="InvalidInputException">A complete line is not a JSON object with a "question_id", or two lines answer the same question.</exception>
+    /// <exception cref="InvalidInputException">A complete line is not a JSON object with a "question_id", two lines answer the same
+    /// question, or another process has the file open for writing.</exception>
     /// <exception cref="IOException">The file cannot be read or written.</exception>
     public static AnswersFile Open(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
         var full = System.IO.Path.GetFullPath(path);
         Directory.CreateDirectory(System.IO.Path.GetDirectoryName(full)!);
-        var stream = new FileStream(full, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.Read, bufferSize: 0);
+        // One writer at a time: an exclusive lock on FILE.lock (released by the kernel if the process dies), so two
+        // runs given the same --out fail at once instead of overwriting each other's lines. The answers file itself
+        // stays readable by others while it is written.
+        FileStream writerLock;
         try
         {
+            writerLock = new FileStream(full + ".lock", FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, 1, FileOptions.DeleteOnClose);
+        }
+        catch (IOException)
+        {
+            throw new InvalidInputException($"{System.IO.Path.GetFileName(full)} is being written by another process ({full}.lock is held)");
+        }
+        FileStream? stream = null;
+        try
+        {
+            stream = new FileStream(full, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.Read, bufferSize: 0);
             var bytes = new byte[stream.Length];
             stream.ReadExactly(bytes);
             int end = Array.LastIndexOf(bytes, (byte)'\n') + 1;   // bytes past the last newline: an unfinished line
             long dropped = bytes.Length - end;
             if (dropped > 0) stream.SetLength(end);
             stream.Seek(end, SeekOrigin.Begin);
-            var file = new AnswersFile(full, stream, dropped);
+            var file = new AnswersFile(full, stream, writerLock, dropped);
             file.Load(bytes.AsSpan(0, end));
             return file;
         }
         catch
         {
-            stream.Dispose();
+            stream?.Dispose();
+            writerLock.Dispose();
             throw;
         }
     }
@@ -115,6 +131,10 @@ public sealed class AnswersFile : IDisposable
         Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
     };
 
-    /// <summary>Closes the file.</summary>
-    public void Dispose() => _stream.Dispose();
+    /// <summary>Closes the file and releases (and removes) its writer lock.</summary>
+    public void Dispose()
+    {
+        _stream.Dispose();
+        _lock.Dispose();
+    }
 }

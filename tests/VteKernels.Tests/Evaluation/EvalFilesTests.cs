@@ -115,6 +115,22 @@ public sealed class EvalFilesTests
         Assert.Equal([1, 2, 3], lines[..3].Select(l => (int)JsonNode.Parse(l)!["question_id"]!));
     }
 
+    [Fact]
+    public void OneWriterAtATimeWhileOthersMayRead()
+    {
+        using var dir = new TempDir();
+        var path = dir.File("answers.jsonl");
+        using (var f = AnswersFile.Open(path))
+        {
+            f.Append(Line(1, "a"));
+            var e = Assert.Throws<InvalidInputException>(() => AnswersFile.Open(path).Dispose());
+            Assert.Contains("being written by another process", e.Message);
+            Assert.StartsWith("{\"question_id\":1", File.ReadAllText(path));   // readers are not locked out
+        }
+        Assert.False(File.Exists(path + ".lock"));
+        using (var again = AnswersFile.Open(path)) Assert.True(again.Contains("1"));
+    }
+
     [Theory]
     [InlineData("{\"question_id\": 1}\nnot json\n", "answers.jsonl:2: not a JSON line")]
     [InlineData("{\"text\": 1}\n", "answers.jsonl:1: not an answer")]
