@@ -26,6 +26,7 @@ internal static class Program
             ChatCommand.Create(stdout, () => stdin ?? Console.In),
             TrainGateCommand.Create(stdout, stderr),
             EvalCommand.Create(stdout, stderr),
+            ServeCommand.Create(stdout),
         };
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)

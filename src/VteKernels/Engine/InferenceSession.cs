@@ -218,6 +218,33 @@ public sealed class InferenceSession : IDisposable
         return new StepResult(_model.Head(y, 1, hidden)) { HiddenStates = hidden, Rows = [Position - 1] };
     }
 
+    /// <summary>
+    /// Forgets the tokens from position <paramref name="length"/> on, and their rows in every layer's cache, so the
+    /// sequence can continue differently from there (a chat whose new prompt shares only a prefix with the tokens held).
+    /// What remains equals a prefill of the first <paramref name="length"/> tokens with the same methods. The forgotten
+    /// tokens must be text: image rows may be missing from some layers after an exit.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="length"/> is negative or beyond <see cref="Position"/>.</exception>
+    /// <exception cref="InvalidInputException">The forgotten tokens include image placeholders, or PIA adapters hold
+    /// per-sequence terms taken over the tokens to be forgotten (reset the session instead).</exception>
+    public void Truncate(int length)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(length, Position);
+        int drop = Position - length;
+        if (drop == 0) return;
+        if (_tokens.Skip(length).Contains(_model.Config.ImageTokenIndex))
+            throw new InvalidInputException($"cannot truncate to {length} tokens: the tokens after it include an image (reset the session instead)");
+        if (_pia is not null) throw new InvalidInputException("cannot truncate a sequence with PIA adapters: their per-sequence terms cover the whole first prefill (reset the session instead)");
+        for (int l = 0; l < Cache.Layers; l++)
+        {
+            int held = Cache.Length(l);
+            if (held == 0) continue;   // a layer without attention holds no cache
+            Cache.RemoveRows(l, held - drop, drop);
+        }
+        _tokens.RemoveRange(length, drop);
+    }
+
     /// <summary>Forgets the sequence (and the adapters' per-sequence terms); the cache storage is kept for reuse.</summary>
     public void Reset()
     {
