@@ -133,7 +133,7 @@ public sealed class InferenceSession : IDisposable
                 Positions = positions, Cache = Cache, HiddenStates = hidden, Exit = run, RowMap = rowMap,
                 Naavit = naavit, Eas = Options.Eas, PiaMode = Options.PiaMode, Pia = _pia, LayerMacs = layerMacs,
                 SaisaFeatures = saisa ? saisaRaw : null,
-                Observer = options.Observer is { } o ? new DecoderObservation(o, _model, DecoderStep.Prefill) : null,
+                Observer = options.Observer is { } o ? new DecoderObservation(o, _model.Backend, cfg.Text, DecoderStep.Prefill) : null,
             };
             x = _model.Decoder(x, pass);
             try
@@ -212,7 +212,7 @@ public sealed class InferenceSession : IDisposable
         var y = _model.Decoder(x, new DecoderPass
         {
             Positions = [Position], Cache = Cache, HiddenStates = hidden, Eas = Options.Eas, PiaMode = Options.PiaMode, Pia = _pia,
-            Observer = observer is null ? null : new DecoderObservation(observer, _model, DecoderStep.Decode),
+            Observer = observer is null ? null : new DecoderObservation(observer, _model.Backend, cfg.Text, DecoderStep.Decode),
         });
         _tokens.Add(tokenId);
         return new StepResult(_model.Head(y, 1, hidden)) { HiddenStates = hidden, Rows = [Position - 1] };

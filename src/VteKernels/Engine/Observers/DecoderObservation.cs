@@ -7,10 +7,11 @@
 // 32 heads), on top of the copies; nothing at all when no observer is set.
 using VteKernels.Backends;
 using VteKernels.Engine.Exit;
+using VteKernels.Models;
 
 namespace VteKernels.Engine.Observers;
 
-internal sealed class DecoderObservation(IDecoderObserver observer, LlavaModel model, DecoderStep step)
+internal sealed class DecoderObservation(IDecoderObserver observer, IBackend backend, TextConfig text, DecoderStep step)
 {
     private readonly DecoderCapture _capture = observer.Capture;
     private DecoderLayerObservation? _pending;
@@ -29,7 +30,7 @@ internal sealed class DecoderObservation(IDecoderObserver observer, LlavaModel m
             QueryRows = skipped ? [] : [.. active.SelectMany(r => Enumerable.Range(r.Start, r.Length))],
             AttentionSkipped = skipped,
             CachedKeys = skipped ? 0 : pass.Cache.Length(layer),
-            Input = _capture.InputRows && _capture.Wants(layer) ? model.ToHost(x) : null,
+            Input = _capture.InputRows && _capture.Wants(layer) ? ToHost(x) : null,
             ExitAfter = false,
         };
     }
@@ -38,12 +39,12 @@ internal sealed class DecoderObservation(IDecoderObserver observer, LlavaModel m
     public void Attention(int layer, Tensor q, Tensor keys, int cached)
     {
         if (_pending is null || !_capture.AttentionProbabilities || !_capture.Wants(layer)) return;
-        var t = model.Config.Text;
+        var t = text;
         var heads = _capture.Heads?.ToArray() ?? [.. Enumerable.Range(0, t.NumHeads)];
         foreach (var h in heads)
             if ((uint)h >= (uint)t.NumHeads) throw new InvalidInputException($"attention head {h} does not exist (the model has {t.NumHeads})");
-        var qh = model.ToHost(q);
-        var kh = model.ToHost(keys);
+        var qh = ToHost(q);
+        var kh = ToHost(keys);
         _pending = _pending with
         {
             Attention = Probabilities(qh, _pending.QueryRows, kh, keys.Rows, cached, heads, t.NumHeads, t.NumKvHeads, t.HeadDim),
@@ -58,6 +59,13 @@ internal sealed class DecoderObservation(IDecoderObserver observer, LlavaModel m
         var o = _pending with { ExitAfter = exitAfter, Trace = trace };
         _pending = null;
         observer.OnLayer(o);
+    }
+
+    private float[] ToHost(Tensor t)
+    {
+        var a = new float[t.Rows * t.Cols];
+        backend.CopyToHost(t, a);
+        return a;
     }
 
     /// <summary>softmax(q·k / sqrt(d)) per chosen head over the keys each query row saw, [heads, queries, keys].</summary>
