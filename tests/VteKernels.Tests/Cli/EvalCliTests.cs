@@ -136,6 +136,26 @@ public sealed class EvalCliTests
     }
 
     [Fact]
+    public void ScienceQaFilesRunWithLlavasPromptAndLetterScoring()
+    {
+        var model = TestModels.Tiny();
+        using var dir = new TempDir();
+        Questions(dir.Path, 1);   // writes img0.ppm
+        File.WriteAllText(dir.File("sqa.json"), """
+            [{"id": "4", "image": "img0.ppm", "conversations": [{"from": "human", "value": "<image>\nWhich?\nA. x\nB. y"}, {"from": "gpt", "value": "The answer is B."}]},
+             {"id": "9", "conversations": [{"from": "human", "value": "Which?\nA. p\nB. q"}, {"from": "gpt", "value": "A"}]}]
+            """);
+        var r = Vte("eval", "-m", model, "--data", dir.File("sqa.json"), "--out", dir.File("sqa-answers.jsonl"), "-n", "2", "--single-pred-prompt");
+        Assert.True(r.Code == 0, r.Err);
+        var lines = Read(dir.File("sqa-answers.jsonl"));
+        Assert.Equal(["\"4\"", "\"9\""], lines.Keys);   // string ids, as eval_science_qa.py looks them up
+        Assert.Equal("<image>\nWhich?\nA. x\nB. y\n" + VteKernels.Evaluation.VqaQuestions.SinglePredictionPrompt, (string?)lines["\"4\""]["prompt"]);
+        Assert.Equal("Which?\nA. p\nB. q\n" + VteKernels.Evaluation.VqaQuestions.SinglePredictionPrompt, (string?)lines["\"9\""]["prompt"]);
+        Assert.All(lines.Values, l => Assert.Equal("choice", (string?)l["metadata"]!["metric"]));
+        Assert.True((int)lines["\"9\""]["metadata"]!["prompt_tokens"]! < (int)lines["\"4\""]["metadata"]!["prompt_tokens"]!);   // the text-only one has no image tokens
+    }
+
+    [Fact]
     public void ChunksCoverTheQuestionsExactlyOnce()
     {
         var model = TestModels.Tiny();
