@@ -11,55 +11,49 @@ namespace VteKernels.Cli;
 
 internal static class ChatCommand
 {
-    public static Command Create(TextWriter stdout, Func<TextReader> stdin)
+    public static Command Create(TextWriter stdout, TextWriter stderr, Func<TextReader> stdin)
     {
         var model = new Option<string>("--model", "-m") { Description = "Model directory (default: the built-in synthetic tiny model)" };
         var image = new Option<string>("--image") { Description = "Image for the first turn (default: none; /image PATH sets one)" };
         var style = new Option<string>("--prompt-style") { Description = "llava, vicuna or template", DefaultValueFactory = _ => "llava" };
-        var imageMode = new Option<string>("--image-mode") { Description = "clip or pad", DefaultValueFactory = _ => "clip" };
-        var maxNew = new Option<int>("--max-new-tokens", "-n") { Description = "Most tokens per answer", DefaultValueFactory = _ => 128 };
-        var temp = new Option<float>("--temp") { Description = "Sampling temperature (0 = greedy)", DefaultValueFactory = _ => 0f };
-        var seed = new Option<int?>("--seed") { Description = "Random seed for sampling" };
+        var imageMode = GenerateCommand.ImageModeOption();
         var device = DeviceOption.Create();
         style.AcceptOnlyFromAmong("llava", "vicuna", "template");
-        imageMode.AcceptOnlyFromAmong("clip", "pad");
         var exit = new ExitOptions();
         var methods = new MethodOptions();
-        var cmd = new Command("chat", "Chat about an image (/image PATH, /clear, /quit)") { model, image, style, imageMode, maxNew, temp, seed, device };
-        exit.AddTo(cmd);
+        var gen = new GenerationCliOptions();
+        var cmd = new Command("chat", "Chat about an image (/image PATH, /clear, /quit)") { model, image, style, imageMode, device };
+        gen.AddTo(cmd);
+        exit.AddTo(cmd, trace: false);
         methods.AddTo(cmd);
         cmd.SetAction(async (p, ct) =>
         {
             var (policy, kvMode, _) = exit.Read(p);
             var (naavit, sessionOptions) = methods.Read(p);
-            if (p.GetValue(maxNew) < 1) throw new UsageException("--max-new-tokens must be >= 1");
-            var sampling = new SamplingOptions { Temperature = p.GetValue(temp), Seed = p.GetValue(seed) };
-            try { sampling.Validate(); }
-            catch (ArgumentOutOfRangeException e) { throw new UsageException(e.Message.Split('(')[0].Trim()); }
-            var dir = p.GetValue(model) ?? BuiltInModel.EnsureTiny(stdout);
+            var request = gen.Read(p);
+            var output = new GenerationOutput(stdout, stderr, request.Json, request.Quiet);
+            var progress = new CliProgress(stderr, request.Quiet);
+            var dir = p.GetValue(model) ?? BuiltInModel.EnsureTiny(request.Quiet ? TextWriter.Null : stderr);
+            GenerateCommand.CheckBeforeLoad(dir, methods.VisionTowerDir(p), policy, request, output);
+            if (!ModelTokenizer.Exists(dir)) throw new UsageException($"{dir} has no tokenizer.json or tokenizer.model; chat needs the model's tokenizer");
             using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
-            using var m = LlavaModel.Load(dir, backend, methods.VisionTowerDir(p));
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            using var m = progress.Spin($"loading {GenerateCommand.ModelName(dir)}", () => LlavaModel.Load(dir, backend, methods.VisionTowerDir(p)));
+            var load = clock.Elapsed;
             var cfg = m.Config;
-            if (!File.Exists(Path.Combine(dir, "tokenizer.json"))) throw new UsageException($"{dir} has no tokenizer.json; chat needs the model's tokenizer");
             var tokenizer = Tokenizer.Load(dir);
             var promptStyle = PromptFormat.ParseStyle(p.GetValue(style)!);
-            var preprocessing = MultimodalPrompt.PreprocessingFor(dir, cfg, pad: p.GetValue(imageMode) == "pad");
-            var options = new GenerationOptions
-            {
-                MaxNewTokens = p.GetValue(maxNew), Sampling = sampling, StopTokens = GenerateCommand.StopTokens(cfg, tokenizer),
-                Prefill = new PrefillOptions { Exit = policy, ExitKvMode = kvMode, Naavit = naavit },
-            };
+            var preprocessing = MultimodalPrompt.PreprocessingFor(dir, cfg, pad: GenerateCommand.ImageMode(p, imageMode));
+            var options = request.For(m, new PrefillOptions { Exit = policy, ExitKvMode = kvMode, Naavit = naavit });
 
             using var session = m.CreateSession(sessionOptions);
             var turns = new List<(string User, string? Assistant)>();
             ImageInput? current = p.GetValue(image) is string first ? MultimodalPrompt.LoadImage(first, preprocessing, cfg) : null;
             var input = stdin();
-            stdout.WriteLine($"chatting with {Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'))} on {backend.Device}{(current is null ? "" : " about the given image")}; /image PATH, /clear, /quit");
-            while (true)
+            output.Info($"chatting with {GenerateCommand.ModelName(dir)} on {backend.Device}{(current is null ? "" : " about the given image")}; /image PATH, /clear, /quit");
+            while (!ct.IsCancellationRequested)
             {
-                ct.ThrowIfCancellationRequested();
-                stdout.Write("> ");
-                stdout.Flush();
+                if (!request.Quiet) { stderr.Write("> "); stderr.Flush(); }
                 var line = input.ReadLine();
                 if (line is null || line.Trim() == "/quit") break;
                 line = line.Trim();
@@ -69,7 +63,7 @@ internal static class ChatCommand
                     turns.Clear();
                     session.Reset();
                     current = null;
-                    stdout.WriteLine("(conversation cleared)");
+                    output.Info("(conversation cleared)");
                     continue;
                 }
                 if (line.StartsWith("/image", StringComparison.Ordinal))
@@ -80,17 +74,17 @@ internal static class ChatCommand
                         current = MultimodalPrompt.LoadImage(path, preprocessing, cfg);
                         turns.Clear();
                         session.Reset();
-                        stdout.WriteLine($"(new conversation about {Path.GetFileName(path)})");
+                        output.Info($"(new conversation about {Path.GetFileName(path)})");
                     }
                     catch (Exception e) when (e is VteException or IOException or UnauthorizedAccessException or ArgumentException)
                     {
-                        stdout.WriteLine($"error: {e.Message}");
+                        stderr.WriteLine($"error: {e.Message}");
                     }
                     continue;
                 }
                 if (line.StartsWith('/'))
                 {
-                    stdout.WriteLine("commands: /image PATH, /clear, /quit");
+                    output.Info("commands: /image PATH, /clear, /quit");
                     continue;
                 }
 
@@ -99,19 +93,14 @@ internal static class ChatCommand
                 var (text, special) = MultimodalPrompt.Render(promptStyle, tokenizer, turns, images.Count, dir);
                 var full = MultimodalPrompt.Build(cfg, tokenizer, text, images, special);
                 var step = ContinueOrRestart(session, full, cfg.ImageTokenIndex);
-                var stream = tokenizer.CreateStreamingDecoder();
-                var answer = new List<int>();
-                await foreach (var t in Generator.GenerateAsync(session, step, options, ct))
-                {
-                    if (!t.IsStop) answer.Add(t.Id);
-                    stdout.Write(stream.Push(t.Id));
-                    stdout.Flush();
-                }
-                stdout.Write(stream.Flush());
-                stdout.WriteLine();
-                turns[^1] = (line, tokenizer.Decode(answer.ToArray(), skipSpecialTokens: true).Trim());
+                var turnOptions = GenerateCommand.ClampToContext(options, cfg, step.TokenIds.Length, session.Position, output);
+                var result = await GenerateCommand.Stream(session, step, turnOptions, tokenizer, output, progress, cfg.Text.NumLayers, ct);
+                output.End(result, load, tokenizer, null);
+                load = TimeSpan.Zero;   // counted once
+                if (result.FinishReason == FinishReason.Cancelled) return GenerateCommand.Interrupted;
+                turns[^1] = (line, result.Text.Trim());
             }
-            return 0;
+            return ct.IsCancellationRequested ? GenerateCommand.Interrupted : 0;
         });
         return cmd;
     }

@@ -4,11 +4,11 @@
 // setting, and a summary table (terminal and JSON) and a Pareto chart of quality against cost follow.
 // Runs resume: answers already in the files are kept and their questions skipped; every line is written
 // whole. --num-chunks/--chunk-idx split the questions as LLaVA's scripts do (one process per GPU).
-// Progress (a Spectre.Console bar with the remaining time) goes to stderr when it is a terminal.
+// The table and the files written go to stdout; the model, resume notes and progress (a Spectre.Console bar
+// with the remaining time, when stderr is a terminal) to stderr.
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json.Nodes;
-using Spectre.Console;
 using VteKernels.Engine;
 using VteKernels.Engine.Eas;
 using VteKernels.Engine.Exit;
@@ -73,7 +73,7 @@ internal static class EvalCommand
             var imagesDir = p.GetValue(images) ?? Path.GetDirectoryName(Path.GetFullPath(dataPath))!;
             CheckQuestions(questions, imagesDir, forced);
 
-            var dir = p.GetValue(model) ?? BuiltInModel.EnsureTiny(stdout);
+            var dir = p.GetValue(model) ?? BuiltInModel.EnsureTiny(stderr);
             if (!File.Exists(Path.Combine(dir, "tokenizer.json"))) throw new UsageException($"{dir} has no tokenizer.json: eval builds prompts from the questions' text");
             using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
             using var m = LlavaModel.Load(dir, backend, methods.VisionTowerDir(p));
@@ -91,14 +91,14 @@ internal static class EvalCommand
             {
                 using var runner = new EvalRunner(m, tokenizer, dir, order, options);
                 var id = p.GetValue(modelId) ?? ModelName(dir);
-                stdout.WriteLine($"model {Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'))} on {backend.Device}; {questions.Count} of {all.Count} questions (chunk {k} of {n}); " +
+                stderr.WriteLine($"model {Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'))} on {backend.Device}; {questions.Count} of {all.Count} questions (chunk {k} of {n}); " +
                     $"{order.Count} setting(s): {string.Join(", ", settings.Select(s => s.Name))}");
-                if (p.GetValue(model) is null) stdout.WriteLine("(the built-in synthetic model has random weights: its answers are noise; give a real model with -m DIR)");
+                if (p.GetValue(model) is null) stderr.WriteLine("(the built-in synthetic model has random weights: its answers are noise; give a real model with -m DIR)");
                 foreach (var f in files)
                 {
                     int done = questions.Count(q => f.Contains(q.Key));
                     if (done > 0 || f.DroppedBytes > 0)
-                        stdout.WriteLine($"resuming {f.Path}: {done} of {questions.Count} answered" + (f.DroppedBytes > 0 ? $"; removed an unfinished last line ({f.DroppedBytes} bytes)" : ""));
+                        stderr.WriteLine($"resuming {f.Path}: {done} of {questions.Count} answered" + (f.DroppedBytes > 0 ? $"; removed an unfinished last line ({f.DroppedBytes} bytes)" : ""));
                 }
                 var todo = questions.Where(q => files.Any(f => !f.Contains(q.Key))).ToList();
                 int noneIndex = order.FindIndex(s => s.Name == "none");
@@ -109,8 +109,9 @@ internal static class EvalCommand
                     var warm = runner.BuildPrompt(todo[0], imagesDir);
                     for (int s = 0; s < order.Count; s++) runner.Answer(todo[0], warm, s, ct);
                 }
-                WithProgress(stderr, todo.Count, order.Count, report =>
+                new CliProgress(stderr, quiet: false).Bytes("questions", report =>
                 {
+                    long total = (long)todo.Count * order.Count;
                     for (int i = 0; i < todo.Count; i++)
                     {
                         var q = todo[i];
@@ -123,9 +124,9 @@ internal static class EvalCommand
                                 : s == noneIndex ? new Agreement(true, true)
                                 : Agreement.With(answer.Text, answer.FirstToken, files[noneIndex].Lines[q.Key]);
                             files[s].Append(AnswerLines.ToLine(q, answer, id, agreement));
-                            report(i, s + 1);
+                            report((long)i * order.Count + s + 1, total);
                         }
-                        report(i + 1, 0);
+                        report((long)(i + 1) * order.Count, total);
                     }
                 });
 
@@ -236,29 +237,6 @@ internal static class EvalCommand
         var tmp = full + ".tmp";
         using (var f = File.Create(tmp)) write(f);
         File.Move(tmp, full, overwrite: true);
-    }
-
-    /// <summary>Runs <paramref name="work"/>, which reports (questions done, settings done in the current one), under a progress bar on a terminal.</summary>
-    private static void WithProgress(TextWriter stderr, int questions, int settings, Action<Action<int, int>> work)
-    {
-        if (questions == 0 || !ReferenceEquals(stderr, Console.Error) || Console.IsErrorRedirected)
-        {
-            work((_, _) => { });
-            return;
-        }
-        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
-        console.Progress().AutoClear(false)
-            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
-            .Start(ctx =>
-            {
-                var task = ctx.AddTask("questions", maxValue: (double)questions * settings);
-                work((done, inQuestion) =>
-                {
-                    task.Value = (double)done * settings + inQuestion;
-                    task.Description = string.Create(CultureInfo.InvariantCulture, $"questions {done}/{questions}");
-                });
-                task.StopTask();
-            });
     }
 }
 

@@ -25,9 +25,10 @@ internal sealed class ExitOptions
 
     public IEnumerable<Option> All => [Exit, KvMode, Trace];
 
-    public void AddTo(Command command)
+    /// <summary>Adds the options; <paramref name="trace"/> false leaves --trace out (chat writes no trace).</summary>
+    public void AddTo(Command command, bool trace = true)
     {
-        foreach (var o in All) command.Options.Add(o);
+        foreach (var o in All) if (trace || o != Trace) command.Options.Add(o);
     }
 
     public (ExitPolicy Policy, ExitKvMode Mode, string? TraceFile) Read(ParseResult p)

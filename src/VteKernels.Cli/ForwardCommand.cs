@@ -47,6 +47,7 @@ internal static class ForwardCommand
                 if (path is not null && !path.EndsWith(".npz", StringComparison.OrdinalIgnoreCase)) throw new UsageException($"'{path}': the export is an .npz archive; give a file name ending in .npz");
             var chosenLayers = ParseList(p.GetValue(layers), "--layers");
             var chosenHeads = ParseList(p.GetValue(heads), "--heads");
+            policy.Validate(Models.LlavaCheckpoint.ReadConfig(p.GetValue(model)!, methods.VisionTowerDir(p)));   // before the weights load
             using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
             var clock = Stopwatch.StartNew();
             using var m = LlavaModel.Load(p.GetValue(model)!, backend, methods.VisionTowerDir(p));

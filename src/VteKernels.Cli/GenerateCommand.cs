@@ -18,122 +18,173 @@ internal static class GenerateCommand
 {
     public const string DefaultQuestion = "Describe this image.";
 
-    public static Command Create(TextWriter stdout)
+    /// <summary>Exit code of a run the user interrupted (Ctrl+C), as shells report SIGINT.</summary>
+    public const int Interrupted = 130;
+
+    public static Command Create(TextWriter stdout, TextWriter stderr)
     {
         var model = new Option<string>("--model", "-m") { Description = "Model directory (default: the built-in synthetic tiny model)" };
         var prompt = new Option<string>("--prompt", "-p") { Description = $"The question (default: \"{DefaultQuestion}\")" };
         var images = new Option<string[]>("--image") { Description = "Image file (PNG, JPEG, BMP, PPM); repeat for several. Default: the bundled sample image", AllowMultipleArgumentsPerToken = true };
         var noImage = new Option<bool>("--no-image") { Description = "Text-only prompt" };
         var style = new Option<string>("--prompt-style") { Description = "llava (USER: <image>\\n{q} ASSISTANT:), vicuna (with the Vicuna-v1 system prompt), template (the model's chat_template) or raw (the text as given, <image> where the images go)", DefaultValueFactory = _ => "llava" };
-        var imageMode = new Option<string>("--image-mode") { Description = "clip (HF CLIPImageProcessor: resize, center crop) or pad (LLaVA-1.5: pad to a square with the mean colour first)", DefaultValueFactory = _ => "clip" };
+        var imageMode = ImageModeOption();
         var ids = new Option<string>("--input-ids") { Description = "Prompt as comma-separated token ids with image placeholders expanded (or @FILE); bypasses the tokenizer" };
         var pixels = new Option<string[]>("--pixels") { Description = "Preprocessed float32 .npy [1,3,H,W] per image (with --input-ids)", AllowMultipleArgumentsPerToken = true };
-        var maxNew = new Option<int>("--max-new-tokens", "-n") { Description = "Most tokens to generate", DefaultValueFactory = _ => 24 };
-        var temp = new Option<float>("--temp") { Description = "Sampling temperature (0 = greedy)", DefaultValueFactory = _ => 0f };
-        var topK = new Option<int>("--top-k") { Description = "Sample among the k most likely tokens (0 = all)", DefaultValueFactory = _ => 0 };
-        var topP = new Option<float>("--top-p") { Description = "Nucleus sampling mass", DefaultValueFactory = _ => 1f };
-        var seed = new Option<int?>("--seed") { Description = "Random seed for sampling" };
         var device = DeviceOption.Create();
         style.AcceptOnlyFromAmong("llava", "vicuna", "template", "raw");
-        imageMode.AcceptOnlyFromAmong("clip", "pad");
         var exit = new ExitOptions();
         var methods = new MethodOptions();
+        var gen = new GenerationCliOptions();
         var cmd = new Command("generate", "Answer a question about an image (streams the text as it comes)")
         {
-            model, prompt, images, noImage, style, imageMode, ids, pixels, maxNew, temp, topK, topP, seed, device,
+            model, prompt, images, noImage, style, imageMode, ids, pixels, device,
         };
+        gen.AddTo(cmd);
         exit.AddTo(cmd);
         methods.AddTo(cmd);
         cmd.SetAction(async (p, ct) =>
         {
             var (policy, kvMode, traceFile) = exit.Read(p);
             var (naavit, sessionOptions) = methods.Read(p);
-            if (p.GetValue(maxNew) < 0) throw new UsageException("--max-new-tokens must be >= 0");
-            var sampling = new SamplingOptions { Temperature = p.GetValue(temp), TopK = p.GetValue(topK), TopP = p.GetValue(topP), Seed = p.GetValue(seed) };
-            try { sampling.Validate(); }
-            catch (ArgumentOutOfRangeException e) { throw new UsageException(e.Message.Split('(')[0].Trim()); }
+            var request = gen.Read(p);
             bool research = p.GetValue(ids) is not null;
             if (research && (p.GetValue(prompt) is not null || p.GetValue(images) is { Length: > 0 }))
                 throw new UsageException("--input-ids bypasses the text and image front end: give --pixels, not --prompt or --image");
             if (!research && p.GetValue(pixels) is { Length: > 0 })
                 throw new UsageException("--pixels goes with --input-ids; give images with --image");
             if (p.GetValue(noImage) && p.GetValue(images) is { Length: > 0 }) throw new UsageException("--no-image and --image exclude each other");
+            var researchIds = research ? TokenIdList.Parse(p.GetValue(ids)!) : null;
+            var output = new GenerationOutput(stdout, stderr, request.Json, request.Quiet);
+            var progress = new CliProgress(stderr, request.Quiet);
 
-            var dir = p.GetValue(model) ?? BuiltInModel.EnsureTiny(stdout);
+            var dir = p.GetValue(model) ?? BuiltInModel.EnsureTiny(request.Quiet ? TextWriter.Null : stderr);
+            var peek = CheckBeforeLoad(dir, methods.VisionTowerDir(p), policy, request, output);
+            if (!research && !ModelTokenizer.Exists(dir)) throw new UsageException($"{dir} has no tokenizer.json or tokenizer.model: give the prompt as --input-ids");
             using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
             var clock = Stopwatch.StartNew();
-            using var m = LlavaModel.Load(dir, backend, methods.VisionTowerDir(p));
+            using var m = progress.Spin($"loading {ModelName(dir)}", () => LlavaModel.Load(dir, backend, methods.VisionTowerDir(p)));
             var load = clock.Elapsed;
             var cfg = m.Config;
-            var tokenizer = File.Exists(Path.Combine(dir, "tokenizer.json")) ? Tokenizer.Load(dir) : null;
+            var tokenizer = ModelTokenizer.Exists(dir) ? Tokenizer.Load(dir) : null;
 
             PromptInput input;
-            if (research) input = ResearchPrompt(cfg, p.GetValue(ids)!, p.GetValue(pixels));
+            if (research) input = ResearchPrompt(cfg, researchIds!, p.GetValue(pixels));
             else
             {
-                if (tokenizer is null) throw new UsageException($"{dir} has no tokenizer.json: give the prompt as --input-ids");
                 var files = p.GetValue(noImage) ? [] : p.GetValue(images) is { Length: > 0 } given ? given : [SampleImage.Path()];
-                var options = MultimodalPrompt.PreprocessingFor(dir, cfg, pad: p.GetValue(imageMode) == "pad");
+                var options = MultimodalPrompt.PreprocessingFor(dir, cfg, pad: ImageMode(p, imageMode));
                 var loaded = files.Select(f => MultimodalPrompt.LoadImage(f, options, cfg)).ToList();
                 var question = p.GetValue(prompt) ?? DefaultQuestion;
                 var (text, special) = p.GetValue(style) == "raw" ? (question, true)
-                    : MultimodalPrompt.Render(PromptFormat.ParseStyle(p.GetValue(style)!), tokenizer, [(question, null)], loaded.Count, dir);
-                input = MultimodalPrompt.Build(cfg, tokenizer, text, loaded, special);
+                    : MultimodalPrompt.Render(PromptFormat.ParseStyle(p.GetValue(style)!), tokenizer!, [(question, null)], loaded.Count, dir);
+                input = MultimodalPrompt.Build(cfg, tokenizer!, text, loaded, special);
             }
-            var stops = StopTokens(cfg, tokenizer);
+            var genOptions = request.For(m, new PrefillOptions { Exit = policy, ExitKvMode = kvMode, Trace = traceFile is not null, Naavit = naavit });
+            genOptions = ClampToContext(genOptions, cfg, input.TokenIds.Length, 0, output);
 
-            stdout.WriteLine($"model {Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'))} on {backend.Device}; prompt {input.TokenIds.Length} tokens ({input.Images.Count} image(s)); load {load.TotalMilliseconds:F0} ms");
-            if (p.GetValue(model) is null) stdout.WriteLine("(the built-in synthetic model has random weights: its text is noise; give a real model with -m DIR)");
+            output.Info($"model {ModelName(dir)} on {backend.Device}; prompt {input.TokenIds.Length} tokens ({input.Images.Count} image(s)); load {load.TotalMilliseconds:F0} ms");
+            if (p.GetValue(model) is null) output.Info("(the built-in synthetic model has random weights: its text is noise; give a real model with -m DIR)");
             using var session = m.CreateSession(sessionOptions);
-            var genOptions = new GenerationOptions
+            var result = await Stream(session, input, genOptions, tokenizer, output, progress, cfg.Text.NumLayers, ct);
+            if (tokenizer is null && !request.Json && !request.Quiet)
             {
-                MaxNewTokens = p.GetValue(maxNew), Sampling = sampling, StopTokens = stops,
-                Prefill = new PrefillOptions { Exit = policy, ExitKvMode = kvMode, Trace = traceFile is not null, Naavit = naavit },
-            };
-            var generated = new List<int>();
-            var stream = tokenizer?.CreateStreamingDecoder();
-            var pieces = tokenizer is null ? PieceDecoder.TryLoad(dir) : null;
-            TimeSpan first = default, last = default;
-            await foreach (var t in Generator.GenerateAsync(session, input, genOptions, ct))
-            {
-                if (t.Index == 0) first = t.Elapsed;
-                last = t.Elapsed;
-                generated.Add(t.Id);
-                stdout.Write(stream is not null ? stream.Push(t.Id) : pieces?.Piece(t.Id) is string s ? s : $"[{t.Id}]");
-                stdout.Flush();
+                var pieces = PieceDecoder.TryLoad(dir);
+                output.Info("text " + string.Concat(result.Ids.Select(id => pieces?.Piece(id) ?? $"[{id}]")));
             }
-            if (stream is not null) stdout.Write(stream.Flush());
-            stdout.WriteLine();
-            double decodeTps = generated.Count > 1 ? (generated.Count - 1) / (last - first).TotalSeconds : 0;
-            stdout.WriteLine($"ids {string.Join(",", generated)}");
-            stdout.WriteLine($"{generated.Count} tokens; time to first token {first.TotalMilliseconds:F0} ms; decode {decodeTps:F1} tok/s");
-            if (session.LastReport is { } report)
+            output.End(result, load, tokenizer, result.Report?.Summary());
+            if (result.Report is { } report && traceFile is not null)
             {
-                stdout.WriteLine($"exit {report.Summary()}");
-                if (traceFile is not null)
-                {
-                    ExitOptions.WriteTrace(traceFile, report, new Dictionary<string, string> { ["model"] = Path.GetFullPath(dir), ["command"] = "generate" });
-                    stdout.WriteLine($"wrote trace to {traceFile}");
-                }
+                ExitOptions.WriteTrace(traceFile, report, new Dictionary<string, string> { ["model"] = Path.GetFullPath(dir), ["command"] = "generate" });
+                output.Info($"wrote trace to {traceFile}");
             }
-            return 0;
+            return result.FinishReason == FinishReason.Cancelled ? Interrupted : 0;
         });
         return cmd;
     }
 
-    /// <summary>The end-of-sequence ids: the model config's, else the tokenizer's.</summary>
-    public static int[] StopTokens(LlavaConfig cfg, Tokenizer? tokenizer) =>
-        cfg.Text.EosTokenId is int eos ? [eos] : tokenizer is not null ? [.. tokenizer.EosIds] : [];
+    /// <summary>--image-mode clip|pad; without it, the model's own choice (pad for an original-layout config with image_aspect_ratio "pad").</summary>
+    public static Option<string> ImageModeOption()
+    {
+        var o = new Option<string>("--image-mode") { Description = "clip (HF CLIPImageProcessor: resize, center crop) or pad (LLaVA-1.5: pad to a square with the mean colour first). Default: pad when an original-layout config says image_aspect_ratio \"pad\", else clip" };
+        o.AcceptOnlyFromAmong("clip", "pad");
+        return o;
+    }
 
-    private static PromptInput ResearchPrompt(LlavaConfig cfg, string idText, string[]? pixelFiles)
+    public static bool? ImageMode(ParseResult p, Option<string> o) => p.GetValue(o) is string mode ? mode == "pad" : null;
+
+    public static string ModelName(string dir) => Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'));
+
+    /// <summary>What can be checked from config.json alone, before the weights load: the exit policy and the context size.</summary>
+    public static LlavaConfig CheckBeforeLoad(string dir, string? visionTowerDir, Engine.Exit.ExitPolicy policy, GenerationCliOptions.Request request, GenerationOutput output)
+    {
+        var cfg = LlavaCheckpoint.ReadConfig(dir, visionTowerDir);
+        policy.Validate(cfg);
+        if (request.Options.ContextLength is int c && c > cfg.Text.MaxPositionEmbeddings)
+            output.Note($"--ctx-size {c} is above the model's context of {cfg.Text.MaxPositionEmbeddings} tokens: using {cfg.Text.MaxPositionEmbeddings}");
+        return cfg;
+    }
+
+    /// <summary>A -n larger than the context leaves room for is clamped, with a note.</summary>
+    public static GenerationOptions ClampToContext(GenerationOptions o, LlavaConfig cfg, int promptTokens, int held, GenerationOutput output)
+    {
+        int context = Math.Min(o.ContextLength ?? int.MaxValue, cfg.Text.MaxPositionEmbeddings);
+        int room = context - held - promptTokens + 1;   // the last token needs no position of its own
+        if (room < 1)
+            throw new UsageException($"the prompt ({held + promptTokens} tokens) does not fit the context of {context} tokens");
+        if (o.MaxNewTokens is int n && n > room)
+        {
+            output.Note($"-n {n} is more than fits: the context of {context} tokens leaves room for {room} new token(s) after the {held + promptTokens}-token prompt; generating at most {room}");
+            return o with { MaxNewTokens = room };
+        }
+        return o;
+    }
+
+    /// <summary>Streams the answer to the output, with the prefill's layers on a progress bar; the result at the end.</summary>
+    public static async Task<GenerationResult> Stream(InferenceSession session, PromptInput input, GenerationOptions options, Tokenizer? tokenizer,
+        GenerationOutput output, CliProgress progress, int layers, CancellationToken ct)
+    {
+        var forward = new ForwardProgress();
+        var stream = Generator.Stream(session, input, options with { Prefill = options.Prefill with { Progress = forward } }, tokenizer, ct);
+        await using var e = stream.GetAsyncEnumerator(ct);
+        // The first MoveNext runs the prefill: that is the long wait a bar is for.
+        bool more = await progress.Bar($"prefill {input.TokenIds.Length} tokens", layers, async bar =>
+        {
+            forward.Target = bar;
+            var r = await e.MoveNextAsync();
+            forward.Target = null;
+            return r;
+        });
+        while (more)
+        {
+            output.Token(e.Current);
+            more = await e.MoveNextAsync();
+        }
+        return stream.Result!;
+    }
+
+    private sealed class ForwardProgress : IProgress<(int Done, int Total)>
+    {
+        public IProgress<(int Done, int Total)>? Target { get; set; }
+
+        public void Report((int Done, int Total) value) => Target?.Report(value);
+    }
+
+    private static PromptInput ResearchPrompt(LlavaConfig cfg, int[] tokenIds, string[]? pixelFiles)
     {
         var images = (pixelFiles ?? []).Select(PixelFile.Read).ToList();
-        var tokenIds = TokenIdList.Parse(idText);
         int placeholders = tokenIds.Count(id => id == cfg.ImageTokenIndex) / Math.Max(1, cfg.TokensPerImage);
         if (images.Count == 0 && placeholders > 0)
             images.AddRange(Enumerable.Range(0, placeholders).Select(i => SyntheticImage.Create(cfg.Vision.ImageSize, i)));
         return new PromptInput(tokenIds, images);
     }
+}
+
+/// <summary>Whether a model folder has a tokenizer the runtime reads.</summary>
+internal static class ModelTokenizer
+{
+    public static bool Exists(string dir) =>
+        File.Exists(Path.Combine(dir, "tokenizer.json")) || File.Exists(Path.Combine(dir, "tokenizer.json.gz")) || File.Exists(Path.Combine(dir, "tokenizer.model"));
 }
 
 /// <summary>The sample image shipped next to the tool (assets/sample.png in the repository).</summary>

@@ -7,7 +7,7 @@ namespace VteKernels.Cli;
 
 internal static class SynthCommand
 {
-    public static Command Create(TextWriter stdout)
+    public static Command Create(TextWriter stdout, TextWriter stderr)
     {
         var preset = new Option<string>("--preset") { Description = $"Model shape: {string.Join(", ", SynthPreset.Names)}", DefaultValueFactory = _ => "tiny" };
         preset.AcceptOnlyFromAmong([.. SynthPreset.Names]);
@@ -22,9 +22,9 @@ internal static class SynthCommand
             var dt = p.GetValue(dtype) is string s ? DTypes.Parse(s) : pr.Name == "tiny" ? DType.F32 : DType.BF16;
             var dir = p.GetValue(output)!;
             var clock = Stopwatch.StartNew();
-            var progress = new ProgressLine(stdout, $"writing {pr.Name} ({dt.SafetensorsName()})");
-            SyntheticModel.Write(pr, dir, p.GetValue(seed), dt, progress.Report);
-            progress.Done();
+            var label = $"writing {pr.Name} ({dt.SafetensorsName()})";
+            var bar = new CliProgress(stderr, quiet: false);
+            bar.Bytes(label, report => SyntheticModel.Write(pr, dir, p.GetValue(seed), dt, (done, all) => report(done, all)));
             stdout.WriteLine($"wrote {pr.Name} to {dir} in {clock.Elapsed.TotalSeconds:F1} s");
             return 0;
         });
@@ -32,26 +32,3 @@ internal static class SynthCommand
     }
 }
 
-/// <summary>A one-line byte progress report that rewrites itself on a terminal and prints sparsely otherwise.</summary>
-internal sealed class ProgressLine(TextWriter w, string label)
-{
-    private readonly Stopwatch _clock = Stopwatch.StartNew();
-    private long _lastPrint = -1;
-
-    public void Report(long done, long total)
-    {
-        long ms = _clock.ElapsedMilliseconds;
-        if (done < total && ms - _lastPrint < 1000) return;
-        _lastPrint = ms;
-        double gb = done / 1e9, totalGb = total / 1e9;
-        double rate = ms > 0 ? gb / (ms / 1000.0) : 0;
-        var line = $"{label}: {gb:F2} / {totalGb:F2} GB ({100.0 * done / Math.Max(1, total):F0}%, {rate:F2} GB/s)";
-        if (Console.IsOutputRedirected || !ReferenceEquals(w, Console.Out)) w.WriteLine(line);
-        else w.Write("\r" + line);
-    }
-
-    public void Done()
-    {
-        if (!Console.IsOutputRedirected && ReferenceEquals(w, Console.Out)) w.WriteLine();
-    }
-}

@@ -75,7 +75,14 @@ internal static class ChatOptionsMapping
             TopK = o.TopK ?? 0,
             Seed = seed,
         };
-        sampling.Validate();
+        try
+        {
+            sampling.Validate();
+        }
+        catch (InvalidOptionException e)
+        {
+            throw new ArgumentOutOfRangeException(e.Option, e.Message);   // this client's contract: out of range is an ArgumentException
+        }
         int max = o.MaxOutputTokens ?? client.DefaultMaxOutputTokens;
         if (max < 1) throw new ArgumentOutOfRangeException(nameof(o.MaxOutputTokens), max, "MaxOutputTokens must be at least 1");
         return new MappedOptions(sampling, max, Methods(o.AdditionalProperties, client), o.Instructions);

@@ -166,7 +166,8 @@ public sealed class VteChatClient : IChatClient
             TimeSpan first = default;
             GeneratedToken? last = null;
             int count = 0;
-            await foreach (var t in Generator.GenerateAsync(session, step, generation, cancellationToken).ConfigureAwait(false))
+            var stream = Generator.Stream(session, step, generation, cancellationToken: cancellationToken);
+            await foreach (var t in stream.ConfigureAwait(false))
             {
                 if (t.Index == 0) first = clock.Elapsed;
                 last = t;
@@ -175,6 +176,8 @@ public sealed class VteChatClient : IChatClient
                 if (piece.Length > 0)
                     yield return new ChatResponseUpdate(ChatRole.Assistant, piece) { ResponseId = responseId, MessageId = messageId, CreatedAt = created, ModelId = ModelId };
             }
+            // The generator ends a cancelled request with a result; this client's contract is OperationCanceledException.
+            if (stream.Result?.FinishReason == FinishReason.Cancelled) cancellationToken.ThrowIfCancellationRequested();
             var total = clock.Elapsed;
             bool stop = last?.IsStop == true;
             var report = new VteRequestReport

@@ -65,6 +65,27 @@ public sealed class InvalidInputException : VteException
     public InvalidInputException(string message) : base(message) { }
 }
 
+/// <summary>
+/// An option of a request (sampling, generation) is out of its range. <see cref="Option"/> is the option's
+/// property name (e.g. "TopP") so that front ends can name their own spelling of it; the message reads
+/// "TopP must be in (0, 1], got 0".
+/// </summary>
+public sealed class InvalidOptionException : VteException
+{
+    /// <summary>The option's property name, e.g. "TopP".</summary>
+    public string Option { get; }
+
+    /// <summary>What is wrong, without the option's name, e.g. "must be in (0, 1], got 0".</summary>
+    public string Problem { get; }
+
+    /// <summary>Creates the exception; the message is "{option} {problem}".</summary>
+    public InvalidOptionException(string option, string problem) : base($"{option} {problem}")
+    {
+        Option = option;
+        Problem = problem;
+    }
+}
+
 /// <summary>A chat template uses a construct this runtime does not implement, is malformed, or failed while
 /// rendering; for raise_exception(msg) in the template the message is msg itself.</summary>
 public sealed class ChatTemplateException : VteException

@@ -19,6 +19,9 @@ internal static class TestModels
     /// <summary>The tiny preset written with <paramref name="dtype"/> and <paramref name="seed"/>.</summary>
     public static string Tiny(DType dtype = DType.F32, ulong seed = 0) => Custom(SynthPreset.Get("tiny"), dtype, seed);
 
+    /// <summary>The config of <see cref="Tiny"/>.</summary>
+    public static LlavaConfig Config() => LlavaConfig.Load(Path.Combine(Tiny(), "config.json"));
+
     /// <summary>Any preset or hand-made config, written once.</summary>
     public static string Custom(SynthPreset preset, DType dtype = DType.F32, ulong seed = 0, long maxShardBytes = SyntheticModel.DefaultMaxShardBytes)
     {

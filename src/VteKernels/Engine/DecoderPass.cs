@@ -44,8 +44,21 @@ internal sealed class DecoderPass
     /// <summary>Multiply-adds spent on SAISA's per-layer projections.</summary>
     public long SaisaMacs { get; set; }
 
+    /// <summary>Checked before every layer: a cancelled prefill stops between layers.</summary>
+    public CancellationToken Cancellation { get; init; }
+
+    /// <summary>Told (layers done, layers) before every layer (null: nobody listens).</summary>
+    public IProgress<(int Done, int Total)>? Progress { get; init; }
+
     /// <summary>The research observer's side of the loop (null: none).</summary>
     public Observers.DecoderObservation? Observer { get; init; }
 
     public bool Skips(int layer) => Eas?.Skips(layer) == true;
+
+    /// <summary>The point between layers: throws when cancelled, reports progress.</summary>
+    public void BeforeLayer(int layer, int layers)
+    {
+        Cancellation.ThrowIfCancellationRequested();
+        Progress?.Report((layer, layers));
+    }
 }

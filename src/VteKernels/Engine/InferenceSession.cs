@@ -31,6 +31,9 @@ public sealed class InferenceSession : IDisposable
         Cache = model.Backend.CreateKvCache(model.Config.Text.NumLayers, model.Config.Text.KvDim);
     }
 
+    /// <summary>The model this session runs on.</summary>
+    public LlavaModel Model => _model;
+
     /// <summary>The methods that hold for the whole sequence (EAS attention skipping).</summary>
     public SessionOptions Options { get; }
 
@@ -62,9 +65,13 @@ public sealed class InferenceSession : IDisposable
     /// </summary>
     /// <exception cref="InvalidInputException">Empty prompt, ids outside the vocabulary, placeholders that do not match the images, bad pixels, a sequence longer than the model's context, or an exit layer beyond the model's depth.</exception>
     /// <exception cref="ModelFormatException">The exit gates do not fit the model.</exception>
+    /// <exception cref="OperationCanceledException"><see cref="PrefillOptions.CancellationToken"/> was cancelled; checked before
+    /// each image and each decoder layer. The sequence is then as it was before the call (the cache rows this call
+    /// added are removed).</exception>
     public StepResult Prefill(PromptInput input, PrefillOptions? options = null)
     {
         options ??= new PrefillOptions();
+        var cancellationToken = options.CancellationToken;
         var cfg = _model.Config;
         if (input.TokenIds.Length == 0) throw new InvalidInputException("the prompt is empty");
         CheckLength(input.TokenIds.Length);
@@ -73,9 +80,7 @@ public sealed class InferenceSession : IDisposable
                 throw new InvalidInputException($"token id {id} is outside the vocabulary of {cfg.Text.VocabSize}");
         var spans = input.FindImageSpans(cfg);
         var policy = options.Exit ?? ExitPolicy.None;
-        if (policy is FixedLayerExit f && f.Layers > cfg.Text.NumLayers)
-            throw new InvalidInputException($"exit layer:{f.Layers} is beyond the model's {cfg.Text.NumLayers} decoder layers (0 <= K <= {cfg.Text.NumLayers})");
-        if (policy is GateExit g) g.Gates.Validate(cfg);
+        policy.Validate(cfg);
         if ((options.Naavit || cfg.Saisa) && spans.Count > 0 && spans[^1].End == input.TokenIds.Length)
             throw new InvalidInputException("with NAAViT the prompt must end with text: visual rows issue no queries, so an image at the end leaves nothing to predict from");
 
@@ -108,6 +113,7 @@ public sealed class InferenceSession : IDisposable
         {
             foreach (var image in images)
             {
+                cancellationToken.ThrowIfCancellationRequested();
                 var states = options.OutputVisionStates ? new List<float[]>() : null;
                 if (saisa)
                 {
@@ -132,7 +138,7 @@ public sealed class InferenceSession : IDisposable
             {
                 Positions = positions, Cache = Cache, HiddenStates = hidden, Exit = run, RowMap = rowMap,
                 Naavit = naavit, Eas = Options.Eas, PiaMode = Options.PiaMode, Pia = _pia, LayerMacs = layerMacs,
-                SaisaFeatures = saisa ? saisaRaw : null,
+                SaisaFeatures = saisa ? saisaRaw : null, Cancellation = cancellationToken, Progress = options.Progress,
                 Observer = options.Observer is { } o ? new DecoderObservation(o, _model.Backend, cfg.Text, DecoderStep.Prefill) : null,
             };
             x = _model.Decoder(x, pass);
@@ -155,6 +161,14 @@ public sealed class InferenceSession : IDisposable
             {
                 x.Dispose();
             }
+        }
+        catch when (Position == start)
+        {
+            // Nothing of this prompt entered the sequence: drop the cache rows its layers appended before the failure.
+            for (int l = 0; l < cfg.Text.NumLayers; l++)
+                if (Cache.Length(l) > cacheBase[l]) Cache.RemoveRows(l, cacheBase[l], Cache.Length(l) - cacheBase[l]);
+            if (start == 0) _pia?.Dispose();   // adapters resolved from a prefill that never finished
+            throw;
         }
         finally
         {

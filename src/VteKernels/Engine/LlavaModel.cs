@@ -43,6 +43,12 @@ public sealed class LlavaModel : IDisposable
     /// <summary>The bound weights (as stored).</summary>
     public LlavaWeights Weights { get; }
 
+    /// <summary>
+    /// The generation defaults (the folder's generation_config.json as HF reads it; config.json's eos id without one)
+    /// that <see cref="Generator"/> applies where a request leaves a value unset. Settable to change the defaults.
+    /// </summary>
+    public GenerationConfig GenerationConfig { get; set; }
+
     private IBackend B => Backend;
 
     /// <summary>Binds <paramref name="weights"/> to <paramref name="backend"/>. The weights' owner must outlive the model.</summary>
@@ -54,6 +60,7 @@ public sealed class LlavaModel : IDisposable
         Weights = weights;
         Backend = backend;
         _owner = owner;
+        GenerationConfig = GenerationConfig.FromModelConfig(config);
         DeviceWeight U(Weight w) => backend.Upload(w);
         var v = weights.Vision;
         _classEmbedding = U(v.ClassEmbedding);
@@ -92,7 +99,10 @@ public sealed class LlavaModel : IDisposable
         var checkpoint = LlavaCheckpoint.Open(modelDir, visionTowerDir);
         try
         {
-            return new LlavaModel(checkpoint.Config, checkpoint.Weights, backend, checkpoint);
+            return new LlavaModel(checkpoint.Config, checkpoint.Weights, backend, checkpoint)
+            {
+                GenerationConfig = GenerationConfig.Load(checkpoint.ModelDir, checkpoint.Config),
+            };
         }
         catch
         {
@@ -254,6 +264,7 @@ public sealed class LlavaModel : IDisposable
             pass.HiddenStates?.Add(ToHost(x));
             for (int l = 0; l < _text.Length; l++)
             {
+                pass.BeforeLayer(l, _text.Length);   // cancellation and progress, between layers
                 var w = _text[l];
                 bool skip = pass.Skips(l);
                 if (pass.SaisaFeatures is { } raw && l > 0 && run is { Spans.Count: > 0 })

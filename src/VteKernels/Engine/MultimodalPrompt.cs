@@ -77,10 +77,12 @@ public static class MultimodalPrompt
     /// <exception cref="InvalidInputException">The tokenizer does not know the model's image token, or placeholders and images disagree.</exception>
     public static PromptInput Build(LlavaConfig config, Tokenizer tokenizer, string text, IReadOnlyList<ImageInput> images, bool addSpecialTokens = true)
     {
-        var placeholder = tokenizer.IdToToken(config.ImageTokenIndex);
-        if (placeholder is null)
-            throw new InvalidInputException($"the tokenizer has no token for the model's image token id {config.ImageTokenIndex}");
-        var ids = tokenizer.Encode(text, addSpecialTokens);
+        // llava-hf: "<image>" is a token of the tokenizer with the model's image id. The original layout (a
+        // tokenizer.model without it): LLaVA's tokenizer_image_token splits the text at "<image>" instead.
+        bool split = tokenizer.IsSentencePieceModel && tokenizer.TokenToId(ImagePlaceholder) != config.ImageTokenIndex;
+        var placeholder = split ? ImagePlaceholder : tokenizer.IdToToken(config.ImageTokenIndex)
+            ?? throw new InvalidInputException($"the tokenizer has no token for the model's image token id {config.ImageTokenIndex}");
+        var ids = split ? TokenizerImageToken(tokenizer, text, config.ImageTokenIndex, addSpecialTokens) : tokenizer.Encode(text, addSpecialTokens);
         int count = ids.Count(id => id == config.ImageTokenIndex);
         if (count != images.Count)
             throw new InvalidInputException($"the prompt has {count} image placeholder(s) ({placeholder}) but {images.Count} image(s) were given");
@@ -93,17 +95,60 @@ public static class MultimodalPrompt
         return new PromptInput([.. expanded], images);
     }
 
+    /// <summary>The placeholder text of an image in a prompt.</summary>
+    public const string ImagePlaceholder = "<image>";
+
+    /// <summary>
+    /// LLaVA's tokenizer_image_token (the original layout, whose tokenizer has no image token): the text is split at
+    /// "&lt;image&gt;", each piece tokenized on its own (BOS included), the first piece's BOS kept once and the others'
+    /// dropped, and <paramref name="imageToken"/> put between the pieces.
+    /// </summary>
+    public static int[] TokenizerImageToken(Tokenizer tokenizer, string text, int imageToken, bool addSpecialTokens = true)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        ArgumentNullException.ThrowIfNull(text);
+        var chunks = text.Split(ImagePlaceholder).Select(c => tokenizer.Encode(c, addSpecialTokens)).ToList();
+        var ids = new List<int>();
+        int offset = 0;
+        if (chunks[0].Length > 0 && tokenizer.BosId is int bos && chunks[0][0] == bos)
+        {
+            offset = 1;
+            ids.Add(bos);
+        }
+        for (int k = 0; k < chunks.Count; k++)
+        {
+            if (k > 0) ids.Add(imageToken);
+            ids.AddRange(chunks[k].Skip(offset));
+        }
+        return [.. ids];
+    }
+
     /// <summary>
     /// The preprocessing options of a model directory: its preprocessor_config.json when present (else CLIP's
-    /// defaults at the vision tower's size), with LLaVA-1.5's pad-to-square when <paramref name="pad"/>.
+    /// defaults at the vision tower's size), with LLaVA-1.5's pad-to-square when <paramref name="pad"/>; null
+    /// takes the model's own choice (<see cref="PadsToSquare"/>).
     /// </summary>
-    public static ClipOptions PreprocessingFor(string modelDir, LlavaConfig config, bool pad)
+    /// <exception cref="ModelConfigException">With <paramref name="pad"/> null: config.json cannot be read.</exception>
+    public static ClipOptions PreprocessingFor(string modelDir, LlavaConfig config, bool? pad)
     {
+        pad ??= PadsToSquare(modelDir);
         var path = Path.Combine(modelDir, "preprocessor_config.json");
         int size = config.Vision.ImageSize;
         var o = File.Exists(path) ? ClipOptions.FromPreprocessorConfig(path)
             : ClipOptions.Clip336 with { ShortestEdge = size, CropHeight = size, CropWidth = size };
-        return o with { PadToSquare = pad };
+        return o with { PadToSquare = pad.Value };
+    }
+
+    /// <summary>
+    /// Whether the model pads images to a square first by default: an original-layout config.json that says
+    /// image_aspect_ratio "pad" (as LLaVA-1.5's does, and its own code then pads); llava-hf configs never do.
+    /// </summary>
+    /// <exception cref="ModelConfigException">config.json cannot be read or is not a JSON object.</exception>
+    public static bool PadsToSquare(string modelDir)
+    {
+        var path = Path.Combine(modelDir, LlavaCheckpoint.ConfigFileName);
+        var root = LlavaConfig.ParseObject(LlavaConfig.ReadText(path), path);
+        return OriginalLayoutSettings.Describes(root) && LlavaConfig.ReadOriginalLayoutSettings(root, path).PadToSquare;
     }
 
     /// <summary>Decodes and preprocesses an image file for <paramref name="config"/>'s vision tower.</summary>

@@ -29,6 +29,12 @@ public sealed record PrefillOptions
     /// </summary>
     public bool Naavit { get; init; }
 
+    /// <summary>Told (decoder layers done, decoder layers) before each decoder layer runs; null: no reports.</summary>
+    public IProgress<(int Done, int Total)>? Progress { get; init; }
+
+    /// <summary>Checked before each image and each decoder layer: a cancelled prefill stops between layers and leaves the sequence as it was.</summary>
+    public CancellationToken CancellationToken { get; init; }
+
     /// <summary>
     /// Sees every decoder layer of the prefill: its input rows, the rows that query, the exit decision and, when its
     /// <see cref="Observers.IDecoderObserver.Capture"/> asks, the hidden states and attention probabilities (null: none).

@@ -171,7 +171,7 @@ public sealed class EvalRunner : IDisposable
 
     /// <summary>Answers <paramref name="question"/> (with its prompt from <see cref="BuildPrompt"/>) under setting <paramref name="setting"/>.</summary>
     /// <exception cref="InvalidInputException">The prompt does not fit the model or the setting (for example NAAViT with the image last).</exception>
-    /// <exception cref="OperationCanceledException">Cancelled between tokens.</exception>
+    /// <exception cref="OperationCanceledException">Cancelled (checked between the prefill's layers and between tokens).</exception>
     public EvalAnswer Answer(VqaQuestion question, PromptInput prompt, int setting, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(question);
@@ -182,7 +182,7 @@ public sealed class EvalRunner : IDisposable
         var t = _model.Config.Text;
         session.Reset();
         var clock = Stopwatch.StartNew();
-        var prefill = session.Prefill(prompt, s.PrefillOptions(Options.ExitKvMode));
+        var prefill = session.Prefill(prompt, s.PrefillOptions(Options.ExitKvMode) with { CancellationToken = cancellationToken });
         int next = Sampler.ArgMax(prefill.Logits.Last);
         var ttft = clock.Elapsed;
         var report = prefill.Report!;

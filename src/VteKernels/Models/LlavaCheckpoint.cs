@@ -65,15 +65,50 @@ public sealed class LlavaCheckpoint : IDisposable
     /// <exception cref="ModelFormatException">A folder or weight file is missing, holds PyTorch .bin weights, is malformed, or disagrees with the config (the tensor is named).</exception>
     public static LlavaCheckpoint Open(string modelDir, string? visionTowerDir = null)
     {
-        ArgumentNullException.ThrowIfNull(modelDir);
-        var dir = Path.GetFullPath(modelDir);
-        if (!Directory.Exists(dir)) throw new ModelFormatException(dir, null, $"model directory {dir} does not exist");
-        var configPath = Path.Combine(dir, ConfigFileName);
+        var (dir, configPath) = ModelFolder(modelDir);
         var json = LlavaConfig.ReadText(configPath);
         var root = LlavaConfig.ParseObject(json, configPath);
         return OriginalLayoutSettings.Describes(root)
             ? OpenOriginal(dir, configPath, json, LlavaConfig.ReadOriginalLayoutSettings(root, configPath), visionTowerDir)
             : OpenLlavaHf(dir, configPath, json, visionTowerDir);
+    }
+
+    /// <summary>
+    /// The configuration alone, without opening a weight file: what options can be checked against before a model loads.
+    /// <see cref="LlavaConfig.Saisa"/> is not known here (the tensors decide it) and stays false.
+    /// </summary>
+    /// <exception cref="ModelConfigException">A config.json is missing or invalid, or the configs disagree.</exception>
+    /// <exception cref="ModelFormatException">The folder (or the vision tower folder) is missing or is a file.</exception>
+    public static LlavaConfig ReadConfig(string modelDir, string? visionTowerDir = null)
+    {
+        var (_, configPath) = ModelFolder(modelDir);
+        var json = LlavaConfig.ReadText(configPath);
+        var root = LlavaConfig.ParseObject(json, configPath);
+        if (!OriginalLayoutSettings.Describes(root)) return LlavaConfig.Parse(json, configPath);
+        var towerDir = FindVisionTower(configPath, LlavaConfig.ReadOriginalLayoutSettings(root, configPath), visionTowerDir);
+        var towerConfig = Path.Combine(towerDir, ConfigFileName);
+        if (!File.Exists(towerConfig))
+            throw new ModelFormatException(towerConfig, null, $"the vision tower folder {towerDir} has no {ConfigFileName}");
+        return LlavaConfig.ParseOriginalLayout(json, LlavaConfig.ReadText(towerConfig), configPath, towerConfig);
+    }
+
+    /// <summary>The full folder path and its config.json; a file (a GGUF file, a single safetensors) is named as such.</summary>
+    private static (string Dir, string ConfigPath) ModelFolder(string modelDir)
+    {
+        ArgumentNullException.ThrowIfNull(modelDir);
+        var dir = Path.GetFullPath(modelDir);
+        if (File.Exists(dir))
+        {
+            var name = Path.GetFileName(dir);
+            throw new ModelFormatException(null, null, name.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase)
+                ? $"{name} is a GGUF file; give a model folder in the HF layout (config.json and safetensors weights): GGUF is not read"
+                : $"{name} is a file; give the model folder that holds config.json and the safetensors weights");
+        }
+        if (!Directory.Exists(dir))
+            throw new ModelFormatException(null, null, dir.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase)
+                ? $"{dir} does not exist (and GGUF files are not read: give a model folder in the HF layout)"
+                : $"model directory {dir} does not exist");
+        return (dir, Path.Combine(dir, ConfigFileName));
     }
 
     private static LlavaCheckpoint OpenLlavaHf(string dir, string configPath, string json, string? visionTowerDir)

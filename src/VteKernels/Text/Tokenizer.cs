@@ -25,12 +25,14 @@ public sealed class Tokenizer
 {
     private readonly TokenizerPipeline _p;
     private readonly PostProcessor? _post;
+    private readonly SentencePieceModel? _spm;   // tokenizer.model instead of tokenizer.json
 
-    private Tokenizer(TokenizerPipeline pipeline, PostProcessor? post, TokenizerConfig config)
+    private Tokenizer(TokenizerPipeline? pipeline, PostProcessor? post, SentencePieceModel? spm, TokenizerConfig config)
     {
-        _p = pipeline;
+        _p = pipeline!;
         _post = post;
-        VocabSize = Math.Max(pipeline.Model.IdLimit, pipeline.Added.Tokens.Count == 0 ? 0 : pipeline.Added.Tokens.Max(t => t.Id) + 1);
+        _spm = spm;
+        VocabSize = spm?.VocabSize ?? Math.Max(pipeline!.Model.IdLimit, pipeline.Added.Tokens.Count == 0 ? 0 : pipeline.Added.Tokens.Max(t => t.Id) + 1);
         BosToken = config.BosToken;
         EosToken = config.EosToken;
         PadToken = config.PadToken;
@@ -75,8 +77,12 @@ public sealed class Tokenizer
     /// <summary>tokenizer_config.json's clean_up_tokenization_spaces: whether transformers' decode tidies spaces before punctuation.</summary>
     public bool CleanUpTokenizationSpaces { get; }
 
+    /// <summary>The SentencePiece model file of the original LLaVA layout, read when a directory has no tokenizer.json.</summary>
+    public const string SentencePieceModelFileName = "tokenizer.model";
+
     /// <summary>
-    /// Loads a tokenizer from a model directory (tokenizer.json, or tokenizer.json.gz, plus the optional
+    /// Loads a tokenizer from a model directory (tokenizer.json, or tokenizer.json.gz, or else a SentencePiece
+    /// tokenizer.model used by the rules of HF's slow LlamaTokenizer, with its legacy flag; plus the optional
     /// tokenizer_config.json, special_tokens_map.json, generation_config.json) or from a tokenizer.json
     /// file (".gz" is decompressed).
     /// </summary>
@@ -90,8 +96,15 @@ public sealed class Tokenizer
         {
             jsonPath = Path.Combine(path, "tokenizer.json");
             if (!File.Exists(jsonPath) && File.Exists(jsonPath + ".gz")) jsonPath += ".gz";
-            if (!File.Exists(jsonPath)) throw new TokenizerException(path, "the directory holds no tokenizer.json");
             config = TokenizerConfig.Read(path);
+            var modelPath = Path.Combine(path, SentencePieceModelFileName);
+            if (!File.Exists(jsonPath) && File.Exists(modelPath))
+            {
+                // LlamaTokenizer's own defaults when tokenizer_config.json names no special tokens.
+                config = config with { BosToken = config.BosToken ?? "<s>", EosToken = config.EosToken ?? "</s>" };
+                return new Tokenizer(null, null, SentencePieceModel.Load(modelPath, path, config.BosToken, config.EosToken, config.AddBosToken, config.AddEosToken), config);
+            }
+            if (!File.Exists(jsonPath)) throw new TokenizerException(path, "the directory holds no tokenizer.json or tokenizer.model");
         }
         else if (File.Exists(path))
         {
@@ -121,7 +134,7 @@ public sealed class Tokenizer
             throw new TokenizerException(jsonPath, $"unexpected JSON structure: {e.Message}", e);
         }
         var post = ApplyBosEosFlags(pipeline, config);
-        return new Tokenizer(pipeline, post, config);
+        return new Tokenizer(pipeline, post, null, config);
     }
 
     private static Stream OpenMaybeGzip(string path)
@@ -163,6 +176,7 @@ public sealed class Tokenizer
     {
         ArgumentNullException.ThrowIfNull(text);
         text = ReplaceLoneSurrogates(text);
+        if (_spm is not null) return [.. _spm.Encode(text, addSpecialTokens)];
         var pieces = new List<Piece>();
         var scratch = new List<Piece>();
         _p.Added.SplitRaw(new Piece(text, 0, text.Length, AtOrigin: true), pieces);
@@ -203,6 +217,7 @@ public sealed class Tokenizer
     /// </summary>
     public string Decode(ReadOnlySpan<int> ids, bool skipSpecialTokens = false)
     {
+        if (_spm is not null) return _spm.Decode(ids, skipSpecialTokens);
         var tokens = new List<string>(ids.Length);
         foreach (int id in ids)
         {
@@ -239,16 +254,20 @@ public sealed class Tokenizer
     public int? TokenToId(string token)
     {
         ArgumentNullException.ThrowIfNull(token);
+        if (_spm is not null) return _spm.TokenToId(token);
         int id = _p.Added.TokenToId(token);
         if (id < 0) id = _p.Model.TokenToId(token);
         return id >= 0 ? id : null;
     }
 
     /// <summary>The token string of an id (as stored in the vocabulary, e.g. "▁the" or "Ġthe"), or null.</summary>
-    public string? IdToToken(int id) => _p.Added.IdToToken(id) ?? _p.Model.IdToToken(id);
+    public string? IdToToken(int id) => _spm is not null ? _spm.IdToToken(id) : _p.Added.IdToToken(id) ?? _p.Model.IdToToken(id);
 
     /// <summary>True when the id is a special added token (what Decode skips with skipSpecialTokens).</summary>
-    public bool IsSpecialToken(int id) => _p.Added.IsSpecialId(id);
+    public bool IsSpecialToken(int id) => _spm is not null ? _spm.IsSpecial(id) : _p.Added.IsSpecialId(id);
+
+    /// <summary>True when this tokenizer came from a SentencePiece tokenizer.model (the original LLaVA layout).</summary>
+    public bool IsSentencePieceModel => _spm is not null;
 
     /// <summary>A decoder for a stream of generated ids that returns text only once it is final.</summary>
     public StreamingDecoder CreateStreamingDecoder(bool skipSpecialTokens = true) => new(this, skipSpecialTokens);

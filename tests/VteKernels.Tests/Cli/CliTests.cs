@@ -48,11 +48,11 @@ public sealed class CliTests
     {
         var r = Vte("generate", "-m", TestModels.Tiny(), "-n", "5", "--temp", "0.8", "--seed", "1");
         Assert.True(r.Code == 0, r.Err);
-        Assert.Contains("5 tokens; time to first token", r.Out);
-        var ids = r.Out.Split('\n').Single(l => l.StartsWith("ids ", StringComparison.Ordinal))[4..].Split(',');
+        Assert.Contains("5 tokens; finish length (max new tokens (5))", r.Err);
+        var ids = r.Err.Split('\n').Single(l => l.StartsWith("ids ", StringComparison.Ordinal))[4..].Split(',');
         Assert.Equal(5, ids.Length);
         var again = Vte("generate", "-m", TestModels.Tiny(), "-n", "5", "--temp", "0.8", "--seed", "1");
-        Assert.Equal(string.Join(",", ids), again.Out.Split('\n').Single(l => l.StartsWith("ids ", StringComparison.Ordinal))[4..]);
+        Assert.Equal(string.Join(",", ids), again.Err.Split('\n').Single(l => l.StartsWith("ids ", StringComparison.Ordinal))[4..]);
     }
 
     [Fact]
@@ -112,11 +112,11 @@ public sealed class CliTests
         {
             var r = Vte("generate", "-n", "3");
             Assert.True(r.Code == 0, r.Err);
-            Assert.Contains("built-in synthetic model", r.Out);
+            Assert.Contains("built-in synthetic model", r.Err);
             Assert.True(File.Exists(Path.Combine(cache, "models", "synth-tiny-seed0", "config.json")));
             var again = Vte("generate", "-n", "3");
-            Assert.DoesNotContain("writing the built-in", again.Out);
-            Assert.Contains("random weights", again.Out);
+            Assert.DoesNotContain("writing the built-in", again.Err);
+            Assert.Contains("random weights", again.Err);
         }
         finally
         {

@@ -211,7 +211,7 @@ public sealed class EvalCliTests
 
         var r = Vte([.. common, "--out", outPath]);
         Assert.True(r.Code == 0, r.Err);
-        Assert.Contains("resuming", r.Out);
+        Assert.Contains("resuming", r.Err);
         foreach (var slug in new[] { "none", "layer-1" })
         {
             var lines = File.ReadAllLines(dir.File($"killed.{slug}.jsonl"));
@@ -232,7 +232,7 @@ public sealed class EvalCliTests
         File.AppendAllText(outPath, "{\"question_id\": 102, \"prompt\": \"Whi");
         var r = Vte("eval", "-m", model, "--data", data, "--out", outPath, "-n", "2");
         Assert.True(r.Code == 0, r.Err);
-        Assert.Contains("2 of 3 answered; removed an unfinished last line (35 bytes)", r.Out);
+        Assert.Contains("2 of 3 answered; removed an unfinished last line (35 bytes)", r.Err);
         Assert.Equal(["100", "101", "102"], File.ReadAllLines(outPath).Select(l => JsonNode.Parse(l)!["question_id"]!.ToJsonString()));
     }
 

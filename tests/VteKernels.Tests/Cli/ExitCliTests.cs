@@ -68,7 +68,7 @@ public sealed class ExitCliTests
         var (dir, _, ids, _, pxPath) = Setup();
         var r = Vte("generate", "-m", dir, "--input-ids", string.Join(",", ids), "--pixels", pxPath, "-n", "3", "--exit", "attn:1:2", "--exit-kv", "drop");
         Assert.True(r.Code == 0, r.Err);
-        Assert.Contains("exit attn:1:2: exit after 2 of 4 layers", r.Out);
+        Assert.Contains("exit attn:1:2: exit after 2 of 4 layers", r.Err);
     }
 
     [Fact]

@@ -73,13 +73,13 @@ public sealed class FrontEndCliTests
         var dir = TestModels.Tiny();
         var r = VteWithInput(null, "generate", "-m", dir, "-n", "4", "-p", "What colour is the sky?", "--image", SamplePath, "--exit", "layer:1");
         Assert.True(r.Code == 0, r.Err);
-        Assert.Contains("(1 image(s))", r.Out);
-        Assert.Contains("exit layer:1: exit after 1 of 4 layers", r.Out);
+        Assert.Contains("(1 image(s))", r.Err);
+        Assert.Contains("exit layer:1: exit after 1 of 4 layers", r.Err);
         var vicuna = VteWithInput(null, "generate", "-m", dir, "-n", "2", "--prompt-style", "vicuna", "--image-mode", "pad");
         Assert.True(vicuna.Code == 0, vicuna.Err);
         var template = VteWithInput(null, "generate", "-m", dir, "-n", "2", "--prompt-style", "template", "--no-image", "-p", "hi");
         Assert.True(template.Code == 0, template.Err);
-        Assert.Contains("(0 image(s))", template.Out);
+        Assert.Contains("(0 image(s))", template.Err);
     }
 
     [Fact]
@@ -103,10 +103,12 @@ public sealed class FrontEndCliTests
         var script = $"hello\nand then?\n/image {SamplePath}\ndescribe it\n/image /no/such.png\n/clear\n/what\nbye\n/quit\nnever read\n";
         var r = VteWithInput(script, "chat", "-m", dir, "-n", "3");
         Assert.True(r.Code == 0, r.Err);
-        Assert.Contains("(new conversation about sample.png)", r.Out);
-        Assert.Contains("(conversation cleared)", r.Out);
-        Assert.Contains("error: ", r.Out);
-        Assert.Contains("commands: /image PATH, /clear, /quit", r.Out);
-        Assert.Equal(9, r.Out.Split("> ").Length - 1);   // one prompt per line read, up to /quit
+        Assert.Contains("(new conversation about sample.png)", r.Err);
+        Assert.Contains("(conversation cleared)", r.Err);
+        Assert.Contains("error: ", r.Err);
+        Assert.Contains("commands: /image PATH, /clear, /quit", r.Err);
+        Assert.Equal(9, r.Err.Split("> ").Length - 1);   // one prompt per line read, up to /quit
+        Assert.DoesNotContain("> ", r.Out);   // stdout holds the answers only
+        Assert.DoesNotContain("(conversation", r.Out);
     }
 }

@@ -78,7 +78,7 @@ public sealed class MethodCliTests
     {
         var r = Vte("generate", "-m", TestModels.Tiny(), "--naavit", "--skip-attn", "1", "-n", "4");
         Assert.True(r.Code == 0, r.Err);
-        Assert.Contains("naavit; attention skipped in 1 layers", r.Out);
+        Assert.Contains("naavit; attention skipped in 1 layers", r.Err);
     }
 
     [Fact]

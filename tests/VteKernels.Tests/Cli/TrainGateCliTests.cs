@@ -52,7 +52,7 @@ public sealed class TrainGateCliTests(ITestOutputHelper output)
         var image = Directory.GetFiles(Path.Combine(Path.GetDirectoryName(data)!, "images")).Order().First();
         var g = Vte("generate", "-m", model, "--image", image, "-p", "what color is the car", "-n", "2", "--exit", $"gate:{gates}");
         Assert.True(g.Code == 0, g.Err);
-        Assert.Contains($"exit gate:{gates}", g.Out);
+        Assert.Contains($"exit gate:{gates}", g.Err);
 
         // Resuming a finished run reads the cached features and the checkpoint, and writes the same gates.
         var before = File.ReadAllBytes(gates);

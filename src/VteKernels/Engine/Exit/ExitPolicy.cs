@@ -29,6 +29,17 @@ public abstract record ExitPolicy
     /// <summary>The policy in the command-line notation (none, layer:K, gate:FILE, attn:TAU:M).</summary>
     public abstract override string ToString();
 
+    /// <summary>Checks that the policy fits <paramref name="config"/> (needs only the config, not the weights).</summary>
+    /// <exception cref="InvalidInputException">An exit layer lies beyond the model's depth.</exception>
+    /// <exception cref="ModelFormatException">The gates do not fit the model.</exception>
+    public void Validate(Models.LlavaConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        if (this is FixedLayerExit f && f.Layers > config.Text.NumLayers)
+            throw new InvalidInputException($"exit layer:{f.Layers} is beyond the model's {config.Text.NumLayers} decoder layers (0 <= K <= {config.Text.NumLayers})");
+        if (this is GateExit g) g.Gates.Validate(config);
+    }
+
     /// <summary>
     /// Parses "none", "layer:K", "gate:FILE" or "attn:TAU[:M]". Gate files are opened through
     /// <paramref name="loadGates"/> so the caller decides how (and for which model) they load.
