@@ -6,7 +6,10 @@
 //   PTX cvt (round to nearest even) for f32 -> bf16 on sm_80+ and f16 both ways;
 // * 16-byte packs (8 bf16/f16 or 4 f32) for vectorised loads and stores;
 // * warp and block reductions (__shfl_xor_sync is an NVRTC builtin);
-// * a read-only, no-L1-allocate 16-byte load for streaming weights.
+// * a read-only, no-L1-allocate 16-byte load for streaming weights;
+// * the kernels' only inline PTX, behind named ptx_* helpers (cvt, ld.global.nc, mma.sync). Built for the
+//   CPU emulator of CUDA (tools/cuda-emu, which defines VTE_CUDA_EMULATOR) each helper calls the
+//   emulator's implementation of the same instruction, written from the PTX ISA.
 // Arithmetic is float32 throughout; T is storage only.
 #pragma once
 #include "vte_params.h"
@@ -33,26 +36,99 @@ typedef float T;
 // extern "C" entry name with the dtype suffix: VTE_ENTRY(rms_norm) -> rms_norm_bf16.
 #define VTE_ENTRY(name) VTE_CAT(name, VTE_SUFFIX)
 
+// ------------------------------------------------------------------------------------------ PTX helpers
+
+// cvt.f32.f16: exact.
+__device__ __forceinline__ float ptx_cvt_f32_f16(unsigned short h)
+{
+#if defined(VTE_CUDA_EMULATOR)
+    return vte_emu::cvt_f32_f16(h);
+#else
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+#endif
+}
+
+// cvt.rn.f16.f32: round to nearest even.
+__device__ __forceinline__ unsigned short ptx_cvt_rn_f16_f32(float f)
+{
+#if defined(VTE_CUDA_EMULATOR)
+    return vte_emu::cvt_rn_f16_f32(f);
+#else
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+#endif
+}
+
+// cvt.rn.bf16.f32 (sm_80+): round to nearest even.
+__device__ __forceinline__ unsigned short ptx_cvt_rn_bf16_f32(float f)
+{
+#if defined(VTE_CUDA_EMULATOR)
+    return vte_emu::cvt_rn_bf16_f32(f);
+#else
+    unsigned short b;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(b) : "f"(f));
+    return b;
+#endif
+}
+
+struct alignas(16) Pack16 { unsigned int w[4]; };
+
+// ld.global.nc.L1::no_allocate.v4.u32: a read-only 16-byte load (p 16-byte aligned) that does not
+// allocate in L1.
+__device__ __forceinline__ Pack16 ptx_ld_global_nc_v4(const void* p)
+{
+    Pack16 v;
+#if defined(VTE_CUDA_EMULATOR)
+    vte_emu::ld_global_nc_v4(v.w, p);
+#else
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.w[0]), "=r"(v.w[1]), "=r"(v.w[2]), "=r"(v.w[3])
+                 : "l"(p));
+#endif
+    return v;
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32 (sm_80+), accumulating in place:
+// d (16x8, f32) += a (16x16, row) * b (16x8, col), fragments in the PTX ISA's layout; every lane of the
+// warp must call it.
+__device__ __forceinline__ void ptx_mma_m16n8k16_bf16(float (&d)[4], const unsigned int (&a)[4], unsigned int b0, unsigned int b1)
+{
+#if defined(VTE_CUDA_EMULATOR)
+    vte_emu::mma_m16n8k16(vte_emu::kMmaBf16, d, a, b0, b1);
+#else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
+__device__ __forceinline__ void ptx_mma_m16n8k16_f16(float (&d)[4], const unsigned int (&a)[4], unsigned int b0, unsigned int b1)
+{
+#if defined(VTE_CUDA_EMULATOR)
+    vte_emu::mma_m16n8k16(vte_emu::kMmaF16, d, a, b0, b1);
+#else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
 // ------------------------------------------------------------------------------------------ conversions
 
 __device__ __forceinline__ float to_float(float v) { return v; }
 
 __device__ __forceinline__ float to_float(bf16 v) { return __uint_as_float(((unsigned int)v.bits) << 16); }
 
-__device__ __forceinline__ float to_float(f16 v)
-{
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.bits));
-    return f;
-}
+__device__ __forceinline__ float to_float(f16 v) { return ptx_cvt_f32_f16(v.bits); }
 
-// float32 -> bf16, round to nearest even; NaN stays NaN (quiet bit set), as DTypes.ToBFloat16Bits does.
+// float32 -> bf16, round to nearest even; NaN stays NaN.
 __device__ __forceinline__ unsigned short bf16_bits(float f)
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    unsigned short b;
-    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(b) : "f"(f));
-    return b;
+    return ptx_cvt_rn_bf16_f32(f);
 #else
     unsigned int u = __float_as_uint(f);
     if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40u);
@@ -61,12 +137,7 @@ __device__ __forceinline__ unsigned short bf16_bits(float f)
 #endif
 }
 
-__device__ __forceinline__ unsigned short f16_bits(float f)
-{
-    unsigned short h;
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
-    return h;
-}
+__device__ __forceinline__ unsigned short f16_bits(float f) { return ptx_cvt_rn_f16_f32(f); }
 
 template <typename U> __device__ __forceinline__ U from_float(float f);
 template <> __device__ __forceinline__ float from_float<float>(float f) { return f; }
@@ -81,8 +152,6 @@ __device__ __forceinline__ T nan_t() { return from_float<T>(__uint_as_float(0x7f
 
 // ------------------------------------------------------------------------------------------ 16-byte packs
 
-struct alignas(16) Pack16 { unsigned int w[4]; };
-
 // Elements of T in one 16-byte pack.
 constexpr int kPack = 16 / (int)sizeof(T);
 
@@ -94,14 +163,7 @@ __device__ __forceinline__ void store_pack(void* p, const Pack16& v) { *reinterp
 
 // Read-only 16-byte load that does not allocate in L1: for weights read once per call (GEMV), so that the
 // reused activation vector keeps L1 to itself.
-__device__ __forceinline__ Pack16 load_pack_stream(const void* p)
-{
-    Pack16 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(v.w[0]), "=r"(v.w[1]), "=r"(v.w[2]), "=r"(v.w[3])
-                 : "l"(p));
-    return v;
-}
+__device__ __forceinline__ Pack16 load_pack_stream(const void* p) { return ptx_ld_global_nc_v4(p); }
 
 __device__ __forceinline__ void unpack(const Pack16& v, float (&out)[kPack])
 {

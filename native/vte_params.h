@@ -122,6 +122,19 @@ typedef struct GemvParams {
     int k;
 } GemvParams;
 
+/* y[m, n] = x[m, k] W[n, k]^T + bias, tiled, float32 accumulation: the fallback where cuBLASLt has no
+ * algorithm (gemm_T). */
+typedef struct GemmParams {
+    const void* x;          /* [m, k] T */
+    const void* w;          /* [n, k] T */
+    const void* bias;       /* [n] T or null */
+    void* y;                /* [m, n] T */
+    int m;
+    int n;
+    int k;
+    int reserved;
+} GemmParams;
+
 /* Index of the first maximal logit per row (argmax_T). */
 typedef struct ArgmaxParams {
     const void* logits;     /* [rows, vocab] T */

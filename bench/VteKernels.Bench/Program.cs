@@ -24,10 +24,16 @@ internal static class Program
     private static int Main(string[] args)
     {
         if (args.Length > 0 && args[0] == "tokenize") return TokenizeBench.Run(args[1..]);
+        if (args.Length > 0 && args[0] == "cpu-e2e") return CpuE2eBench.Run(args[1..]);
+        if (args.Length > 0 && args[0] == "quant-error") return QuantErrorBench.Run(args[1..]);
+        if (args.Length > 0 && args[0] == "cpu-decode") return CpuDecodeBench.Run(args[1..]);
         if (args.Length == 0 || args[0] is not ("matmul" or "exit" or "methods" or "image" or "kernels" or "attention"))
         {
             Console.Error.WriteLine("usage: VteKernels.Bench matmul|exit|methods|image|kernels|attention [--quick] [--out PATH]");
             Console.Error.WriteLine("       VteKernels.Bench tokenize [--quick] [--data DIR] [--out PATH]");
+            Console.Error.WriteLine("       VteKernels.Bench cpu-e2e [--quick] [--formats bf16,f16,q8_0,q4_0] [--reps N] [--threads N] [--out PATH]");
+            Console.Error.WriteLine("       VteKernels.Bench quant-error [--small] [--tokens N] [--out PATH]");
+            Console.Error.WriteLine("       VteKernels.Bench cpu-decode [--quick] [--threads N] [--out PATH]");
             return 2;
         }
         bool quick = false;

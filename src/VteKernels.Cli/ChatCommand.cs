@@ -17,12 +17,14 @@ internal static class ChatCommand
         var image = new Option<string>("--image") { Description = "Image for the first turn (default: none; /image PATH sets one)" };
         var style = new Option<string>("--prompt-style") { Description = "llava, vicuna or template", DefaultValueFactory = _ => "llava" };
         var imageMode = GenerateCommand.ImageModeOption();
-        var device = DeviceOption.Create();
+        var device = new BackendOptions();
+        var noMmap = NoMmapOption.Create();
         style.AcceptOnlyFromAmong("llava", "vicuna", "template");
         var exit = new ExitOptions();
         var methods = new MethodOptions();
         var gen = new GenerationCliOptions();
-        var cmd = new Command("chat", "Chat about an image (/image PATH, /clear, /quit)") { model, image, style, imageMode, device };
+        var cmd = new Command("chat", "Chat about an image (/image PATH, /clear, /quit)") { model, image, style, imageMode, noMmap };
+        device.AddTo(cmd);
         gen.AddTo(cmd);
         exit.AddTo(cmd, trace: false);
         methods.AddTo(cmd);
@@ -36,9 +38,9 @@ internal static class ChatCommand
             var dir = p.GetValue(model) ?? BuiltInModel.EnsureTiny(request.Quiet ? TextWriter.Null : stderr);
             GenerateCommand.CheckBeforeLoad(dir, methods.VisionTowerDir(p), policy, request, output);
             if (!ModelTokenizer.Exists(dir)) throw new UsageException($"{dir} has no tokenizer.json or tokenizer.model; chat needs the model's tokenizer");
-            using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
+            using var backend = device.Create(p);
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            using var m = progress.Spin($"loading {GenerateCommand.ModelName(dir)}", () => LlavaModel.Load(dir, backend, methods.VisionTowerDir(p)));
+            using var m = progress.Spin($"loading {GenerateCommand.ModelName(dir)}", () => LlavaModel.Load(dir, backend, methods.VisionTowerDir(p), NoMmapOption.Read(p, noMmap)));
             var load = clock.Elapsed;
             var cfg = m.Config;
             var tokenizer = Tokenizer.Load(dir);

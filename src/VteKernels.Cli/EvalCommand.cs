@@ -37,7 +37,8 @@ internal static class EvalCommand
         var chart = new Option<string>("--chart") { Description = "Pareto chart, .svg or .png (default with --compare: OUT's name + .pareto.svg)" };
         var quality = new Option<string>("--chart-quality") { Description = "Quality in the Pareto fronts: auto (accuracy when every setting is scored, else agreement), accuracy, or agreement (same text as none)", DefaultValueFactory = _ => "auto" };
         var modelId = new Option<string>("--model-id") { Description = "model_id in the answers (default: the model folder's name)" };
-        var device = DeviceOption.Create();
+        var device = new BackendOptions();
+        var noMmap = NoMmapOption.Create();
         style.AcceptOnlyFromAmong("llava", "vicuna", "template");
         imageMode.AcceptOnlyFromAmong("clip", "pad");
         metric.AcceptOnlyFromAmong("auto", "vqa", "textvqa", "exact", "choice", "none");
@@ -46,9 +47,10 @@ internal static class EvalCommand
         var methods = new MethodOptions();
         var cmd = new Command("eval", "Answer a VQA question file (LLaVA's format), score it, and compare settings of the methods")
         {
-            model, data, images, output, compare, chunks, chunk, style, imageMode, maxNew, single, metric, summary, chart, quality, modelId, device,
+            model, data, images, output, compare, chunks, chunk, style, imageMode, maxNew, single, metric, summary, chart, quality, modelId, noMmap,
             exit.Exit, exit.KvMode,
         };
+        device.AddTo(cmd);
         methods.AddTo(cmd);
         cmd.SetAction((p, ct) =>
         {
@@ -75,8 +77,8 @@ internal static class EvalCommand
 
             var dir = p.GetValue(model) ?? BuiltInModel.EnsureTiny(stderr);
             if (!File.Exists(Path.Combine(dir, "tokenizer.json"))) throw new UsageException($"{dir} has no tokenizer.json: eval builds prompts from the questions' text");
-            using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
-            using var m = LlavaModel.Load(dir, backend, methods.VisionTowerDir(p));
+            using var backend = device.Create(p);
+            using var m = LlavaModel.Load(dir, backend, methods.VisionTowerDir(p), NoMmapOption.Read(p, noMmap));
             var tokenizer = Tokenizer.Load(dir);
             var options = new EvalOptions
             {

@@ -24,13 +24,15 @@ internal static class ForwardCommand
         var attentionOut = new Option<string>("--attentions") { Description = "Also write the attention probabilities of each chosen layer to this .npz: layer_L [heads, queries, keys], layer_L_query_rows, layer_L_key_rows (prompt rows), heads" };
         var layers = new Option<string>("--layers") { Description = "Decoder layers for --hidden-states and --attentions, e.g. 0,8,16 or 0-3 (default: every layer)" };
         var heads = new Option<string>("--heads") { Description = "Query heads for --attentions, e.g. 0,5 or 0-7 (kept in ascending order; default: every head)" };
-        var device = DeviceOption.Create();
+        var device = new BackendOptions();
+        var noMmap = NoMmapOption.Create();
         var exit = new ExitOptions();
         var methods = new MethodOptions();
         var cmd = new Command("forward", "Run one prefill and write the logits of every row as .npy (after a visual-token exit: the rows that remain)")
         {
-            model, ids, pixels, output, hiddenOut, attentionOut, layers, heads, device,
+            model, ids, pixels, output, hiddenOut, attentionOut, layers, heads, noMmap,
         };
+        device.AddTo(cmd);
         exit.AddTo(cmd);
         methods.AddTo(cmd);
         cmd.SetAction(p =>
@@ -48,9 +50,9 @@ internal static class ForwardCommand
             var chosenLayers = ParseList(p.GetValue(layers), "--layers");
             var chosenHeads = ParseList(p.GetValue(heads), "--heads");
             policy.Validate(Models.LlavaCheckpoint.ReadConfig(p.GetValue(model)!, methods.VisionTowerDir(p)));   // before the weights load
-            using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
+            using var backend = device.Create(p);
             var clock = Stopwatch.StartNew();
-            using var m = LlavaModel.Load(p.GetValue(model)!, backend, methods.VisionTowerDir(p));
+            using var m = LlavaModel.Load(p.GetValue(model)!, backend, methods.VisionTowerDir(p), NoMmapOption.Read(p, noMmap));
             var load = clock.Elapsed;
             if (chosenLayers?.FirstOrDefault(l => l >= m.Config.Text.NumLayers, -1) is int badLayer and >= 0)
                 throw new UsageException($"--layers: the model has decoder layers 0..{m.Config.Text.NumLayers - 1}, not {badLayer}");
@@ -199,23 +201,4 @@ internal static class PixelFile
             throw new UsageException($"{Path.GetFileName(path)}: pixels must be [1, C, H, W] or [C, H, W], got [{string.Join(", ", a.Shape)}]");
         return new ImageInput(a.Data, s[0], s[1], s[2]);
     }
-}
-
-/// <summary>The --device option shared by the commands that run a model.</summary>
-internal static class DeviceOption
-{
-    public static Option<string> Create()
-    {
-        var o = new Option<string>("--device") { Description = "Backend: cpu, or cuda (the first visible GPU; CUDA_VISIBLE_DEVICES picks it)", DefaultValueFactory = _ => "cpu" };
-        o.AcceptOnlyFromAmong("cpu", "cuda");
-        return o;
-    }
-
-    public static Backends.IBackend CreateBackend(string name) => name switch
-    {
-        "cpu" => new Backends.Cpu.CpuBackend(),
-        // No fallback to the CPU: a machine without a usable GPU gets CudaUnavailableException, one "error:" line.
-        "cuda" => new Cuda.CudaBackend(),
-        _ => throw new UsageException($"unknown device '{name}' (expected cpu or cuda)"),
-    };
 }

@@ -31,15 +31,17 @@ internal static class GenerateCommand
         var imageMode = ImageModeOption();
         var ids = new Option<string>("--input-ids") { Description = "Prompt as comma-separated token ids with image placeholders expanded (or @FILE); bypasses the tokenizer" };
         var pixels = new Option<string[]>("--pixels") { Description = "Preprocessed float32 .npy [1,3,H,W] per image (with --input-ids)", AllowMultipleArgumentsPerToken = true };
-        var device = DeviceOption.Create();
+        var device = new BackendOptions();
+        var noMmap = NoMmapOption.Create();
         style.AcceptOnlyFromAmong("llava", "vicuna", "template", "raw");
         var exit = new ExitOptions();
         var methods = new MethodOptions();
         var gen = new GenerationCliOptions();
         var cmd = new Command("generate", "Answer a question about an image (streams the text as it comes)")
         {
-            model, prompt, images, noImage, style, imageMode, ids, pixels, device,
+            model, prompt, images, noImage, style, imageMode, ids, pixels, noMmap,
         };
+        device.AddTo(cmd);
         gen.AddTo(cmd);
         exit.AddTo(cmd);
         methods.AddTo(cmd);
@@ -61,9 +63,9 @@ internal static class GenerateCommand
             var dir = p.GetValue(model) ?? BuiltInModel.EnsureTiny(request.Quiet ? TextWriter.Null : stderr);
             var peek = CheckBeforeLoad(dir, methods.VisionTowerDir(p), policy, request, output);
             if (!research && !ModelTokenizer.Exists(dir)) throw new UsageException($"{dir} has no tokenizer.json or tokenizer.model: give the prompt as --input-ids");
-            using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
+            using var backend = device.Create(p);
             var clock = Stopwatch.StartNew();
-            using var m = progress.Spin($"loading {ModelName(dir)}", () => LlavaModel.Load(dir, backend, methods.VisionTowerDir(p)));
+            using var m = progress.Spin($"loading {ModelName(dir)}", () => LlavaModel.Load(dir, backend, methods.VisionTowerDir(p), NoMmapOption.Read(p, noMmap)));
             var load = clock.Elapsed;
             var cfg = m.Config;
             var tokenizer = ModelTokenizer.Exists(dir) ? Tokenizer.Load(dir) : null;

@@ -63,7 +63,7 @@ internal static class InspectCommand
             {
                 var entries = store.Names.Select(n => (Name: n, Entry: store.GetEntry(n))).OrderBy(e => e.Name, StringComparer.Ordinal).ToList();
                 long parameters = entries.Sum(e => e.Entry.Shape.Aggregate(1L, (a, d) => a * d));
-                var dtypes = entries.GroupBy(e => e.Entry.DType).Select(g => $"{g.Key.SafetensorsName()} x{g.Count()}");
+                var dtypes = entries.GroupBy(e => e.Entry.DType).Select(g => $"{g.Key.DisplayName()} x{g.Count()}");
                 o.WriteLine($"weights       {store.Files.Count} file(s), {entries.Count} tensors, {parameters:N0} parameters ({parameters / 1e9:F2} B), {store.TotalBytes / 1e9:F2} GB, dtypes {string.Join(", ", dtypes)}");
                 if (originalLayout is not null)
                 {
@@ -83,7 +83,7 @@ internal static class InspectCommand
                 {
                     o.WriteLine($"{"tensor",-72} {"dtype",-5} shape");
                     foreach (var (name, e) in entries)
-                        o.WriteLine($"{name,-72} {e.DType.SafetensorsName(),-5} [{string.Join(", ", e.Shape)}]");
+                        o.WriteLine($"{name,-72} {e.DType.DisplayName(),-5} [{string.Join(", ", e.Shape)}]");
                 }
                 else
                 {
@@ -93,7 +93,7 @@ internal static class InspectCommand
                     foreach (var g in groups)
                     {
                         var f = g.First().Entry;
-                        o.WriteLine($"{g.Key,-72} {g.Count(),5} {f.DType.SafetensorsName(),-5} [{string.Join(", ", f.Shape)}]");
+                        o.WriteLine($"{g.Key,-72} {g.Count(),5} {f.DType.DisplayName(),-5} [{string.Join(", ", f.Shape)}]");
                     }
                 }
             }

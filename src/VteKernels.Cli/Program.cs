@@ -39,6 +39,7 @@ internal static partial class Program
         {
             verbose,
             SynthCommand.Create(stdout, stderr),
+            QuantizeCommand.Create(stdout, stderr),
             InspectCommand.Create(stdout),
             ForwardCommand.Create(stdout),
             GenerateCommand.Create(stdout, stderr),

@@ -27,15 +27,17 @@ internal static class ServeCommand
         var style = new Option<string>("--prompt-style") { Description = "template (the model's chat template; the default when it has one), llava or vicuna" };
         var imageMode = new Option<string>("--image-mode") { Description = "clip or pad (LLaVA-1.5: pad to a square first)", DefaultValueFactory = _ => "clip" };
         var maxNew = new Option<int>("--max-new-tokens", "-n") { Description = "Most tokens per answer when a request does not say", DefaultValueFactory = _ => 256 };
-        var device = DeviceOption.Create();
+        var device = new BackendOptions();
+        var noMmap = NoMmapOption.Create();
         style.AcceptOnlyFromAmong("template", "llava", "vicuna");
         imageMode.AcceptOnlyFromAmong("clip", "pad");
         var exit = new ExitOptions();
         var methods = new MethodOptions();
         var cmd = new Command("serve", "Serve the model over OpenAI's chat-completions API (with images) and a web page")
         {
-            model, host, port, device, apiKey, fileUrls, maxWaiting, maxBody, modelId, style, imageMode, maxNew, exit.Exit, exit.KvMode,
+            model, host, port, apiKey, fileUrls, maxWaiting, maxBody, modelId, style, imageMode, maxNew, exit.Exit, exit.KvMode, noMmap,
         };
+        device.AddTo(cmd);
         methods.AddTo(cmd);
         cmd.SetAction(async (p, ct) =>
         {
@@ -52,8 +54,8 @@ internal static class ServeCommand
 
             var dir = p.GetValue(model) ?? BuiltInModel.EnsureTiny(stdout);
             if (!File.Exists(Path.Combine(dir, "tokenizer.json"))) throw new UsageException($"{dir} has no tokenizer.json: vte serve needs the model's tokenizer");
-            using var backend = DeviceOption.CreateBackend(p.GetValue(device)!);
-            using var m = LlavaModel.Load(dir, backend, methods.VisionTowerDir(p));
+            using var backend = device.Create(p);
+            using var m = LlavaModel.Load(dir, backend, methods.VisionTowerDir(p), NoMmapOption.Read(p, noMmap));
             var tokenizer = Tokenizer.Load(dir);
             var startupGates = policy is GateExit g ? g : null;
             var clientOptions = new VteChatClientOptions

@@ -12,6 +12,7 @@ using Spectre.Console;
 using VteKernels.Engine;
 using VteKernels.Engine.Eas;
 using VteKernels.Engine.Exit;
+using VteKernels.Formats;
 using VteKernels.Text;
 
 namespace VteKernels.Cli;
@@ -42,14 +43,16 @@ internal static class TrainGateCommand
         var style = new Option<string>("--prompt-style") { Description = "As for generate: llava, vicuna, template or raw", DefaultValueFactory = _ => "llava" };
         var imageMode = new Option<string>("--image-mode") { Description = "As for generate: clip or pad", DefaultValueFactory = _ => "clip" };
         var noEos = new Option<bool>("--no-eos") { Description = "Do not append the EOS token to the answers" };
-        var device = DeviceOption.Create();
+        var device = new BackendOptions();
+        var noMmap = NoMmapOption.Create();
         style.AcceptOnlyFromAmong("llava", "vicuna", "template", "raw");
         imageMode.AcceptOnlyFromAmong("clip", "pad");
         var cmd = new Command("train-gate", "Train DyVTE exit gates: label each (sample, layer) by whether exiting there keeps the answer, then fit one router per layer")
         {
             model, data, output, layers, hidden, epochs, batch, lr, beta1, beta2, wd, warmup, seed, val, log, checkpoint, every, resume,
-            style, imageMode, noEos, device,
+            style, imageMode, noEos, noMmap,
         };
+        device.AddTo(cmd);
         cmd.SetAction((p, ct) =>
         {
             var options = new GateTrainingOptions
@@ -66,22 +69,22 @@ internal static class TrainGateCommand
             };
             var outPath = p.GetValue(output)!;
             var run = new Run(stdout, stderr, p.GetValue(model)!, p.GetValue(data)!, outPath, p.GetValue(checkpoint) ?? outPath + ".ckpt",
-                p.GetValue(log), p.GetValue(resume), p.GetValue(device)!, options, dataOptions);
+                p.GetValue(log), p.GetValue(resume), () => device.Create(p), options, dataOptions, NoMmapOption.Read(p, noMmap));
             return Task.FromResult(run.Execute(ct));
         });
         return cmd;
     }
 
     private sealed record Run(TextWriter Stdout, TextWriter Stderr, string ModelDir, string DataPath, string OutPath, string CheckpointPath,
-        string? LogPath, bool Resume, string Device, GateTrainingOptions Options, GateDataOptions DataOptions)
+        string? LogPath, bool Resume, Func<Backends.IBackend> Backend, GateTrainingOptions Options, GateDataOptions DataOptions, LoadOptions Load)
     {
         public int Execute(CancellationToken ct)
         {
             var samples = GateSamples.Read(DataPath);
             if (Resume && !File.Exists(CheckpointPath)) throw new UsageException($"--resume: no checkpoint at {CheckpointPath}");
             if (!File.Exists(Path.Combine(ModelDir, "tokenizer.json"))) throw new UsageException($"{ModelDir} has no tokenizer.json: train-gate builds prompts from text");
-            using var backend = DeviceOption.CreateBackend(Device);
-            using var m = LlavaModel.Load(ModelDir, backend);
+            using var backend = Backend();
+            using var m = LlavaModel.Load(ModelDir, backend, options: Load);
             var tokenizer = Tokenizer.Load(ModelDir);
             var layers = DataOptions.ResolveLayers(m.Config.Text.NumLayers);
             var cachePath = OutPath + ".features";

@@ -59,10 +59,28 @@ public sealed class CudaException : VteException
 /// <summary>Status checks for the three native APIs.</summary>
 internal static class CudaCheck
 {
-    /// <summary>Throws a <see cref="CudaException"/> unless <paramref name="result"/> is CUDA_SUCCESS.</summary>
+    /// <summary>
+    /// Throws a <see cref="CudaException"/> unless <paramref name="result"/> is CUDA_SUCCESS; its detail ends with
+    /// the driver's description of the error (for a failed kernel on the CPU emulator, what it found where).
+    /// </summary>
     public static void Driver(CUresult result, string api, string? detail = null)
     {
-        if (result != CUresult.CUDA_SUCCESS) throw new CudaException(api, (int)result, DriverErrorName(result), detail);
+        if (result == CUresult.CUDA_SUCCESS) return;
+        var description = DriverErrorDescription(result);
+        if (description is not null) detail = string.IsNullOrEmpty(detail) ? description : $"{detail}; {description}";
+        throw new CudaException(api, (int)result, DriverErrorName(result), detail);
+    }
+
+    /// <summary>The driver's description of a CUresult (cuGetErrorString), or null when there is none.</summary>
+    public static string? DriverErrorDescription(CUresult result)
+    {
+        try
+        {
+            if (cuGetErrorString(result, out var p) == CUresult.CUDA_SUCCESS && p != 0) return Marshal.PtrToStringUTF8(p);
+        }
+        catch (DllNotFoundException) { }
+        catch (EntryPointNotFoundException) { }
+        return null;
     }
 
     /// <summary>The driver's name for a CUresult ("CUDA_ERROR_OUT_OF_MEMORY"), or "CUresult N" if it has none.</summary>

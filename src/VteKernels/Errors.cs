@@ -50,6 +50,15 @@ public sealed class NpyException : ModelFormatException
         : base(filePath, null, problem, inner) { }
 }
 
+/// <summary>A weight file changed (size, modification time or, on Linux, inode) after it was memory-mapped: reading it
+/// further could kill the process (SIGBUS) or compute with other weights. Reload the model, or load it with
+/// <c>LoadOptions.MemoryMap = false</c> (<c>--no-mmap</c>) to be immune to later changes.</summary>
+public sealed class WeightFileChangedException : ModelFormatException
+{
+    /// <summary>Creates the exception.</summary>
+    public WeightFileChangedException(string filePath, string problem) : base(filePath, null, problem) { }
+}
+
 /// <summary>config.json is malformed or describes a model this runtime cannot run.</summary>
 public sealed class ModelConfigException : ModelFormatException
 {

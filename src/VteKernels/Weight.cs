@@ -25,7 +25,7 @@ public sealed unsafe class Weight
     public long ElementCount { get; }
 
     /// <summary>Size in bytes.</summary>
-    public long ByteLength => ElementCount * DType.Size();
+    public long ByteLength => DType.ByteCount(ElementCount);
 
     /// <summary>Rows of a 2-D tensor (shape[0]); the element count of a 1-D tensor is one row.</summary>
     public int Rows => Shape.Count == 1 ? 1 : Shape[0];
@@ -45,8 +45,8 @@ public sealed unsafe class Weight
         _pinned = pinned;
     }
 
-    /// <summary>Creates a weight that owns a copy of <paramref name="values"/>, stored as <paramref name="dtype"/>.</summary>
-    /// <exception cref="ArgumentException">The shape does not match the number of values.</exception>
+    /// <summary>Creates a weight that owns a copy of <paramref name="values"/>, stored as <paramref name="dtype"/> (quantized for Q8_0 and Q4_0).</summary>
+    /// <exception cref="ArgumentException">The shape does not match the number of values, or a quantized row is not whole blocks.</exception>
     public static Weight FromFloats(string name, ReadOnlySpan<float> values, DType dtype, params int[] shape)
     {
         long n = 1;
@@ -56,10 +56,18 @@ public sealed unsafe class Weight
             n *= d;
         }
         if (n != values.Length) throw new ArgumentException($"'{name}': shape [{string.Join(", ", shape)}] holds {n} elements, got {values.Length}", nameof(shape));
-        var bytes = GC.AllocateArray<byte>(values.Length * dtype.Size(), pinned: true);
+        if (dtype.IsBlockQuantized() && (shape.Length == 0 || n / Math.Max(1, shape[0]) % BlockQuant.BlockElements != 0))
+            throw new ArgumentException($"'{name}': {dtype} rows must hold whole blocks of {BlockQuant.BlockElements}, shape is [{string.Join(", ", shape)}]", nameof(shape));
+        var bytes = GC.AllocateArray<byte>(checked((int)dtype.ByteCount(values.Length)), pinned: true);
         DTypes.FromFloat(values, dtype, bytes);
         return new Weight(name, dtype, shape, (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(bytes)), bytes);
     }
+
+    /// <summary>Bytes per row (for a block-quantized weight: its blocks).</summary>
+    public long RowByteLength => DType.ByteCount(Cols);
+
+    /// <summary>The first stored byte (valid while the owner is open; managed backing arrays are pinned).</summary>
+    internal byte* Pointer => _data;
 
     /// <summary>The raw bytes. Tensors over 2 GiB cannot be viewed as one span.</summary>
     public ReadOnlySpan<byte> Bytes
@@ -75,7 +83,7 @@ public sealed unsafe class Weight
     public ReadOnlySpan<byte> RowBytes(int row, int count = 1)
     {
         if ((uint)row > (uint)Rows || count < 0 || row + count > Rows) throw new ArgumentOutOfRangeException(nameof(row));
-        long rowBytes = (long)Cols * DType.Size();
+        long rowBytes = RowByteLength;
         return new ReadOnlySpan<byte>(_data + row * rowBytes, checked((int)(rowBytes * count)));
     }
 

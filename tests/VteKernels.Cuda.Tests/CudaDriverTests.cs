@@ -1,6 +1,6 @@
-// GPU: the driver-level pieces on a real device: the caching pool serves repeats without cuMemAlloc, a
-// captured CUDA graph replays kernels (the shape the decode step will take), events time work, and a
-// failing launch surfaces as a CudaException naming the kernel.
+// GPU: the driver-level pieces on a device: the caching pool serves repeats without cuMemAlloc, events
+// time work, kernels compile once and then come from the cache, and running out of device memory is a
+// CudaException. (CUDA graphs: CudaGraphTests.)
 using Xunit;
 
 namespace VteKernels.Cuda.Tests;
@@ -26,29 +26,10 @@ public sealed class CudaDriverTests
     }
 
     [Fact]
-    public void ACapturedGraphReplaysItsKernels()
-    {
-        using var b = Gpu.Backend(DType.F32);
-        var one = Enumerable.Repeat(1f, 1000).ToArray();
-        using var x = CudaOpTests.Put(b, new float[1000], 10, 100);
-        using var inc = CudaOpTests.Put(b, one, 10, 100);
-        b.LoadKernels(); // no module load inside a capture
-        b.Synchronize();
-        using var graph = CudaGraph.Capture(b.Context, () =>
-        {
-            b.Add(x, inc, x);
-            b.Add(x, inc, x);
-        });
-        Assert.All(CudaOpTests.Get(b, x), v => Assert.Equal(0f, v)); // capturing runs nothing
-        for (int i = 0; i < 5; i++) graph.Launch();
-        Assert.All(CudaOpTests.Get(b, x), v => Assert.Equal(10f, v));
-    }
-
-    [Fact]
     public void EventsTimeQueuedWork()
     {
         using var b = Gpu.Backend(DType.BF16);
-        using var x = b.Allocate(4096, 4096);
+        using var x = b.Allocate(Gpu.Scaled(4096, 512), 4096);
         using var start = new CudaEvent(b.Context);
         using var end = new CudaEvent(b.Context);
         start.Record();
@@ -65,12 +46,12 @@ public sealed class CudaDriverTests
         var dir = Path.Combine(Path.GetTempPath(), $"vte-kernel-cache-{Guid.NewGuid():N}");
         try
         {
-            using (var first = new CudaBackend(new CudaBackendOptions { DType = DType.F16, KernelCacheDirectory = dir }))
+            using (var first = new CudaBackend(Gpu.Options(DType.F16) with { KernelCacheDirectory = dir }))
             {
                 first.LoadKernels();
                 Assert.Equal(Kernels.KernelCatalog.All.Count, first.KernelStats.Compiled);
             }
-            using var second = new CudaBackend(new CudaBackendOptions { DType = DType.F16, KernelCacheDirectory = dir });
+            using var second = new CudaBackend(Gpu.Options(DType.F16) with { KernelCacheDirectory = dir });
             second.LoadKernels();
             Assert.Equal(0, second.KernelStats.Compiled);
             Assert.Equal(Kernels.KernelCatalog.All.Count, second.KernelStats.CacheHits);

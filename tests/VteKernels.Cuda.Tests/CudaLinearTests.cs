@@ -4,6 +4,8 @@
 // Shapes are odd in every dimension (1, 7, 33, 577, 4097), with and without bias, in every dtype; a row
 // of one also runs through cuBLASLt (GEMV off) so both paths are checked on the same cases; inputs that
 // are row views of larger tensors check that misaligned pointers reach cuBLASLt's alignment preferences.
+// Where cuBLASLt has no algorithm (bf16/f16 rows that are not a multiple of 16 bytes; on the CPU emulator,
+// which models that rule, most of the odd shapes here) the backend's tiled kernel (gemm_T) runs instead.
 using VteKernels.Backends.Cpu;
 using Xunit;
 
@@ -70,6 +72,13 @@ public sealed class CudaLinearTests
 
         DeviceTolerance.AssertNoWorseThan(CudaOpTests.Get(b, yd), reference, baseline, dtype,
             $"linear m={m} k={k} n={n} bias={withBias} gemv={useGemv} view={viewOffset} seed={seed}", roundings: withBias ? 2 : 1);
+    }
+
+    [Fact]
+    public void TheFallbackTileIsTheKernelsTile()
+    {
+        var source = Kernels.KernelSources.Kernel(Kernels.KernelCatalog.Gemm.File);
+        Assert.Contains($"constexpr int GEMM_TILE = {CudaBackend.GemmTile};", source);
     }
 
     [Fact]

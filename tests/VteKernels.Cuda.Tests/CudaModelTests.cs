@@ -4,7 +4,9 @@
 // causal suffix mask), and decode steps that allocate no device memory once warm. F32 on the device must
 // agree to float32 accumulation noise; bf16 and f16 carry a rounding at every op through 4 + 3 layers, so
 // they are held to a share of the logit range and to the CPU's greedy choice where its top-2 margin is
-// clear.
+// clear. Each case runs with the reference attention kernel and again with the fused kernels
+// (CudaBackendOptions.FusedAttention) on a model they take: head dim 64 in both towers, 257 vision tokens,
+// prompts past the 256 keys from which decode splits.
 using VteKernels.Backends.Cpu;
 using VteKernels.Engine;
 using VteKernels.Tests;
@@ -15,6 +17,21 @@ namespace VteKernels.Cuda.Tests;
 [Trait("Category", "Gpu")]
 public sealed class CudaModelTests
 {
+    /// <summary>
+    /// A small model whose attention the fused kernels take (the tiny preset's head dims, 16 and 32, are not
+    /// among flash_attention's): head dim 64 in the vision tower (257 tokens at 224 px) and the language model
+    /// (GQA 2:1), prompts of 264 tokens so that decode steps reach flash_decode.
+    /// </summary>
+    internal static readonly Synth.SynthPreset FusedPreset = new("tiny-fused", new Models.LlavaConfig(
+        new Models.VisionConfig(128, 256, 2, 2, 224, 14, 3, 1e-5f, "quick_gelu"),
+        new Models.TextConfig(128, 352, 3, 2, 1, 64, 512, 1e-5f, 10000f, 1024, "silu", false, 1, 2),
+        ImageTokenIndex: 510, VisionFeatureLayers: [-2], VisionFeatureSelectStrategy: "default",
+        ProjectorHiddenAct: "gelu", ProjectorBias: true, ImageSeqLength: 256));
+
+    /// <summary>The model a case runs on: the tiny preset, or with the fused kernels the one they take.</summary>
+    private static string Model(bool fused, DType stored = DType.F32, ulong seed = 0) =>
+        fused ? TestModels.Custom(FusedPreset, stored, seed) : TestModels.Tiny(stored, seed);
+
     /// <summary>Largest |device − CPU| allowed, as a share of max |CPU logit|, per device type.</summary>
     private static double LogitTolerance(DType t) => t switch { DType.F32 => 2e-4, DType.F16 => 1e-2, _ => 5e-2 };
 
@@ -49,13 +66,15 @@ public sealed class CudaModelTests
     }
 
     [Theory]
-    [InlineData(DType.F32, 2, Engine.Exit.ExitKvMode.KeepEarly)]
-    [InlineData(DType.F32, 1, Engine.Exit.ExitKvMode.DropAll)]
-    [InlineData(DType.BF16, 3, Engine.Exit.ExitKvMode.KeepEarly)]
-    public void VisualTokenExitMatchesTheCpuBackendInPrefillAndDecode(DType device, int exitLayer, Engine.Exit.ExitKvMode mode)
+    [InlineData(DType.F32, 2, Engine.Exit.ExitKvMode.KeepEarly, false)]
+    [InlineData(DType.F32, 1, Engine.Exit.ExitKvMode.DropAll, false)]
+    [InlineData(DType.BF16, 3, Engine.Exit.ExitKvMode.KeepEarly, false)]
+    [InlineData(DType.F32, 1, Engine.Exit.ExitKvMode.DropAll, true)]
+    [InlineData(DType.BF16, 2, Engine.Exit.ExitKvMode.KeepEarly, true)]
+    public void VisualTokenExitMatchesTheCpuBackendInPrefillAndDecode(DType device, int exitLayer, Engine.Exit.ExitKvMode mode, bool fused)
     {
-        var dir = TestModels.Tiny();
-        using var gpu = Gpu.Backend(device);
+        var dir = Model(fused);
+        using var gpu = Gpu.Backend(device, fused: fused);
         using var cpuModel = LlavaModel.Load(dir, new CpuBackend());
         using var gpuModel = LlavaModel.Load(dir, gpu);
         var (prompt, cfg) = Prompt(cpuModel, 7);
@@ -66,7 +85,7 @@ public sealed class CudaModelTests
         var g = gs.Prefill(prompt, options);
         Assert.Equal(c.Rows, g.Rows);
         Assert.Equal(c.Report!.KvLengths, g.Report!.KvLengths);
-        AssertLogitsClose(g.Logits.Values, c.Logits.Values, cfg.Text.VocabSize, device, $"exit layer:{exitLayer} {mode}");
+        AssertLogitsClose(g.Logits.Values, c.Logits.Values, cfg.Text.VocabSize, device, $"exit layer:{exitLayer} {mode} fused={fused}");
         for (int l = 0; l < exitLayer; l++)
             Assert.Equal(c.Report.Layers[l].VisualMass!.Value, g.Report.Layers[l].VisualMass!.Value, LogitTolerance(device));
         for (int step = 0; step < 3; step++)
@@ -74,13 +93,15 @@ public sealed class CudaModelTests
     }
 
     [Theory]
-    [InlineData(DType.F32, Engine.Eas.PiaMode.Explicit)]
-    [InlineData(DType.BF16, Engine.Eas.PiaMode.Explicit)]
-    [InlineData(DType.F32, Engine.Eas.PiaMode.Folded)]
-    public void NaavitAndAttentionSkippingMatchTheCpuBackendInPrefillAndDecode(DType device, Engine.Eas.PiaMode mode)
+    [InlineData(DType.F32, Engine.Eas.PiaMode.Explicit, false)]
+    [InlineData(DType.BF16, Engine.Eas.PiaMode.Explicit, false)]
+    [InlineData(DType.F32, Engine.Eas.PiaMode.Folded, false)]
+    [InlineData(DType.BF16, Engine.Eas.PiaMode.Explicit, true)]
+    [InlineData(DType.F32, Engine.Eas.PiaMode.Folded, true)]
+    public void NaavitAndAttentionSkippingMatchTheCpuBackendInPrefillAndDecode(DType device, Engine.Eas.PiaMode mode, bool fused)
     {
-        var dir = TestModels.Tiny();
-        using var gpu = Gpu.Backend(device);
+        var dir = Model(fused);
+        using var gpu = Gpu.Backend(device, fused: fused);
         using var cpuModel = LlavaModel.Load(dir, new CpuBackend());
         using var gpuModel = LlavaModel.Load(dir, gpu);
         var (prompt, cfg) = Prompt(cpuModel, 9);
@@ -100,14 +121,16 @@ public sealed class CudaModelTests
     }
 
     [Theory]
-    [InlineData(DType.F32, DType.F32, 1)]
-    [InlineData(DType.F32, DType.BF16, 2)]
-    [InlineData(DType.BF16, DType.BF16, 3)]
-    [InlineData(DType.F16, DType.F16, 4)]
-    public void PrefillMatchesTheCpuBackend(DType stored, DType device, int seed)
+    [InlineData(DType.F32, DType.F32, 1, false)]
+    [InlineData(DType.F32, DType.BF16, 2, false)]
+    [InlineData(DType.BF16, DType.BF16, 3, false)]
+    [InlineData(DType.F16, DType.F16, 4, false)]
+    [InlineData(DType.BF16, DType.BF16, 3, true)]
+    [InlineData(DType.F16, DType.F16, 4, true)]
+    public void PrefillMatchesTheCpuBackend(DType stored, DType device, int seed, bool fused)
     {
-        var dir = TestModels.Tiny(stored, (ulong)seed);
-        using var gpu = Gpu.Backend(device);
+        var dir = Model(fused, stored, (ulong)seed);
+        using var gpu = Gpu.Backend(device, fused: fused);
         using var cpuModel = LlavaModel.Load(dir, new CpuBackend());
         using var gpuModel = LlavaModel.Load(dir, gpu);
         var (prompt, cfg) = Prompt(cpuModel, seed);
@@ -118,7 +141,7 @@ public sealed class CudaModelTests
         var c = cs.Prefill(prompt, options);
         var g = gs.Prefill(prompt, options);
 
-        AssertLogitsClose(g.Logits.Values, c.Logits.Values, cfg.Text.VocabSize, device, $"prefill stored={stored} seed={seed}");
+        AssertLogitsClose(g.Logits.Values, c.Logits.Values, cfg.Text.VocabSize, device, $"prefill stored={stored} seed={seed} fused={fused}");
         Assert.Equal(c.HiddenStates!.Count, g.HiddenStates!.Count);
         for (int l = 0; l < c.HiddenStates.Count; l++)
         {
@@ -129,12 +152,14 @@ public sealed class CudaModelTests
     }
 
     [Theory]
-    [InlineData(DType.F32, 5)]
-    [InlineData(DType.BF16, 6)]
-    public void GreedyDecodeMatchesTheCpuBackend(DType device, int seed)
+    [InlineData(DType.F32, 5, false)]
+    [InlineData(DType.BF16, 6, false)]
+    [InlineData(DType.F32, 5, true)]
+    [InlineData(DType.BF16, 6, true)]
+    public void GreedyDecodeMatchesTheCpuBackend(DType device, int seed, bool fused)
     {
-        var dir = TestModels.Tiny(DType.F32, (ulong)seed);
-        using var gpu = Gpu.Backend(device);
+        var dir = Model(fused, DType.F32, (ulong)seed);
+        using var gpu = Gpu.Backend(device, fused: fused);
         using var cpuModel = LlavaModel.Load(dir, new CpuBackend());
         using var gpuModel = LlavaModel.Load(dir, gpu);
         var (prompt, cfg) = Prompt(cpuModel, seed);
@@ -144,7 +169,7 @@ public sealed class CudaModelTests
         var g = gs.Prefill(prompt);
         for (int step = 0; step < 6; step++)
         {
-            AssertLogitsClose(g.Logits.Last, c.Logits.Last, cfg.Text.VocabSize, device, $"decode step {step} seed={seed}");
+            AssertLogitsClose(g.Logits.Last, c.Logits.Last, cfg.Text.VocabSize, device, $"decode step {step} seed={seed} fused={fused}");
             int next = Sampler.ArgMax(c.Logits.Last); // both continue with the CPU's token, so one early tie cannot derail the rest
             c = cs.Decode(next);
             g = gs.Decode(next);
@@ -192,6 +217,24 @@ public sealed class CudaModelTests
         Assert.Equal(before.DriverAllocations, after.DriverAllocations);
         Assert.True(after.Hits > before.Hits);
         Assert.Equal(before.Outstanding, after.Outstanding); // nothing leaks per step
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void TheModelRunsTheAttentionKernelsItWasAskedFor(bool fused)
+    {
+        var dir = Model(fused: true, DType.BF16);
+        using var gpu = Gpu.Backend(DType.BF16, fused: fused);
+        using var model = LlavaModel.Load(dir, gpu);
+        var (prompt, _) = Prompt(model, 3);
+        using var s = model.CreateSession();
+        var r = s.Prefill(prompt);
+        s.Decode(Sampler.ArgMax(r.Logits.Last));
+        var files = gpu.LoadedKernelFiles;
+        Assert.Equal(fused, files.Contains("flash_attention.cu"));
+        Assert.Equal(fused, files.Contains("flash_decode.cu"));
+        Assert.Equal(!fused, files.Contains("attention_reference.cu"));
     }
 
     [Fact]

@@ -1,6 +1,7 @@
 // DevicePool's bookkeeping against a fake allocator (no driver): size classes, reuse from the free lists
 // (steady state allocates nothing), exact blocks freed on return, retry after out-of-memory with the cache
-// released, stats, and Dispose freeing everything (outstanding buffers become unusable).
+// released, stats, and Dispose freeing everything (outstanding buffers become unusable); during a graph
+// capture, returned blocks stay the graph's until it lets them go, and a capture cannot allocate.
 using Xunit;
 
 namespace VteKernels.Cuda.Tests;
@@ -166,5 +167,47 @@ public sealed class DevicePoolTests
         Assert.Equal(0, pool.Stats.ReservedBytes);
         Assert.Equal(2, pool.Stats.DriverAllocations);
         Assert.Equal(2, pool.Stats.DriverFrees);
+    }
+
+    [Fact]
+    public void BlocksReturnedDuringACaptureAreNotReusedUntilTheGraphReleasesThem()
+    {
+        var fake = new FakeAllocator();
+        using var pool = new DevicePool(fake);
+        pool.Rent(1000).Dispose(); // cached, so the capture can rent it
+        pool.BeginCapture();
+        var inGraph = pool.Rent(1000);
+        ulong address = inGraph.Pointer;
+        inGraph.Dispose(); // the graph's replays may still write here
+        var memory = pool.EndCapture();
+        using (var after = pool.Rent(1000))
+        {
+            Assert.NotEqual(address, after.Pointer);
+            Assert.Equal(2, fake.Allocations);
+        }
+        pool.ReleaseGraphMemory(memory);
+        pool.ReleaseGraphMemory(memory); // once only
+        var blocks = new[] { pool.Rent(1000), pool.Rent(1000) };
+        Assert.Contains(address, blocks.Select(b => b.Pointer));
+        Assert.Equal(2, fake.Allocations);
+        foreach (var b in blocks) b.Dispose();
+    }
+
+    [Fact]
+    public void ACaptureCannotAllocateAndDisposeFreesTheGraphsBlocks()
+    {
+        var fake = new FakeAllocator();
+        var pool = new DevicePool(fake);
+        pool.BeginCapture();
+        var e = Assert.Throws<InvalidOperationException>(() => pool.Rent(1000));
+        Assert.Contains("run the captured work once before capturing", e.Message);
+        Assert.Throws<InvalidOperationException>(() => pool.BeginCapture());
+        pool.EndCapture();
+        pool.Rent(1000).Dispose();
+        pool.BeginCapture();
+        pool.Rent(1000).Dispose();
+        pool.EndCapture(); // never released: Dispose frees its block
+        pool.Dispose();
+        Assert.Empty(fake.Live);
     }
 }

@@ -1,6 +1,7 @@
 // Synthetic models written once per test run into a temporary folder and shared by the tests that read
 // them (writing is deterministic, so sharing cannot couple tests).
 using System.Collections.Concurrent;
+using VteKernels.Backends.Cpu;
 using VteKernels.Models;
 using VteKernels.Synth;
 
@@ -15,6 +16,12 @@ internal static class TestModels
     {
         try { if (Directory.Exists(Root)) Directory.Delete(Root, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     };
+
+    /// <summary>
+    /// A CPU backend that keeps the KV cache in float32 too, as the float32 references (HF run in float32, the
+    /// float64 naive pass) do; a 16-bit model otherwise gets a 16-bit cache by default.
+    /// </summary>
+    public static CpuBackend Float32Cpu() => new(new CpuBackendOptions { KvCache = DType.F32 });
 
     /// <summary>The tiny preset written with <paramref name="dtype"/> and <paramref name="seed"/>.</summary>
     public static string Tiny(DType dtype = DType.F32, ulong seed = 0) => Custom(SynthPreset.Get("tiny"), dtype, seed);

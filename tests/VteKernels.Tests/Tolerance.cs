@@ -57,4 +57,31 @@ internal static class Tolerance
         log?.WriteLine($"{context}: max |diff| {maxDiff:E2} (at {worst}), max |ref| {maxRef:F3}, bound {bound:E2}");
         Assert.True(maxDiff <= bound, $"{context}: max |diff| {maxDiff:E3} at flat index {worst} (got {actual[worst]}, want {expected[worst]}) exceeds {bound:E3}");
     }
+
+    /// <summary>
+    /// The house rule for a kernel: its largest error against the float64 reference may be at most
+    /// <paramref name="factor"/> times the largest error of a naive implementation in the same precision
+    /// (<paramref name="naive"/>), plus <paramref name="floor"/> for cases where the naive one happens to be
+    /// exact. NaN never passes. The message names the context, both errors and the worst element.
+    /// </summary>
+    public static void AssertWithinNaiveError(ReadOnlySpan<float> actual, ReadOnlySpan<float> naive, ReadOnlySpan<double> expected,
+        string context, double factor = 2, double floor = 0, ITestOutputHelper? log = null)
+    {
+        if (actual.Length != expected.Length || naive.Length != expected.Length)
+            Assert.Fail($"{context}: lengths {actual.Length} (actual), {naive.Length} (naive), expected {expected.Length}");
+        double ours = 0, theirs = 0;
+        int worst = 0;
+        for (int i = 0; i < expected.Length; i++)
+        {
+            double e = Math.Abs(actual[i] - expected[i]);
+            if (double.IsNaN(e)) Assert.Fail($"{context}: NaN at flat index {i} (expected {expected[i]:R})");
+            if (e > ours) { ours = e; worst = i; }
+            theirs = Math.Max(theirs, Math.Abs(naive[i] - expected[i]));
+        }
+        double bound = factor * theirs + floor;
+        log?.WriteLine($"{context}: max |error| {ours:E2}, naive same-precision {theirs:E2}, bound {bound:E2}");
+        if (!(ours <= bound))
+            Assert.Fail($"{context}: max |error| {ours:E3} at flat index {worst} (got {actual[worst]:R}, expected {expected[worst]:R}) " +
+                        $"exceeds {factor} x the naive same-precision error {theirs:E3} + {floor:E1}");
+    }
 }

@@ -10,9 +10,10 @@
 // caches (CudaBackend.FlashDecode.cs). Beyond IBackend: the fused AddRmsNorm, bias+activation, and device-side
 // ArgMax/Sample.
 //
-// Host data the ops need (token ids, positions, pixels) is copied with stream-ordered copies from
-// pageable memory, which return once the data is staged; the positions of a step are uploaded once and
-// reused by every layer's two Rope calls, the inv_freq table once per (theta, head_dim).
+// Host data the ops need (token ids, positions, key limits, pixels) goes through pinned staging memory
+// (HostStaging) with stream-ordered copies, which a CUDA graph can capture (copies from pageable memory it
+// cannot); the positions of a step are uploaded once and reused by every layer's two Rope calls, the
+// inv_freq table once per (theta, head_dim). Weights and CopyFromHost copy from pageable memory.
 // Not thread-safe: one caller at a time (the current context is made current on whichever thread calls).
 using System.Buffers;
 using System.Runtime.InteropServices;
@@ -49,6 +50,9 @@ public sealed record CudaBackendOptions
     /// </summary>
     /// <remarks>Off by default until verified on a GPU; the environment variable VTE_FUSED_ATTENTION=1 turns it on.</remarks>
     public bool FusedAttention { get; init; } = Environment.GetEnvironmentVariable("VTE_FUSED_ATTENTION") == "1";
+
+    /// <summary>Kernel sources to compile instead of the embedded ones, by file name ("rms_norm.cu"); tests only.</summary>
+    internal IReadOnlyDictionary<string, string>? KernelSourceOverrides { get; init; }
 }
 
 /// <summary>The CUDA implementation of <see cref="IBackend"/>.</summary>
@@ -59,6 +63,7 @@ public sealed partial class CudaBackend : IBackend
 
     private readonly CudaContext _context;
     private readonly DevicePool _pool;
+    private readonly HostStaging _staging;
     private readonly KernelLoader _kernels;
     private readonly CudaBackendOptions _options;
 
@@ -82,9 +87,10 @@ public sealed partial class CudaBackend : IBackend
         Info = CudaDevice.Get(_options.Device);
         _context = new CudaContext(Info);
         _pool = new DevicePool(new DriverAllocator(_context));
+        _staging = new HostStaging(_context);
         var cacheDir = _options.KernelCacheDirectory ?? KernelCache.DefaultDirectory();
         _kernels = new KernelLoader(_context, cacheDir.Length == 0 ? null : new KernelCache(cacheDir),
-            _options.FatbinDirectory ?? Environment.GetEnvironmentVariable(KernelLoader.FatbinDirVariable));
+            _options.FatbinDirectory ?? Environment.GetEnvironmentVariable(KernelLoader.FatbinDirVariable), _options.KernelSourceOverrides);
     }
 
     /// <inheritdoc/>
@@ -106,6 +112,16 @@ public sealed partial class CudaBackend : IBackend
     public KernelLoadStats KernelStats => _kernels.Stats;
 
     internal CudaContext Context => _context;
+
+    /// <summary>The kernel files this backend has loaded so far (which ops ran, for tests).</summary>
+    internal IReadOnlyCollection<string> LoadedKernelFiles => _kernels.LoadedFiles;
+
+    /// <summary>The CUfunction of an entry in this backend's dtype (tests launch it directly).</summary>
+    internal nint FunctionOf(KernelSpec spec, string entry) => _kernels.Function(spec, DType, entry);
+
+    /// <summary>Launches an entry with a parameter struct as the ops do (tests).</summary>
+    internal void LaunchRaw<TParams>(KernelSpec spec, string entry, uint gridX, uint gridY, TParams args) where TParams : unmanaged =>
+        Launch(spec, entry, gridX, gridY, args);
 
     private CublasLtGemm Gemm => _gemm ??= new CublasLtGemm(_context, _pool, DType, _options.AllowTf32);
 
@@ -316,8 +332,14 @@ public sealed partial class CudaBackend : IBackend
                 new GemvParams { X = xs.Pointer, W = ws.Pointer, Bias = biasPtr, Y = ys.Pointer, N = outF, K = inF });
             return;
         }
-        Gemm.Run(xs.Pointer, ws.Pointer, biasPtr, ys.Pointer, n, outF, inF);
+        if (Gemm.TryRun(xs.Pointer, ws.Pointer, biasPtr, ys.Pointer, n, outF, inF)) return;
+        // No cuBLASLt algorithm for this shape or alignment: the tiled kernel.
+        Launch(KernelCatalog.Gemm, "gemm", (uint)((outF + GemmTile - 1) / GemmTile), (uint)((n + GemmTile - 1) / GemmTile),
+            new GemmParams { X = xs.Pointer, W = ws.Pointer, Bias = biasPtr, Y = ys.Pointer, M = n, N = outF, K = inF });
     }
+
+    /// <summary>Output tile of gemm_T: GEMM_TILE in kernels/gemm.cu.</summary>
+    internal const int GemmTile = 64;
 
     private void FillRowsWithBias(CudaTensor y, CudaWeight? bias)
     {
@@ -666,13 +688,25 @@ public sealed partial class CudaBackend : IBackend
         fixed (T* p = dst) DeviceToHost(src, p, (long)dst.Length * sizeof(T));
     }
 
-    /// <summary>A pooled device copy of host values (ids, positions, pixels); dispose it after the launches that read it.</summary>
+    /// <summary>A pooled device copy of host values (ids, positions, pixels), through pinned staging; dispose it after the launches that read it.</summary>
     private unsafe DeviceBuffer UploadHost<T>(ReadOnlySpan<T> values) where T : unmanaged
     {
         var buffer = _pool.Rent((long)values.Length * sizeof(T));
-        if (values.Length > 0)
-            fixed (T* p = values) HostToDevice(p, buffer.Pointer, (long)values.Length * sizeof(T));
+        if (values.Length > 0) HostToDevice((void*)_staging.Stage(values), buffer.Pointer, (long)values.Length * sizeof(T));
         return buffer;
+    }
+
+    /// <summary>
+    /// Captures the work <paramref name="record"/> queues into a CUDA graph that replays it with one launch; the
+    /// device blocks and staging it frees while captured stay the graph's until it is disposed. Run the work
+    /// once before capturing it: a capture cannot allocate device or pinned memory.
+    /// </summary>
+    /// <exception cref="CudaException">The capture failed (an operation that cannot be captured, such as a copy to the host).</exception>
+    /// <exception cref="InvalidOperationException">The captured work needed new device or staging memory.</exception>
+    internal CudaGraph CaptureGraph(Action record)
+    {
+        ThrowIfDisposed();
+        return CudaGraph.Capture(_context, record, _pool, _staging);
     }
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
@@ -690,6 +724,7 @@ public sealed partial class CudaBackend : IBackend
         catch (CudaException) { } // a failed kernel must not keep the memory alive
         _gemm?.Dispose();
         _kernels.Dispose();
+        _staging.Dispose();
         _pool.Dispose(); // weights, tensors, tables and cached blocks
         _invFreq.Clear();
         _context.Dispose();

@@ -10,7 +10,10 @@
 // descriptors and the heuristic's algorithm) is made once per (m, n, k, bias, pointer alignments) and
 // reused; the 32 MiB workspace comes from the device pool once. Pointer alignments enter the plan because
 // a tensor view (a row slice) may be only 2-byte aligned, and cuBLASLt assumes 256 unless told.
-// F32 uses CUBLAS_COMPUTE_32F (true fp32) unless TF32 is allowed.
+// F32 uses CUBLAS_COMPUTE_32F (true fp32) unless TF32 is allowed. Where the heuristic finds no algorithm
+// (CUBLAS_STATUS_NOT_SUPPORTED, or none returned: for bf16/f16 a leading dimension that is not a multiple of
+// 16 bytes, such as CLIP's patch embedding with K = 588) TryRun says so and the backend runs its own
+// kernel (kernels/gemm.cu); that answer is remembered per plan key too.
 using static VteKernels.Cuda.Interop.CublasLt;
 
 namespace VteKernels.Cuda;
@@ -65,7 +68,7 @@ internal sealed class CublasLtGemm : IDisposable
     private readonly CublasLtHandle _handle;
     private readonly DeviceBuffer _workspace;
     private readonly int _dataType, _computeType;
-    private readonly Dictionary<PlanKey, Plan> _plans = [];
+    private readonly Dictionary<PlanKey, Plan?> _plans = []; // null: cuBLASLt has no algorithm
 
     /// <summary>The element type of A, B, C and D.</summary>
     public DType DType { get; }
@@ -85,8 +88,12 @@ internal sealed class CublasLtGemm : IDisposable
     /// <summary>The loaded cuBLASLt's version number (e.g. 130000).</summary>
     public static long Version => (long)cublasLtGetVersion();
 
-    /// <summary>Queues y[m, n] = x[m, k] · W[n, k]ᵀ (+ bias) on the context's stream. m, n, k must be positive.</summary>
-    public unsafe void Run(ulong x, ulong w, ulong bias, ulong y, int m, int n, int k)
+    /// <summary>
+    /// Queues y[m, n] = x[m, k] · W[n, k]ᵀ (+ bias) on the context's stream and returns true, or returns false
+    /// (queuing nothing) when cuBLASLt has no algorithm for the problem. m, n, k must be positive.
+    /// </summary>
+    /// <exception cref="CudaException">A cuBLASLt call failed.</exception>
+    public unsafe bool TryRun(ulong x, ulong w, ulong bias, ulong y, int m, int n, int k)
     {
         _context.MakeCurrent();
         var key = new PlanKey(m, n, k, bias != 0, Alignment(x), Alignment(w), Alignment(y), bias == 0 ? 0 : Alignment(bias));
@@ -95,6 +102,7 @@ internal sealed class CublasLtGemm : IDisposable
             plan = MakePlan(key);
             _plans[key] = plan;
         }
+        if (plan is null) return false;
         if (bias != 0)
             CudaCheck.Blas(cublasLtMatmulDescSetAttribute(plan.Desc.DangerousGetHandle(), CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, (nuint)sizeof(ulong)),
                 nameof(cublasLtMatmulDescSetAttribute), "bias pointer");
@@ -107,9 +115,11 @@ internal sealed class CublasLtGemm : IDisposable
                     algo->algo, _workspace.Pointer, (nuint)WorkspaceBytes, _context.StreamPtr),
                 nameof(cublasLtMatmul), Describe(key));
         }
+        return true;
     }
 
-    private unsafe Plan MakePlan(PlanKey key)
+    /// <summary>The plan of a problem, or null when the heuristic finds no algorithm for it.</summary>
+    private unsafe Plan? MakePlan(PlanKey key)
     {
         var map = GemmMapping.ForLinear(key.M, key.N, key.K);
         var ctx = _context.Handle;
@@ -136,12 +146,17 @@ internal sealed class CublasLtGemm : IDisposable
             SetPref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &alignD, sizeof(uint));
 
             cublasLtMatmulHeuristicResult_t result;
-            CudaCheck.Blas(cublasLtMatmulAlgoGetHeuristic(_handle.DangerousGetHandle(), desc.DangerousGetHandle(), a.DangerousGetHandle(),
-                    b.DangerousGetHandle(), d.DangerousGetHandle(), d.DangerousGetHandle(), pref.DangerousGetHandle(), 1, &result, out int returned),
-                nameof(cublasLtMatmulAlgoGetHeuristic), Describe(key));
-            if (returned == 0)
-                throw new CudaException(nameof(cublasLtMatmulAlgoGetHeuristic), (int)cublasStatus_t.CUBLAS_STATUS_NOT_SUPPORTED,
-                    nameof(cublasStatus_t.CUBLAS_STATUS_NOT_SUPPORTED), $"no algorithm for {Describe(key)}");
+            var status = cublasLtMatmulAlgoGetHeuristic(_handle.DangerousGetHandle(), desc.DangerousGetHandle(), a.DangerousGetHandle(),
+                b.DangerousGetHandle(), d.DangerousGetHandle(), d.DangerousGetHandle(), pref.DangerousGetHandle(), 1, &result, out int returned);
+            if (status == cublasStatus_t.CUBLAS_STATUS_NOT_SUPPORTED || (status == cublasStatus_t.CUBLAS_STATUS_SUCCESS && returned == 0))
+            {
+                desc.Dispose();
+                a.Dispose();
+                b.Dispose();
+                d.Dispose();
+                return null;
+            }
+            CudaCheck.Blas(status, nameof(cublasLtMatmulAlgoGetHeuristic), Describe(key));
             return new Plan(desc, a, b, d, result);
         }
         catch
@@ -172,7 +187,7 @@ internal sealed class CublasLtGemm : IDisposable
 
     public void Dispose()
     {
-        foreach (var p in _plans.Values) p.Dispose();
+        foreach (var p in _plans.Values) p?.Dispose();
         _plans.Clear();
         _handle.Dispose();
         _workspace.Dispose();

@@ -89,45 +89,90 @@ internal sealed class CudaEvent : IDisposable
 }
 
 /// <summary>Work captured from the stream once and replayed with one launch (the decode step's future shape).</summary>
+/// <remarks>
+/// A graph replays the addresses its capture saw, so the device blocks returned to the pool and the pinned
+/// staging chunks filled while it was captured belong to it until it is disposed (DevicePool.BeginCapture,
+/// HostStaging.BeginCapture); buffers that outlive the capture stay their owners' to keep alive.
+/// </remarks>
 internal sealed class CudaGraph : IDisposable
 {
     private readonly CudaContext _context;
     private readonly CudaGraphHandle _graph;
     private readonly CudaGraphExecHandle _exec;
+    private Action? _release;
 
-    private CudaGraph(CudaContext context, CudaGraphHandle graph, CudaGraphExecHandle exec)
+    private CudaGraph(CudaContext context, CudaGraphHandle graph, CudaGraphExecHandle exec, Action? release)
     {
         _context = context;
         _graph = graph;
         _exec = exec;
+        _release = release;
     }
 
     /// <summary>
-    /// Captures what <paramref name="record"/> queues on the stream (kernels, device-to-device copies; no
-    /// host copies, no synchronisation) into a graph. Capture is thread-local.
+    /// Captures what <paramref name="record"/> queues on the stream (kernels, device-to-device copies, copies
+    /// from pinned memory; no pageable host copies, no synchronisation, no new device memory) into a graph.
+    /// Capture is thread-local. When <paramref name="record"/> throws, the capture is ended and its exception
+    /// propagates (not the failure of ending a capture it invalidated).
     /// </summary>
-    public static CudaGraph Capture(CudaContext context, Action record)
+    /// <exception cref="CudaException">Beginning, ending or instantiating the capture failed.</exception>
+    public static CudaGraph Capture(CudaContext context, Action record, DevicePool? pool = null, HostStaging? staging = null)
     {
         context.MakeCurrent();
-        CudaCheck.Driver(cuStreamBeginCapture_v2(context.StreamPtr, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL), nameof(cuStreamBeginCapture_v2));
-        nint raw = 0;
+        staging?.BeginCapture();
+        pool?.BeginCapture();
+        GraphMemory? memory = null;
+        StagingMemory? staged = null;
+        void Release()
+        {
+            if (memory is not null) pool!.ReleaseGraphMemory(memory);
+            if (staged is not null) staging!.Release(staged);
+        }
+        var begin = cuStreamBeginCapture_v2(context.StreamPtr, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL);
+        if (begin != CUresult.CUDA_SUCCESS)
+        {
+            memory = pool?.EndCapture();
+            staged = staging?.EndCapture();
+            Release();
+            CudaCheck.Driver(begin, nameof(cuStreamBeginCapture_v2));
+        }
+        nint raw;
         try
         {
             record();
         }
-        finally
+        catch
         {
-            var end = cuStreamEndCapture(context.StreamPtr, out raw);
-            if (end != CUresult.CUDA_SUCCESS && raw == 0) CudaCheck.Driver(end, nameof(cuStreamEndCapture));
+            // End the capture so the stream works again; whatever ending it says (the capture may have been
+            // invalidated by what went wrong) must not replace the exception that explains it.
+            if (cuStreamEndCapture(context.StreamPtr, out var partial) == CUresult.CUDA_SUCCESS && partial != 0) cuGraphDestroy(partial);
+            memory = pool?.EndCapture();
+            staged = staging?.EndCapture();
+            try
+            {
+                context.Synchronize(); // the work queued before the failure may still use the kept memory
+                Release();
+            }
+            catch (CudaException) { } // a faulted context: its memory is not handed out again anyway
+            throw;
+        }
+        var end = cuStreamEndCapture(context.StreamPtr, out raw);
+        memory = pool?.EndCapture();
+        staged = staging?.EndCapture();
+        if (end != CUresult.CUDA_SUCCESS)
+        {
+            Release();
+            CudaCheck.Driver(end, nameof(cuStreamEndCapture));
         }
         var graph = CudaGraphHandle.FromCapture(context.Handle, raw);
         try
         {
-            return new CudaGraph(context, graph, CudaGraphExecHandle.Instantiate(context.Handle, graph));
+            return new CudaGraph(context, graph, CudaGraphExecHandle.Instantiate(context.Handle, graph), pool is null && staging is null ? null : Release);
         }
         catch
         {
             graph.Dispose();
+            Release();
             throw;
         }
     }
@@ -139,9 +184,13 @@ internal sealed class CudaGraph : IDisposable
         CudaCheck.Driver(cuGraphLaunch(_exec.DangerousGetHandle(), _context.StreamPtr), nameof(cuGraphLaunch));
     }
 
+    /// <summary>Destroys the graph and gives its memory back (later work runs after its queued replays).</summary>
     public void Dispose()
     {
         _exec.Dispose();
         _graph.Dispose();
+        var release = _release;
+        _release = null;
+        release?.Invoke();
     }
 }

@@ -42,6 +42,15 @@ public sealed class CudaDevice
     /// <summary>The driver's CUDA version as an integer, e.g. 13000 for 13.0.</summary>
     public int DriverVersion { get; }
 
+    /// <summary>The name the CPU emulator of CUDA (tools/cuda-emu) gives its device.</summary>
+    public const string EmulatorName = "VteKernels CPU emulator (sm_90 semantics)";
+
+    /// <summary>
+    /// True on the CPU emulator of CUDA (tools/cuda-emu): its results check correctness against CUDA's and
+    /// PTX's semantics; its timings say nothing about a GPU.
+    /// </summary>
+    public bool IsEmulator => Name == EmulatorName;
+
     /// <summary>"sm_90" for compute capability 9.0.</summary>
     public string Architecture => $"sm_{ComputeMajor}{ComputeMinor}";
 

@@ -18,6 +18,12 @@ internal static partial class Interop
         internal static partial CUresult cuMemGetInfo_v2(out nuint free, out nuint total);
 
         [LibraryImport(Libraries.CudaDriver)]
+        internal static partial CUresult cuMemAllocHost_v2(out nint pointer, nuint bytes);
+
+        [LibraryImport(Libraries.CudaDriver)]
+        internal static partial CUresult cuMemFreeHost(nint pointer);
+
+        [LibraryImport(Libraries.CudaDriver)]
         internal static unsafe partial CUresult cuMemcpyHtoDAsync_v2(ulong dst, void* src, nuint bytes, nint stream);
 
         [LibraryImport(Libraries.CudaDriver)]

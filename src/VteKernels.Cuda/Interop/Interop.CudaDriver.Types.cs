@@ -24,6 +24,7 @@ internal static partial class Interop
             CUDA_ERROR_INVALID_IMAGE = 200,
             CUDA_ERROR_NO_BINARY_FOR_GPU = 209,
             CUDA_ERROR_UNSUPPORTED_PTX_VERSION = 222,
+            CUDA_ERROR_INVALID_HANDLE = 400,
             CUDA_ERROR_NOT_FOUND = 500,
             CUDA_ERROR_ILLEGAL_ADDRESS = 700,
             CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES = 701,

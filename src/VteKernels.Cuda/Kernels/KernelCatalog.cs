@@ -32,6 +32,7 @@ internal static class KernelCatalog
     public static readonly KernelSpec SiluMul = new("silu_mul.cu", ["silu_mul"], 256);
     public static readonly KernelSpec PatchEmbed = new("patch_embed.cu", ["im2col"], 256);
     public static readonly KernelSpec Gemv = new("gemv.cu", ["gemv"], 256);
+    public static readonly KernelSpec Gemm = new("gemm.cu", ["gemm"], 256);
     public static readonly KernelSpec Argmax = new("argmax.cu", ["argmax"], 1024);
     public static readonly KernelSpec Sample = new("sample.cu", ["sample", "sample_uniforms"], 512);
     public static readonly KernelSpec AttentionReference = new("attention_reference.cu", ["attention_reference"], 128);
@@ -40,7 +41,7 @@ internal static class KernelCatalog
 
     /// <summary>All kernels.</summary>
     public static IReadOnlyList<KernelSpec> All { get; } =
-        [Add, Embedding, RmsNorm, AddRmsNorm, LayerNorm, Rope, BiasAct, SiluMul, PatchEmbed, Gemv, Argmax, Sample, AttentionReference,
+        [Add, Embedding, RmsNorm, AddRmsNorm, LayerNorm, Rope, BiasAct, SiluMul, PatchEmbed, Gemv, Gemm, Argmax, Sample, AttentionReference,
          FlashAttention, FlashDecode];
 
     /// <summary>The element types every kernel is built for.</summary>

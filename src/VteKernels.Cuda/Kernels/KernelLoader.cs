@@ -36,17 +36,22 @@ internal sealed class KernelLoader : IDisposable
     private readonly CudaContext _context;
     private readonly KernelCache? _cache;
     private readonly string? _fatbinDir;
+    private readonly IReadOnlyDictionary<string, string>? _sources;
     private readonly Dictionary<(string File, DType DType), LoadedModule> _modules = [];
     private int _compiled, _cacheHits, _fatbins;
 
-    public KernelLoader(CudaContext context, KernelCache? cache, string? fatbinDir)
+    public KernelLoader(CudaContext context, KernelCache? cache, string? fatbinDir, IReadOnlyDictionary<string, string>? sourceOverrides = null)
     {
+        _sources = sourceOverrides;
         _context = context;
         _cache = cache;
         _fatbinDir = string.IsNullOrEmpty(fatbinDir) ? null : fatbinDir;
     }
 
     public KernelLoadStats Stats => new(_compiled, _cacheHits, _fatbins);
+
+    /// <summary>The kernel files loaded so far (each in some dtype).</summary>
+    public IReadOnlyCollection<string> LoadedFiles => _modules.Keys.Select(k => k.File).ToHashSet();
 
     /// <summary>The CUfunction of <paramref name="entry"/> (without suffix) of <paramref name="spec"/> in the <paramref name="dtype"/> build.</summary>
     public nint Function(KernelSpec spec, DType dtype, string entry)
@@ -87,7 +92,7 @@ internal sealed class KernelLoader : IDisposable
         var compiler = NvrtcCompiler.Instance;
         var (target, cubin) = compiler.TargetFor(_context.Device.ArchitectureNumber);
         var options = KernelCatalog.Options(dtype, target);
-        var source = KernelSources.Kernel(spec.File);
+        var source = _sources is not null && _sources.TryGetValue(spec.File, out var replaced) ? replaced : KernelSources.Kernel(spec.File);
         var key = KernelCache.Key(spec.File, source, KernelSources.Headers, options, compiler.Version, cubin);
         if (_cache?.TryRead(key) is { } cached)
         {

@@ -48,6 +48,10 @@ internal struct Im2colParams { public ulong Pixels, Columns; public int Channels
 [StructLayout(LayoutKind.Sequential)]
 internal struct GemvParams { public ulong X, W, Bias, Y; public int N, K; }
 
+/// <summary>gemm_T.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct GemmParams { public ulong X, W, Bias, Y; public int M, N, K, Reserved; }
+
 /// <summary>argmax_T.</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct ArgmaxParams { public ulong Logits, Out; public int Rows, Vocab; }
@@ -102,7 +106,7 @@ internal static class KernelParams
     public static IReadOnlyList<Type> All { get; } =
     [
         typeof(AddParams), typeof(EmbeddingParams), typeof(RmsNormParams), typeof(AddRmsNormParams), typeof(LayerNormParams),
-        typeof(RopeParams), typeof(BiasActParams), typeof(SiluMulParams), typeof(Im2colParams), typeof(GemvParams),
+        typeof(RopeParams), typeof(BiasActParams), typeof(SiluMulParams), typeof(Im2colParams), typeof(GemvParams), typeof(GemmParams),
         typeof(ArgmaxParams), typeof(SampleParams), typeof(UniformsParams), typeof(AttentionParams), typeof(FlashAttentionParams),
         typeof(FlashDecodeParams), typeof(FlashDecodeMergeParams),
     ];

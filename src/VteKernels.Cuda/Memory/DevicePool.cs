@@ -8,6 +8,11 @@
 // returned. All work runs in order on one stream, so a block returned here may be handed out again at once:
 // later kernels on the same stream run after the earlier ones that used it. Blocks are freed only after
 // IDeviceAllocator.WaitIdle (Trim, Dispose, and the one retry after an out-of-memory error).
+// A CUDA graph replays the addresses its capture saw, so while a capture runs (BeginCapture..EndCapture)
+// a pooled block returned goes to the graph's own memory (GraphMemory), not to the free list: were it
+// handed out again, a later replay would write into whatever lives there then. The graph gives the blocks
+// back when it is disposed (ReleaseGraphMemory). A capture must not need new blocks (cuMemAlloc is not
+// allowed inside one): run the work once before capturing, so the free lists hold what it rents.
 // The bookkeeping is independent of the driver (IDeviceAllocator) and unit-tested with a fake allocator.
 namespace VteKernels.Cuda;
 
@@ -26,7 +31,7 @@ internal interface IDeviceAllocator
 }
 
 /// <summary>What a <see cref="DevicePool"/> holds and has done.</summary>
-/// <param name="ReservedBytes">Bytes held from the driver (in use plus cached).</param>
+/// <param name="ReservedBytes">Bytes held from the driver (in use, cached, and kept for captured graphs).</param>
 /// <param name="InUseBytes">Bytes of blocks handed out and not yet returned.</param>
 /// <param name="CachedBytes">Bytes of returned blocks kept for reuse.</param>
 /// <param name="PeakReservedBytes">Largest ReservedBytes so far.</param>
@@ -94,6 +99,8 @@ public sealed class DevicePool : IDisposable
     private readonly object _gate = new();
     private readonly Dictionary<long, Stack<ulong>> _free = [];
     private readonly HashSet<DeviceBuffer> _outstanding = [];
+    private GraphMemory? _capture;
+    private readonly List<GraphMemory> _graphs = [];
     private long _reserved, _inUse, _cached, _peak, _allocations, _frees, _rents, _hits;
     private bool _disposed;
 
@@ -114,6 +121,7 @@ public sealed class DevicePool : IDisposable
 
     /// <summary>A block of at least <paramref name="bytes"/> bytes from the cache, or a new one of its size class.</summary>
     /// <exception cref="CudaException">The device is out of memory even after the cache was freed.</exception>
+    /// <exception cref="InvalidOperationException">A graph capture is running and no cached block fits.</exception>
     public DeviceBuffer Rent(long bytes)
     {
         long size = SizeClass(bytes);
@@ -138,6 +146,7 @@ public sealed class DevicePool : IDisposable
 
     /// <summary>A block of exactly <paramref name="bytes"/> bytes (rounded up to 256) that is freed, not cached, when returned. For weights.</summary>
     /// <exception cref="CudaException">The device is out of memory even after the cache was freed.</exception>
+    /// <exception cref="InvalidOperationException">A graph capture is running.</exception>
     public DeviceBuffer AllocateExact(long bytes)
     {
         long size = Math.Max(256, (bytes + 255) / 256 * 256);
@@ -176,11 +185,13 @@ public sealed class DevicePool : IDisposable
             if (buffer.IsDisposed || !_outstanding.Remove(buffer)) return;
             buffer.MarkReleased();
             _inUse -= buffer.Capacity;
-            if (buffer.Pooled)
+            if (_capture is not null)
             {
-                if (!_free.TryGetValue(buffer.Capacity, out var stack)) _free[buffer.Capacity] = stack = new Stack<ulong>();
-                stack.Push(buffer.RawPointer);
-                _cached += buffer.Capacity;
+                _capture.Blocks.Add((buffer.RawPointer, buffer.Capacity)); // the graph being captured may use it on every replay
+            }
+            else if (buffer.Pooled)
+            {
+                PushFree(buffer.RawPointer, buffer.Capacity);
             }
             else
             {
@@ -191,22 +202,95 @@ public sealed class DevicePool : IDisposable
         }
     }
 
+    /// <summary>
+    /// Starts keeping returned blocks for a graph being captured: until <see cref="EndCapture"/>, a pooled
+    /// buffer given back is not reused.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">A capture is already running.</exception>
+    internal void BeginCapture()
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_capture is not null) throw new InvalidOperationException("a graph capture is already running on this pool");
+            _capture = new GraphMemory();
+        }
+    }
+
+    /// <summary>Ends the capture begun by <see cref="BeginCapture"/>; the blocks returned during it belong to the graph.</summary>
+    /// <exception cref="InvalidOperationException">No capture is running.</exception>
+    internal GraphMemory EndCapture()
+    {
+        lock (_gate)
+        {
+            var memory = _capture ?? throw new InvalidOperationException("no graph capture is running on this pool");
+            _capture = null;
+            _graphs.Add(memory);
+            return memory;
+        }
+    }
+
+    /// <summary>Gives a graph's blocks back to the free lists (the graph is gone; work it queued runs before any later use).</summary>
+    internal void ReleaseGraphMemory(GraphMemory memory)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        lock (_gate)
+        {
+            if (_disposed || !_graphs.Remove(memory)) return; // Dispose freed the blocks already, or they went back before
+            foreach (var (pointer, size) in memory.Blocks) PushFree(pointer, size);
+            memory.Blocks.Clear();
+        }
+    }
+
+    private void PushFree(ulong pointer, long size)
+    {
+        if (!_free.TryGetValue(size, out var stack)) _free[size] = stack = new Stack<ulong>();
+        stack.Push(pointer);
+        _cached += size;
+    }
+
     /// <summary>Frees everything, including blocks still handed out (their buffers become unusable).</summary>
+    /// <remarks>
+    /// After a failed kernel every driver call of the context reports that failure; the blocks then go with
+    /// the context, so Dispose ignores those errors instead of leaving the context referenced.
+    /// </remarks>
     public void Dispose()
     {
         lock (_gate)
         {
             if (_disposed) return;
             _disposed = true;
-            _allocator.WaitIdle();
+            try { _allocator.WaitIdle(); } catch (CudaException) { }
             foreach (var b in _outstanding)
             {
                 b.MarkReleased();
-                FreeBlock(b.RawPointer, b.Capacity);
+                FreeQuietly(b.RawPointer, b.Capacity);
             }
             _outstanding.Clear();
             _inUse = 0;
-            FreeCached();
+            foreach (var (size, stack) in _free)
+                while (stack.Count > 0) FreeQuietly(stack.Pop(), size);
+            _cached = 0;
+            if (_capture is not null) _graphs.Add(_capture);
+            _capture = null;
+            foreach (var memory in _graphs)
+            {
+                foreach (var (pointer, size) in memory.Blocks) FreeQuietly(pointer, size);
+                memory.Blocks.Clear();
+            }
+            _graphs.Clear();
+        }
+    }
+
+    private void FreeQuietly(ulong p, long size)
+    {
+        try
+        {
+            FreeBlock(p, size);
+        }
+        catch (CudaException)
+        {
+            _reserved -= size; // released with the context
         }
     }
 
@@ -220,6 +304,9 @@ public sealed class DevicePool : IDisposable
 
     private ulong AllocateWithRetry(long size)
     {
+        if (_capture is not null)
+            throw new InvalidOperationException($"a CUDA graph capture needs a new device block of {size} bytes, and cuMemAlloc cannot run inside a capture; " +
+                                                "run the captured work once before capturing so that the pool holds the blocks it rents");
         ulong p;
         try
         {
@@ -250,6 +337,13 @@ public sealed class DevicePool : IDisposable
         _frees++;
         _reserved -= size;
     }
+}
+
+/// <summary>The blocks a captured CUDA graph keeps: returned while it was captured, so its replays may still use them.</summary>
+internal sealed class GraphMemory
+{
+    /// <summary>Block addresses and sizes.</summary>
+    public List<(ulong Pointer, long Size)> Blocks { get; } = [];
 }
 
 /// <summary>cuMemAlloc/cuMemFree in one context.</summary>

@@ -15,6 +15,16 @@ public enum AttentionMask
     Causal,
 }
 
+/// <summary>What a matrix uploaded with <see cref="IBackend.UploadLinear"/> belongs to.</summary>
+public enum LinearRole
+{
+    /// <summary>The language model's projections (attention, FFN) and its LM head.</summary>
+    LanguageModel,
+
+    /// <summary>The vision tower's and the projector's matrices.</summary>
+    Vision,
+}
+
 /// <summary>
 /// A weight as a backend holds it (on the CPU, the memory-mapped view itself). A model's weights live as long
 /// as the backend; weights made for one request (folded adapters) are disposed when it ends, which gives a
@@ -158,6 +168,12 @@ public abstract class KvCache : IDisposable
     public abstract void Dispose();
 }
 
+/// <summary>One output of <see cref="IBackend.LinearMany"/>: Output = x · Weightᵀ + Bias.</summary>
+/// <param name="Weight">The weight, stored [out, in].</param>
+/// <param name="Bias">Optional bias of out elements.</param>
+/// <param name="Output">Where the result goes, [x.Rows, out].</param>
+public readonly record struct LinearTarget(DeviceWeight Weight, DeviceWeight? Bias, Tensor Output);
+
 /// <summary>The operations the orchestrator needs. All activations are [rows, cols] row-major.</summary>
 public interface IBackend : IDisposable
 {
@@ -169,6 +185,13 @@ public interface IBackend : IDisposable
 
     /// <summary>Makes a stored weight usable by this backend (the CPU keeps the view; a GPU copies it).</summary>
     DeviceWeight Upload(Weight weight);
+
+    /// <summary>
+    /// Makes a matrix that <see cref="Linear"/> multiplies by usable; the role lets a backend treat the language
+    /// model's matrices differently (the CPU backend can quantize them, or copy them into huge pages). The
+    /// default is <see cref="Upload"/>.
+    /// </summary>
+    DeviceWeight UploadLinear(Weight weight, LinearRole role) => Upload(weight);
 
     /// <summary>A new activation matrix. Contents are unspecified.</summary>
     Tensor Allocate(int rows, int cols);
@@ -190,6 +213,37 @@ public interface IBackend : IDisposable
 
     /// <summary>y = x Wᵀ + bias, W stored [out, in].</summary>
     void Linear(Tensor x, DeviceWeight w, DeviceWeight? bias, Tensor y);
+
+    /// <summary>
+    /// Several linear maps of one input (a layer's Q, K and V): effectively <see cref="Linear"/> for each target
+    /// in turn. The default does exactly that; a backend may read x once and run them as one pass.
+    /// </summary>
+    /// <param name="x">The shared input, [n, in].</param>
+    /// <param name="targets">The weights, biases and outputs; no output may overlap x.</param>
+    /// <exception cref="ArgumentException">A shape disagrees.</exception>
+    void LinearMany(Tensor x, ReadOnlySpan<LinearTarget> targets)
+    {
+        foreach (var t in targets) Linear(x, t.Weight, t.Bias, t.Output);
+    }
+
+    /// <summary>
+    /// SwiGLU's first half: y = silu(x · gateᵀ + gateBias) · (x · upᵀ + upBias). The default runs the two
+    /// Linears and <see cref="SiluMul"/>; a backend may compute both projections in one pass.
+    /// </summary>
+    /// <param name="x">The input, [n, in].</param>
+    /// <param name="gate">Gate projection [inner, in].</param>
+    /// <param name="gateBias">Optional gate bias.</param>
+    /// <param name="up">Up projection [inner, in].</param>
+    /// <param name="upBias">Optional up bias.</param>
+    /// <param name="y">Output [n, inner]; must not overlap x.</param>
+    /// <exception cref="ArgumentException">A shape disagrees.</exception>
+    void GatedLinear(Tensor x, DeviceWeight gate, DeviceWeight? gateBias, DeviceWeight up, DeviceWeight? upBias, Tensor y)
+    {
+        using var u = Allocate(y.Rows, y.Cols);
+        Linear(x, gate, gateBias, y);
+        Linear(x, up, upBias, u);
+        SiluMul(y, u, y);
+    }
 
     /// <summary>LLaMA RMSNorm per row; y may be x.</summary>
     void RmsNorm(Tensor x, DeviceWeight gamma, float eps, Tensor y);

@@ -1,6 +1,12 @@
 // The step-level API: one conversation's state (the KV cache and the tokens it holds) and the two steps
 // research code drives by hand: prefill a prompt (text with image placeholders, plus pixels), then decode
 // one token at a time. Each step returns logits and, on request, every layer's hidden states.
+// Threads: a session is one sequence; a step entered while another step of the same session runs on
+// another thread throws InvalidOperationException at once (unguarded, the two corrupted the cache
+// silently). Sessions of one model are independent and may run on different threads at the same time
+// (on the CPU backend, which keeps no per-call state; a backend says whether it allows this).
+// Weights: a memory-mapped weight file that changed since the model loaded is a
+// WeightFileChangedException when the session is created and before each prefill (see LoadOptions).
 using System.Diagnostics;
 using VteKernels.Backends;
 using VteKernels.Engine.Eas;
@@ -9,16 +15,22 @@ using VteKernels.Engine.Observers;
 
 namespace VteKernels.Engine;
 
-/// <summary>One sequence's state on a <see cref="LlavaModel"/>. Not thread-safe.</summary>
+/// <summary>
+/// One sequence's state on a <see cref="LlavaModel"/>. Steps must not overlap: a step called while another step of this
+/// session runs on another thread throws <see cref="InvalidOperationException"/>. Several sessions of one model may run at
+/// once on the CPU backend.
+/// </summary>
 public sealed class InferenceSession : IDisposable
 {
     private readonly LlavaModel _model;
     private readonly List<int> _tokens = [];
+    private int _busy; // 1 while a step runs
 
     private readonly PiaSequence? _pia;
 
     internal InferenceSession(LlavaModel model, SessionOptions? options)
     {
+        model.CheckWeightsUnchanged();
         _model = model;
         Options = options ?? new SessionOptions();
         Options.Eas?.Validate(model.Config);
@@ -65,11 +77,15 @@ public sealed class InferenceSession : IDisposable
     /// </summary>
     /// <exception cref="InvalidInputException">Empty prompt, ids outside the vocabulary, placeholders that do not match the images, bad pixels, a sequence longer than the model's context, or an exit layer beyond the model's depth.</exception>
     /// <exception cref="ModelFormatException">The exit gates do not fit the model.</exception>
+    /// <exception cref="WeightFileChangedException">A memory-mapped weight file changed since the model was loaded.</exception>
+    /// <exception cref="InvalidOperationException">Another step of this session is running on another thread.</exception>
     /// <exception cref="OperationCanceledException"><see cref="PrefillOptions.CancellationToken"/> was cancelled; checked before
     /// each image and each decoder layer. The sequence is then as it was before the call (the cache rows this call
     /// added are removed).</exception>
     public StepResult Prefill(PromptInput input, PrefillOptions? options = null)
     {
+        using var step = Step("Prefill");
+        _model.CheckWeightsUnchanged();
         options ??= new PrefillOptions();
         var cancellationToken = options.CancellationToken;
         var cfg = _model.Config;
@@ -210,12 +226,15 @@ public sealed class InferenceSession : IDisposable
 
     /// <summary>Feeds one token and returns the next-token logits.</summary>
     /// <exception cref="InvalidInputException">The id is outside the vocabulary or the context is full.</exception>
+    /// <exception cref="InvalidOperationException">Another step of this session is running on another thread.</exception>
     public StepResult Decode(int tokenId, bool outputHiddenStates = false) => Decode(tokenId, null, outputHiddenStates);
 
     /// <summary>Feeds one token with <paramref name="observer"/> watching every layer, and returns the next-token logits.</summary>
     /// <exception cref="InvalidInputException">The id is outside the vocabulary or the context is full.</exception>
+    /// <exception cref="InvalidOperationException">Another step of this session is running on another thread.</exception>
     public StepResult Decode(int tokenId, IDecoderObserver? observer, bool outputHiddenStates = false)
     {
+        using var step = Step("Decode");
         var cfg = _model.Config;
         if ((uint)tokenId >= (uint)cfg.Text.VocabSize)
             throw new InvalidInputException($"token id {tokenId} is outside the vocabulary of {cfg.Text.VocabSize}");
@@ -241,8 +260,10 @@ public sealed class InferenceSession : IDisposable
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="length"/> is negative or beyond <see cref="Position"/>.</exception>
     /// <exception cref="InvalidInputException">The forgotten tokens include image placeholders, or PIA adapters hold
     /// per-sequence terms taken over the tokens to be forgotten (reset the session instead).</exception>
+    /// <exception cref="InvalidOperationException">A step of this session is running on another thread.</exception>
     public void Truncate(int length)
     {
+        using var step = Step("Truncate");
         ArgumentOutOfRangeException.ThrowIfNegative(length);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(length, Position);
         int drop = Position - length;
@@ -260,11 +281,27 @@ public sealed class InferenceSession : IDisposable
     }
 
     /// <summary>Forgets the sequence (and the adapters' per-sequence terms); the cache storage is kept for reuse.</summary>
+    /// <exception cref="InvalidOperationException">A step of this session is running on another thread.</exception>
     public void Reset()
     {
+        using var step = Step("Reset");
         _tokens.Clear();
         Cache.Clear();
         _pia?.Dispose();
+    }
+
+    // Marks a step as running for its duration; a second one entering meanwhile fails at once.
+    private Busy Step(string name)
+    {
+        if (Interlocked.CompareExchange(ref _busy, 1, 0) != 0)
+            throw new InvalidOperationException(
+                $"InferenceSession.{name} was called while another step of the same session is running on another thread: a session is one sequence and its steps must not overlap (use one session per thread)");
+        return new Busy(this);
+    }
+
+    private readonly struct Busy(InferenceSession session) : IDisposable
+    {
+        public void Dispose() => Volatile.Write(ref session._busy, 0);
     }
 
     private void CheckLength(int more)

@@ -62,6 +62,8 @@ public sealed class LlavaModel : IDisposable
         _owner = owner;
         GenerationConfig = GenerationConfig.FromModelConfig(config);
         DeviceWeight U(Weight w) => backend.Upload(w);
+        DeviceWeight UV(Weight w) => backend.UploadLinear(w, LinearRole.Vision);           // matrices Linear multiplies by
+        DeviceWeight UL(Weight w) => backend.UploadLinear(w, LinearRole.LanguageModel);
         var v = weights.Vision;
         _classEmbedding = U(v.ClassEmbedding);
         _patchEmbedding = U(v.PatchEmbedding);
@@ -69,20 +71,20 @@ public sealed class LlavaModel : IDisposable
         _preLnW = U(v.PreLnWeight);
         _preLnB = U(v.PreLnBias);
         _vision = v.Layers.Take(config.VisionLayersNeeded).Select(l => new VisionLayer(
-            U(l.Ln1Weight), U(l.Ln1Bias), U(l.QWeight), U(l.QBias), U(l.KWeight), U(l.KBias), U(l.VWeight), U(l.VBias),
-            U(l.OutWeight), U(l.OutBias), U(l.Ln2Weight), U(l.Ln2Bias), U(l.Fc1Weight), U(l.Fc1Bias), U(l.Fc2Weight), U(l.Fc2Bias))).ToArray();
+            U(l.Ln1Weight), U(l.Ln1Bias), UV(l.QWeight), U(l.QBias), UV(l.KWeight), U(l.KBias), UV(l.VWeight), U(l.VBias),
+            UV(l.OutWeight), U(l.OutBias), U(l.Ln2Weight), U(l.Ln2Bias), UV(l.Fc1Weight), U(l.Fc1Bias), UV(l.Fc2Weight), U(l.Fc2Bias))).ToArray();
         var p = weights.Projector;
-        _proj1W = U(p.Linear1Weight);
+        _proj1W = UV(p.Linear1Weight);
         _proj1B = p.Linear1Bias is null ? null : U(p.Linear1Bias);
-        _proj2W = U(p.Linear2Weight);
+        _proj2W = UV(p.Linear2Weight);
         _proj2B = p.Linear2Bias is null ? null : U(p.Linear2Bias);
         var t = weights.Text;
         _embedTokens = U(t.EmbedTokens);
-        DeviceWeight? UOpt(Weight? w) => w is null ? null : backend.Upload(w);
-        _text = t.Layers.Select(l => new TextLayer(U(l.InputNorm), UOpt(l.QProj), UOpt(l.KProj), UOpt(l.VProj), UOpt(l.OProj),
-            U(l.PostAttentionNorm), U(l.GateProj), U(l.UpProj), U(l.DownProj))).ToArray();
+        DeviceWeight? ULOpt(Weight? w) => w is null ? null : UL(w);
+        _text = t.Layers.Select(l => new TextLayer(U(l.InputNorm), ULOpt(l.QProj), ULOpt(l.KProj), ULOpt(l.VProj), ULOpt(l.OProj),
+            U(l.PostAttentionNorm), UL(l.GateProj), UL(l.UpProj), UL(l.DownProj))).ToArray();
         _finalNorm = U(t.Norm);
-        _lmHead = ReferenceEquals(t.LmHead, t.EmbedTokens) ? _embedTokens : U(t.LmHead);
+        _lmHead = ReferenceEquals(t.LmHead, t.EmbedTokens) ? _embedTokens : UL(t.LmHead);
         if (weights.Saisa is { } saisa)
             _saisa = saisa.Layers.Select(l => new SaisaLayer(U(l.W1), U(l.B1), U(l.W2), U(l.B2))).ToArray();
     }
@@ -93,10 +95,14 @@ public sealed class LlavaModel : IDisposable
     /// <paramref name="visionTowerDir"/> or the config's mm_vision_tower folder. SAISA checkpoints (per-layer
     /// projectors) load in the original layout.
     /// </summary>
+    /// <param name="modelDir">The model folder.</param>
+    /// <param name="backend">The backend to run on.</param>
+    /// <param name="visionTowerDir">The CLIP folder of an original-layout checkpoint, or null.</param>
+    /// <param name="options">Whether the weight files are memory-mapped (the default) or read into memory; see <see cref="LoadOptions"/>.</param>
     /// <exception cref="ModelFormatException">The config or a weight file is malformed or disagrees with the config, or the vision tower cannot be found.</exception>
-    public static LlavaModel Load(string modelDir, IBackend backend, string? visionTowerDir = null)
+    public static LlavaModel Load(string modelDir, IBackend backend, string? visionTowerDir = null, LoadOptions? options = null)
     {
-        var checkpoint = LlavaCheckpoint.Open(modelDir, visionTowerDir);
+        var checkpoint = LlavaCheckpoint.Open(modelDir, visionTowerDir, options);
         try
         {
             return new LlavaModel(checkpoint.Config, checkpoint.Weights, backend, checkpoint)
@@ -114,6 +120,10 @@ public sealed class LlavaModel : IDisposable
     /// <summary>A new session with an empty cache; <paramref name="options"/> sets sequence-wide methods (EAS).</summary>
     /// <exception cref="ModelFormatException">The EAS configuration does not fit the model, or leaves a layer without attention weights unskipped.</exception>
     public InferenceSession CreateSession(SessionOptions? options = null) => new(this, options);
+
+    /// <summary>Throws if a memory-mapped weight file this model loaded changed since (nothing to check for weights it did not open).</summary>
+    /// <exception cref="WeightFileChangedException">A file changed.</exception>
+    public void CheckWeightsUnchanged() => (_owner as LlavaCheckpoint)?.CheckUnchanged();
 
     /// <summary>Releases the weight files this model opened.</summary>
     public void Dispose() => _owner?.Dispose();
@@ -430,14 +440,19 @@ public sealed class LlavaModel : IDisposable
         bool folded = pia?.Q is not null;
         using var k = B.Allocate(n, t.KvDim);
         using var v = B.Allocate(n, t.KvDim);
-        B.Linear(src, folded ? pia!.K! : w.K!, folded ? pia!.KBias : null, k);
-        B.Linear(src, folded ? pia!.V! : w.V!, folded ? pia!.VBias : null, v);
+        using var q = B.Allocate(nq, t.QDim);
+        var qTarget = new LinearTarget(folded ? pia!.Q! : w.Q!, folded ? pia!.QBias : null, q);
+        var kTarget = new LinearTarget(folded ? pia!.K! : w.K!, folded ? pia!.KBias : null, k);
+        var vTarget = new LinearTarget(folded ? pia!.V! : w.V!, folded ? pia!.VBias : null, v);
+        using var qIn = all ? null : DropRows(src, run!.Spans);
+        if (qIn is null) B.LinearMany(src, [qTarget, kTarget, vTarget]);   // one pass over the normed rows
+        else
+        {
+            B.LinearMany(src, [kTarget, vTarget]);
+            B.Linear(qIn, qTarget.Weight, qTarget.Bias, q);
+        }
         B.Rope(k, t.NumKvHeads, t.HeadDim, pass.Positions, t.RopeTheta);
         pass.Cache.Append(layer, k, v);
-
-        using var qIn = all ? null : DropRows(src, run!.Spans);
-        using var q = B.Allocate(nq, t.QDim);
-        B.Linear(qIn ?? src, folded ? pia!.Q! : w.Q!, folded ? pia!.QBias : null, q);
         B.Rope(q, t.NumHeads, t.HeadDim, all ? pass.Positions : Keep(pass.Positions, run!.Spans), t.RopeTheta);
         using var a = B.Allocate(nq, t.QDim);
         var (keys, values) = pass.Cache.View(layer);
@@ -538,10 +553,7 @@ public sealed class LlavaModel : IDisposable
             B.RmsNorm(x, w.PostAttentionNorm, t.RmsNormEps, h);
         }
         using var gate = B.Allocate(n, t.IntermediateSize);
-        using var up = B.Allocate(n, t.IntermediateSize);
-        B.Linear(h, gateW, gateB, gate);
-        B.Linear(h, upW, upB, up);
-        B.SiluMul(gate, up, gate);
+        B.GatedLinear(h, gateW, gateB, upW, upB, gate);   // silu(gate(h)) * up(h)
         var y = B.Allocate(n, t.HiddenSize);
         B.Linear(gate, w.Down, null, y);
         macs += Cost.Ffn(t, n);

@@ -5,6 +5,9 @@
 // 1.0/2.0, UTF-8 for 3.0), then the raw data. Reading takes '<f4' (and '<f8', narrowed to float32) in C order
 // and requires the data to be exactly as long as the shape says. Writing produces version 1.0 '<f4' (or '|u1'
 // for images) with the header laid out byte for byte as numpy writes it (so the data starts 64-byte aligned).
+// Hostile headers: the header literal is parsed in time and memory linear in its length, with at most
+// MaxHeaderNesting levels of brackets (numpy's own headers nest 2 deep; a structured dtype a few more), so
+// a header of 10,000 '(' is an NpyException, not a stack overflow.
 using System.Buffers.Binary;
 using System.Globalization;
 using System.Runtime.InteropServices;
@@ -27,6 +30,9 @@ public static class Npy
     private static ReadOnlySpan<byte> Magic => [0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y'];
     private const int ChunkElements = 1 << 16;
     private const int GrowthAxisMaxDigits = 21; // numpy leaves room in the header to grow the first axis in place
+
+    /// <summary>Deepest bracket nesting accepted in a header's dict literal.</summary>
+    public const int MaxHeaderNesting = 32;
 
     /// <summary>Reads a C-order '&lt;f4' or '&lt;f8' array (the latter narrowed to float32).</summary>
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
@@ -299,6 +305,7 @@ public static class Npy
     private sealed class LiteralParser(string text)
     {
         private int _pos;
+        private int _depth;
 
         public bool AtEnd => _pos >= text.Length;
         public char Current => text[_pos];
@@ -360,6 +367,13 @@ public static class Npy
 
         // Items of a bracketed, comma-separated sequence (a trailing comma is allowed); key/value pairs for a dict.
         private List<(object? Key, object? Value)> ParseSequence(char open, char close, bool dictionary)
+        {
+            if (++_depth > MaxHeaderNesting) throw new FormatException($"brackets nest deeper than {MaxHeaderNesting} levels");
+            try { return ParseItems(open, close, dictionary); }
+            finally { _depth--; }
+        }
+
+        private List<(object? Key, object? Value)> ParseItems(char open, char close, bool dictionary)
         {
             _pos++; // open
             var items = new List<(object?, object?)>();

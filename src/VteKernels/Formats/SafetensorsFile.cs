@@ -1,14 +1,19 @@
-// Reads one safetensors file by memory-mapping it read-only.
+// Reads one safetensors file by memory-mapping it read-only, or (LoadOptions.MemoryMap = false) by reading
+// it whole into native memory. A mapped file remembers its FileStamp and CheckUnchanged compares it with
+// the file now (see LoadOptions for the hazard this guards against).
 // Layout (https://github.com/huggingface/safetensors): an 8-byte little-endian u64 header length N, N bytes of
 // UTF-8 JSON (an object, which may be padded with trailing spaces), then the byte buffer. Each tensor entry is
 // {"dtype", "shape", "data_offsets": [begin, end]} with offsets relative to the byte buffer; an optional
 // "__metadata__" entry maps strings to strings. Every claim the header makes is checked before a pointer is
 // handed out, and the entries, sorted by offset, must cover the buffer exactly (no overlap, no gap, no
 // trailing bytes), as the reference implementation requires. Tensor bytes are never copied into managed
-// memory: weights returned by GetWeight point into the mapping and are valid until Dispose.
+// memory: weights returned by GetWeight point into the mapping (or the native copy) and are valid until Dispose.
+// A "U8" tensor [rows, bytes] that "__metadata__" names under "vte.quant.<name>" as "q8_0" or "q4_0" is a
+// block-quantized weight (SafetensorsWriter) and reads as that type with shape [rows, columns].
 using System.Buffers.Binary;
 using System.Diagnostics.CodeAnalysis;
 using System.IO.MemoryMappedFiles;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Unicode;
 
@@ -55,7 +60,10 @@ public sealed unsafe class SafetensorsFile : IDisposable
 
     private MemoryMappedFile? _map;
     private MemoryMappedViewAccessor? _view;
-    private byte* _base; // start of the file in the mapping, or null once disposed
+    private FileStream? _stream;  // kept open while mapped: its handle is what CheckUnchanged stats
+    private byte* _base;          // start of the file in the mapping or the native copy, or null once disposed
+    private readonly bool _owned; // _base is a native copy (NativeMemory), not a mapping
+    private readonly FileStamp _stamp;
     private readonly Dictionary<string, TensorEntry> _byName;
 
     /// <summary>Full path of the file.</summary>
@@ -73,52 +81,111 @@ public sealed unsafe class SafetensorsFile : IDisposable
     /// <summary>Size of the file in bytes.</summary>
     public long FileLength { get; }
 
-    private SafetensorsFile(string path, MemoryMappedFile map, MemoryMappedViewAccessor view, byte* basePtr, long length)
+    /// <summary>True when the file is memory-mapped; false when it was read into memory.</summary>
+    public bool IsMapped => !_owned;
+
+    private SafetensorsFile(string path, MemoryMappedFile? map, MemoryMappedViewAccessor? view, FileStream? stream, byte* basePtr, long length, FileStamp stamp)
     {
         FilePath = path;
         _map = map;
         _view = view;
+        _stream = stream;
+        _owned = map is null;
         _base = basePtr;
+        _stamp = stamp;
         FileLength = length;
-        (DataOffset, Metadata, Entries) = Parse(path, new ReadOnlySpan<byte>(basePtr, (int)Math.Min(length, int.MaxValue)), length);
+        try
+        {
+            (DataOffset, Metadata, Entries) = Parse(path, new ReadOnlySpan<byte>(basePtr, (int)Math.Min(length, int.MaxValue)), length);
+        }
+        catch
+        {
+            // Open frees what it allocated; this half-built object must not free it again when finalized.
+            _base = null;
+            GC.SuppressFinalize(this);
+            throw;
+        }
         _byName = new Dictionary<string, TensorEntry>(Entries.Count, StringComparer.Ordinal);
         foreach (var e in Entries) _byName.Add(e.Name, e);
     }
 
-    /// <summary>Opens, maps and validates a safetensors file.</summary>
+    /// <summary>Opens and validates a safetensors file: memory-mapped, or read into memory when <paramref name="options"/> says so.</summary>
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
     /// <exception cref="SafetensorsException">The path is a directory, or the file is malformed or lies about its contents.</exception>
-    public static SafetensorsFile Open(string path)
+    /// <exception cref="IOException">The file cannot be read.</exception>
+    public static SafetensorsFile Open(string path, LoadOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(path);
+        options ??= LoadOptions.Default;
         var full = Path.GetFullPath(path);
         if (Directory.Exists(full)) throw new SafetensorsException(full, null, "is a directory, not a safetensors file");
         if (!File.Exists(full)) throw new FileNotFoundException($"safetensors file '{full}' does not exist", full);
 
-        FileStream? stream = new FileStream(full, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 1);
+        var stream = new FileStream(full, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 1);
         MemoryMappedFile? map = null;
         MemoryMappedViewAccessor? view = null;
+        byte* copy = null;
         bool acquired = false;
         try
         {
-            long length = stream.Length;
+            var stamp = FileStamp.Of(stream.SafeFileHandle);
+            long length = stamp.Length;
             if (length < 8) throw new SafetensorsException(full, null, $"file is {length} bytes, shorter than the 8-byte header length");
-            map = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
-            stream = null;
+            if (!options.MemoryMap)
+            {
+                copy = (byte*)NativeMemory.AlignedAlloc((nuint)length, 64);
+                ReadWhole(stream, full, copy, length);
+                stream.Dispose();
+                var owned = new SafetensorsFile(full, null, null, null, copy, length, stamp);
+                copy = null;
+                return owned;
+            }
+            map = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: true);
             view = map.CreateViewAccessor(0, length, MemoryMappedFileAccess.Read);
             byte* p = null;
             view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
             acquired = true;
-            return new SafetensorsFile(full, map, view, p + view.PointerOffset, length);
+            return new SafetensorsFile(full, map, view, stream, p + view.PointerOffset, length, stamp);
         }
         catch
         {
             if (acquired) view!.SafeMemoryMappedViewHandle.ReleasePointer();
             view?.Dispose();
             map?.Dispose();
-            stream?.Dispose();
+            stream.Dispose();
+            if (copy != null) NativeMemory.AlignedFree(copy);
             throw;
         }
+    }
+
+    // The whole file into native memory, in chunks a span can hold.
+    private static void ReadWhole(FileStream stream, string path, byte* dst, long length)
+    {
+        long done = 0;
+        while (done < length)
+        {
+            int n = RandomAccess.Read(stream.SafeFileHandle, new Span<byte>(dst + done, (int)Math.Min(length - done, 1 << 30)), done);
+            if (n == 0) throw new SafetensorsException(path, null, $"file ended after {done} of its {length} bytes while it was read");
+            done += n;
+        }
+    }
+
+    /// <summary>
+    /// Throws if the file changed since it was mapped: its size or modification time (as the open file sees them),
+    /// or, on Linux, the file its path names (replaced or removed). Nothing to check for a file read into memory.
+    /// </summary>
+    /// <exception cref="WeightFileChangedException">The file changed.</exception>
+    /// <exception cref="ObjectDisposedException">The file has been disposed.</exception>
+    public void CheckUnchanged()
+    {
+        ObjectDisposedException.ThrowIf(_base == null, this);
+        if (_owned) return;
+        var now = FileStamp.Of(_stream!.SafeFileHandle);
+        string? problem = now.DifferenceFrom(_stamp);
+        if (problem is null && !_stamp.SameFileAs(FilePath)) problem = "its path now names another file (replaced or removed)";
+        if (problem is not null)
+            throw new WeightFileChangedException(FilePath,
+                $"the memory-mapped weight file changed after it was loaded: {problem}; reading it could crash the process. Reload the model, or load it into memory (LoadOptions.MemoryMap = false, --no-mmap)");
     }
 
     /// <summary>Whether the file holds a tensor of this name.</summary>
@@ -142,20 +209,35 @@ public sealed unsafe class SafetensorsFile : IDisposable
         return new Weight(e.Name, e.DType, (int[])e.Shape.Clone(), _base + DataOffset + e.Begin);
     }
 
-    /// <summary>Unmaps the file. Weights obtained from it must not be used afterwards.</summary>
+    /// <summary>Unmaps the file (or frees its copy in memory). Weights obtained from it must not be used afterwards.</summary>
     public void Dispose()
     {
         if (_base == null) return;
+        var b = _base;
         _base = null;
+        GC.SuppressFinalize(this);
+        if (_owned)
+        {
+            NativeMemory.AlignedFree(b);
+            return;
+        }
         _view!.SafeMemoryMappedViewHandle.ReleasePointer();
         _view.Dispose();
         _map!.Dispose();
+        _stream!.Dispose();
         _view = null;
         _map = null;
+        _stream = null;
+    }
+
+    /// <summary>Frees a copy in memory that was never disposed (a mapping is released by its own handles).</summary>
+    ~SafetensorsFile()
+    {
+        if (_owned && _base != null) NativeMemory.AlignedFree(_base);
     }
 
     /// <inheritdoc/>
-    public override string ToString() => $"{Path.GetFileName(FilePath)} ({Entries.Count} tensors, {FileLength} bytes)";
+    public override string ToString() => $"{Path.GetFileName(FilePath)} ({Entries.Count} tensors, {FileLength} bytes{(_owned ? ", in memory" : "")})";
 
     // ---- header parsing and validation ----
 
@@ -193,16 +275,14 @@ public sealed unsafe class SafetensorsFile : IDisposable
             if (root.ValueKind != JsonValueKind.Object)
                 throw new SafetensorsException(file, null, $"header is not a JSON object (found {root.ValueKind})");
             var seen = new HashSet<string>(StringComparer.Ordinal);
-            foreach (var prop in root.EnumerateObject())
+            try
             {
-                if (prop.Name == "__metadata__")
-                {
-                    if (!seen.Add(prop.Name)) throw new SafetensorsException(file, null, "duplicate '__metadata__' key in header");
-                    ParseMetadata(file, prop.Value, metadata);
-                    continue;
-                }
-                if (!seen.Add(prop.Name)) throw new SafetensorsException(file, prop.Name, "duplicate tensor name in header");
-                entries.Add(ParseEntry(file, prop.Name, prop.Value, dataLength));
+                ParseEntries(file, root, seen, metadata, entries, dataLength);
+            }
+            catch (InvalidOperationException e) when (e.Source == "System.Text.Json")
+            {
+                // The header is valid UTF-8, but a name or value holds an escaped lone surrogate ("\ud800").
+                throw new SafetensorsException(file, null, $"header holds a string that is not valid UTF-16: {OneLine(e.Message)}", e);
             }
         }
 
@@ -231,6 +311,23 @@ public sealed unsafe class SafetensorsFile : IDisposable
         return (dataOffset, metadata, entries);
     }
 
+    private static void ParseEntries(string file, JsonElement root, HashSet<string> seen, Dictionary<string, string> metadata, List<TensorEntry> entries, long dataLength)
+    {
+        // The metadata first: it says which U8 tensors are block-quantized weights.
+        foreach (var prop in root.EnumerateObject())
+        {
+            if (prop.Name != "__metadata__") continue;
+            if (!seen.Add(prop.Name)) throw new SafetensorsException(file, null, "duplicate '__metadata__' key in header");
+            ParseMetadata(file, prop.Value, metadata);
+        }
+        foreach (var prop in root.EnumerateObject())
+        {
+            if (prop.Name == "__metadata__") continue;
+            if (!seen.Add(prop.Name)) throw new SafetensorsException(file, prop.Name, "duplicate tensor name in header");
+            entries.Add(ParseEntry(file, prop.Name, prop.Value, dataLength, metadata));
+        }
+    }
+
     private static void ParseMetadata(string file, JsonElement value, Dictionary<string, string> into)
     {
         if (value.ValueKind != JsonValueKind.Object)
@@ -244,7 +341,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
         }
     }
 
-    private static TensorEntry ParseEntry(string file, string name, JsonElement value, long dataLength)
+    private static TensorEntry ParseEntry(string file, string name, JsonElement value, long dataLength, Dictionary<string, string> metadata)
     {
         SafetensorsException Bad(string problem) => new(file, name, problem);
 
@@ -265,7 +362,16 @@ public sealed unsafe class SafetensorsFile : IDisposable
         if (dtypeEl is not { } dt) throw Bad("entry lacks 'dtype'");
         if (dt.ValueKind != JsonValueKind.String) throw Bad($"'dtype' is not a string (found {dt.ValueKind})");
         var dtypeName = dt.GetString()!;
-        if (!DTypes.TryParseSafetensors(dtypeName, out var dtype))
+        DType dtype;
+        string? quant = dtypeName == "U8" && metadata.TryGetValue(TensorSpec.QuantKey(name), out var q) ? q : null;
+        if (quant is not null)
+            dtype = quant switch
+            {
+                "q8_0" => DType.Q8_0,
+                "q4_0" => DType.Q4_0,
+                _ => throw Bad($"'__metadata__' names an unknown quantization '{quant}' for this tensor (expected q8_0 or q4_0)"),
+            };
+        else if (!DTypes.TryParseSafetensors(dtypeName, out dtype))
             throw Bad(KnownUnsupported.Contains(dtypeName)
                 ? $"unsupported dtype {dtypeName} (this runtime reads F32, F16 and BF16)"
                 : $"unknown dtype '{dtypeName}'");
@@ -285,11 +391,21 @@ public sealed unsafe class SafetensorsFile : IDisposable
         {
             long count = 1;
             foreach (var d in shape) count = checked(count * d);
-            byteCount = checked(count * dtype.Size());
+            byteCount = quant is null ? checked(count * dtype.Size()) : count;
         }
         catch (OverflowException)
         {
             throw Bad($"element count of shape [{string.Join(", ", shape)}] overflows");
+        }
+        if (quant is not null)
+        {
+            // Stored [rows, bytes per row]: the weight is [rows, whole blocks per row * 32].
+            int blockBytes = BlockQuant.BlockBytes(dtype);
+            if (shape.Length != 2 || shape[1] % blockBytes != 0)
+                throw Bad($"a {quant} tensor is stored as U8 [rows, a multiple of {blockBytes} bytes], got [{string.Join(", ", shape)}]");
+            long cols = (long)shape[1] / blockBytes * BlockQuant.BlockElements;
+            if (cols > int.MaxValue) throw Bad($"{quant} rows of {shape[1]} bytes hold more than {int.MaxValue} columns");
+            shape = [shape[0], (int)cols];
         }
 
         if (offsetsEl is not { } off) throw Bad("entry lacks 'data_offsets'");

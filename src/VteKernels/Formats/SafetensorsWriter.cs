@@ -6,6 +6,10 @@
 // save_pretrained: tensors are packed in order into shards of at most maxShardBytes (a larger tensor gets a
 // shard of its own), named model-00001-of-0000N.safetensors, with model.safetensors.index.json mapping each
 // tensor to its shard; a set that fits in one shard is written as model.safetensors.
+// Block-quantized tensors (Q8_0, Q4_0: ggml's blocks, see BlockQuant.cs) are stored as dtype "U8" with
+// shape [rows, bytes per row], and the header's "__metadata__" names their format under
+// "vte.quant.<tensor name>" (e.g. "q8_0"): any safetensors reader opens the file, and SafetensorsFile reads
+// such a tensor back as the [rows, columns] weight it quantizes.
 using System.Buffers;
 using System.Buffers.Binary;
 using System.Text.Encodings.Web;
@@ -33,7 +37,14 @@ public sealed record TensorSpec(string Name, DType DType, int[] Shape)
     }
 
     /// <summary>Size of the tensor's data in bytes.</summary>
-    public long ByteLength => checked(ElementCount * DType.Size());
+    /// <exception cref="ArgumentException">A block-quantized tensor's rows are not whole blocks.</exception>
+    public long ByteLength => DType.ByteCount(ElementCount);
+
+    /// <summary>The shape written to the header: the shape itself, or [rows, bytes per row] for a block-quantized tensor.</summary>
+    public int[] StoredShape => DType.IsBlockQuantized() ? [Shape[0], checked((int)DType.ByteCount(ElementCount / Math.Max(1, Shape[0])))] : Shape;
+
+    /// <summary>The "__metadata__" key naming a block-quantized tensor's format.</summary>
+    public static string QuantKey(string tensorName) => "vte.quant." + tensorName;
 
     /// <inheritdoc/>
     public override string ToString() => $"{Name} {DType.SafetensorsName()} [{string.Join(", ", Shape)}]";
@@ -175,6 +186,8 @@ public static partial class SafetensorsWriter
             if (!names.Add(t.Name)) throw new ArgumentException($"tensor '{t.Name}' is listed twice", nameof(tensors));
             foreach (var d in t.Shape)
                 if (d < 0) throw new ArgumentException($"tensor '{t.Name}' has a negative dimension in shape [{string.Join(", ", t.Shape)}]", nameof(tensors));
+            if (t.DType.IsBlockQuantized() && (t.Shape.Length != 2 || t.Shape[1] % BlockQuant.BlockElements != 0))
+                throw new ArgumentException($"tensor '{t.Name}': {t.DType} needs a 2-D shape of whole {BlockQuant.BlockElements}-element blocks per row, got [{string.Join(", ", t.Shape)}]", nameof(tensors));
             try { _ = t.ByteLength; }
             catch (OverflowException) { throw new ArgumentException($"tensor '{t.Name}': the size of shape [{string.Join(", ", t.Shape)}] overflows", nameof(tensors)); }
         }
@@ -206,10 +219,13 @@ public static partial class SafetensorsWriter
         using (var json = new Utf8JsonWriter(buffer, HeaderJson))
         {
             json.WriteStartObject();
-            if (metadata is not null)
+            var quantized = tensors.Where(t => t.DType.IsBlockQuantized()).ToList();
+            if (metadata is not null || quantized.Count > 0)
             {
                 json.WriteStartObject("__metadata__");
-                foreach (var (k, v) in metadata) json.WriteString(k, v);
+                foreach (var (k, v) in metadata ?? new Dictionary<string, string>())
+                    if (!quantized.Any(t => TensorSpec.QuantKey(t.Name) == k)) json.WriteString(k, v);
+                foreach (var t in quantized) json.WriteString(TensorSpec.QuantKey(t.Name), t.DType.Name());
                 json.WriteEndObject();
             }
             long offset = 0;
@@ -218,7 +234,7 @@ public static partial class SafetensorsWriter
                 json.WriteStartObject(t.Name);
                 json.WriteString("dtype", t.DType.SafetensorsName());
                 json.WriteStartArray("shape");
-                foreach (var d in t.Shape) json.WriteNumberValue(d);
+                foreach (var d in t.StoredShape) json.WriteNumberValue(d);
                 json.WriteEndArray();
                 json.WriteStartArray("data_offsets");
                 json.WriteNumberValue(offset);

@@ -3,7 +3,8 @@
 // The index is checked against the shards before anything is handed out: shard names must be plain file
 // names inside the model directory, every listed shard must exist, every tensor the index lists must be in
 // the shard it names, every tensor a shard holds must be listed for that shard, and no tensor may be stored
-// twice. Each shard is mapped once; weights stay valid until the store is disposed. PyTorch pickle weights
+// twice. Each shard is mapped once (or read into memory, LoadOptions.MemoryMap = false); weights stay valid
+// until the store is disposed. CheckUnchanged detects a mapped file changed since (see LoadOptions). PyTorch pickle weights
 // (pytorch_model*.bin) are not read: unpickling runs code, and tools/convert/bin_to_safetensors.py converts them.
 using System.Diagnostics.CodeAnalysis;
 using System.Text.Json;
@@ -59,17 +60,19 @@ public sealed class WeightStore : IDisposable
     /// <c>model.safetensors.index.json</c> lists.
     /// </summary>
     /// <exception cref="DirectoryNotFoundException">The directory does not exist.</exception>
+    /// <param name="modelDir">The model folder.</param>
+    /// <param name="options">Whether the files are memory-mapped (the default) or read into memory; see <see cref="LoadOptions"/>.</param>
     /// <exception cref="ModelFormatException">Neither file is there (the message says how to convert PyTorch .bin weights
     /// when those are what the folder holds), or the index or a shard is malformed or inconsistent.</exception>
-    public static WeightStore Open(string modelDir)
+    public static WeightStore Open(string modelDir, LoadOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(modelDir);
         var dir = Path.GetFullPath(modelDir);
         if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"model directory '{dir}' does not exist");
         var single = Path.Combine(dir, SingleFileName);
-        if (File.Exists(single)) return OpenFile(single);
+        if (File.Exists(single)) return OpenFile(single, options);
         var index = Path.Combine(dir, IndexFileName);
-        if (File.Exists(index)) return OpenIndex(index);
+        if (File.Exists(index)) return OpenIndex(index, options);
         if (PickleWeights(dir) is { } pickle)
             throw new ModelFormatException(pickle, null,
                 $"PyTorch pickle weights are not read (safetensors only): convert {dir} with tools/convert/bin_to_safetensors.py");
@@ -90,13 +93,13 @@ public sealed class WeightStore : IDisposable
     /// <summary>Opens a single safetensors file as a store.</summary>
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
     /// <exception cref="SafetensorsException">The file is malformed.</exception>
-    public static WeightStore OpenFile(string safetensorsPath)
+    public static WeightStore OpenFile(string safetensorsPath, LoadOptions? options = null)
     {
-        var f = SafetensorsFile.Open(safetensorsPath);
+        var f = SafetensorsFile.Open(safetensorsPath, options);
         return new WeightStore(f.FilePath, [f]);
     }
 
-    private static WeightStore OpenIndex(string indexPath)
+    private static WeightStore OpenIndex(string indexPath, LoadOptions? options)
     {
         var dir = Path.GetDirectoryName(indexPath)!;
         var weightMap = ReadWeightMap(indexPath);
@@ -114,7 +117,7 @@ public sealed class WeightStore : IDisposable
         var files = new List<SafetensorsFile>();
         try
         {
-            foreach (var shard in firstTensor.Keys) files.Add(SafetensorsFile.Open(Path.Combine(dir, shard)));
+            foreach (var shard in firstTensor.Keys) files.Add(SafetensorsFile.Open(Path.Combine(dir, shard), options));
             CheckAgainstIndex(indexPath, weightMap, files);
             return new WeightStore(indexPath, files);
         }
@@ -127,10 +130,25 @@ public sealed class WeightStore : IDisposable
 
     private static Dictionary<string, string> ReadWeightMap(string indexPath)
     {
+        try
+        {
+            return ReadWeightMapCore(indexPath);
+        }
+        catch (InvalidOperationException e) when (e.Source == "System.Text.Json")
+        {
+            // A name or value System.Text.Json cannot decode: an escaped lone surrogate such as "\ud800".
+            throw new ModelFormatException(indexPath, null, $"a string is not valid UTF-16: {e.Message}", e);
+        }
+    }
+
+    private static Dictionary<string, string> ReadWeightMapCore(string indexPath)
+    {
+        var bytes = File.ReadAllBytes(indexPath);
+        if (!System.Text.Unicode.Utf8.IsValid(bytes)) throw new ModelFormatException(indexPath, null, "not valid UTF-8");
         JsonDocument doc;
         try
         {
-            doc = JsonDocument.Parse(File.ReadAllBytes(indexPath));
+            doc = JsonDocument.Parse(bytes);
         }
         catch (JsonException ex)
         {
@@ -203,6 +221,15 @@ public sealed class WeightStore : IDisposable
             if (!holder.ContainsKey(tensor))
                 throw new ModelFormatException(indexPath, tensor, $"the index assigns this tensor to {shard}, which does not hold it");
         }
+    }
+
+    /// <summary>Throws if a memory-mapped file of the store changed since it was opened (<see cref="SafetensorsFile.CheckUnchanged"/>).</summary>
+    /// <exception cref="WeightFileChangedException">A file changed.</exception>
+    /// <exception cref="ObjectDisposedException">The store has been disposed.</exception>
+    public void CheckUnchanged()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        foreach (var f in _files) f.CheckUnchanged();
     }
 
     /// <summary>Whether the model has a tensor of this name.</summary>

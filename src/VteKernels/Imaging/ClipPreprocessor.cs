@@ -10,6 +10,11 @@
 //   4. normalize: (x - float32(mean)) / float32(std) in float32;
 //   then channels first: 3 x H x W, ready for ImageInput.
 // do_convert_rgb is implied: decoders always produce RGB.
+// Bounds: ClipOptions.Validate (run when a preprocessor_config.json is read, and before every use) names
+// each check it makes: sizes 1..MaxSide, finite rescale factor, mean and std of 3 finite values, std not
+// zero, known filter, pad colour of 3 values. At preprocessing time the resized image may hold at most
+// MaxResizedPixels and the resampling tables MaxResampleTaps entries (an image 10^8 pixels wide shrunk to
+// one pixel would otherwise ask for 2.4 GB of filter weights): InvalidInputException beyond.
 using System.Text.Json;
 using VteKernels.Engine;
 
@@ -72,6 +77,54 @@ public sealed record ClipOptions
     /// <summary>CLIP ViT-L/14-336 as llava-hf ships it: shortest edge 336, bicubic, crop 336, CLIP mean/std.</summary>
     public static ClipOptions Clip336 { get; } = new();
 
+    /// <summary>Largest resize or crop side accepted (real vision processors use at most a few thousand).</summary>
+    public const int MaxSide = 4096;
+
+    /// <summary>Largest image a resize may produce, in pixels (64 Mi: 192 MiB of RGB).</summary>
+    public const long MaxResizedPixels = 64L << 20;
+
+    /// <summary>
+    /// Checks every field: each size (shortest edge, resize height and width, crop height and width) is 1..<see cref="MaxSide"/>,
+    /// the rescale factor is finite, mean and std hold 3 finite values, std has no zero (as float32) when normalizing,
+    /// the filter is one of PIL's six, and a pad colour holds 3 values.
+    /// </summary>
+    /// <exception cref="ArgumentException">A check fails; the message names the field and the value.</exception>
+    public void Validate()
+    {
+        static void Side(string name, int? v)
+        {
+            if (v is { } n && (n < 1 || n > MaxSide)) throw new ArgumentException($"{name} {n} is outside 1..{MaxSide}");
+        }
+        if (DoResize)
+        {
+            if (ShortestEdge is int se) Side("ShortestEdge", se);
+            else if (ResizeHeight is null || ResizeWidth is null)
+                throw new ArgumentException("ResizeHeight and ResizeWidth must both be set when ShortestEdge is null");
+            else
+            {
+                Side("ResizeHeight", ResizeHeight);
+                Side("ResizeWidth", ResizeWidth);
+            }
+            if (Resample is < ResampleFilter.Nearest or > ResampleFilter.Hamming) throw new ArgumentException($"unknown resampling filter {(int)Resample}");
+        }
+        if (DoCenterCrop)
+        {
+            Side("CropHeight", CropHeight);
+            Side("CropWidth", CropWidth);
+        }
+        if (DoRescale && !double.IsFinite(RescaleFactor)) throw new ArgumentException($"RescaleFactor {RescaleFactor} is not finite");
+        if (ImageMean.Count != 3 || ImageStd.Count != 3) throw new ArgumentException("ImageMean and ImageStd must hold 3 values each");
+        if (DoNormalize)
+        {
+            if (ImageMean.Any(v => !float.IsFinite((float)v))) throw new ArgumentException("ImageMean has a value that is not finite in float32");
+            if (ImageStd.Any(v => !float.IsFinite((float)v))) throw new ArgumentException("ImageStd has a value that is not finite in float32");
+            if (ImageStd.Any(v => (float)v == 0f)) throw new ArgumentException("ImageStd has a zero");
+        }
+        if (PadColor is { Count: not 3 }) throw new ArgumentException("PadColor must hold 3 values");
+        if (PadToSquare && PadColor is null && ImageMean.Any(v => !(v * 255 is >= 0 and < 256)))
+            throw new ArgumentException("PadToSquare without a PadColor needs ImageMean values in [0, 1) (the canvas is int(mean * 255))");
+    }
+
     /// <summary>The colour <see cref="PadToSquare"/> fills with.</summary>
     public (byte R, byte G, byte B) EffectivePadColor =>
         PadColor is { } c ? (c[0], c[1], c[2]) : ((byte)(int)(ImageMean[0] * 255), (byte)(int)(ImageMean[1] * 255), (byte)(int)(ImageMean[2] * 255));
@@ -82,7 +135,7 @@ public sealed record ClipOptions
     /// an int (shortest edge); <c>crop_size</c> is an int or {"height", "width"}.
     /// </summary>
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
-    /// <exception cref="ModelFormatException">The file is not valid JSON or a value has the wrong type or range.</exception>
+    /// <exception cref="ModelFormatException">The file is not valid JSON, a value has the wrong type, or the options fail <see cref="Validate"/>.</exception>
     public static ClipOptions FromPreprocessorConfig(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
@@ -90,6 +143,7 @@ public sealed record ClipOptions
         JsonDocument doc;
         try { doc = JsonDocument.Parse(File.ReadAllBytes(path)); }
         catch (JsonException e) { throw new ModelFormatException(path, null, $"not valid JSON: {e.Message}", e); }
+        catch (IOException e) when (e is not FileNotFoundException) { throw new ModelFormatException(path, null, $"cannot read: {e.Message}", e); }
         using (doc)
         {
             var r = doc.RootElement;
@@ -109,8 +163,9 @@ public sealed record ClipOptions
             IReadOnlyList<double> Triple(string key, IReadOnlyList<double> dflt)
             {
                 if (!r.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null) return dflt;
-                if (v.ValueKind == JsonValueKind.Number) return [v.GetDouble(), v.GetDouble(), v.GetDouble()];
-                if (v.ValueKind != JsonValueKind.Array || v.GetArrayLength() != 3 || v.EnumerateArray().Any(e => e.ValueKind != JsonValueKind.Number))
+                static bool Number(JsonElement e) => e.ValueKind == JsonValueKind.Number && e.TryGetDouble(out double d) && double.IsFinite(d);
+                if (Number(v)) return [v.GetDouble(), v.GetDouble(), v.GetDouble()];
+                if (v.ValueKind != JsonValueKind.Array || v.GetArrayLength() != 3 || v.EnumerateArray().Any(e => !Number(e)))
                     throw Bad(key, "a number or a list of 3 numbers");
                 return v.EnumerateArray().Select(e => e.GetDouble()).ToArray();
             }
@@ -159,8 +214,16 @@ public sealed record ClipOptions
             }
             if (r.TryGetProperty("rescale_factor", out var rf) && rf.ValueKind != JsonValueKind.Null)
             {
-                if (rf.ValueKind != JsonValueKind.Number) throw Bad("rescale_factor", "a number");
-                o = o with { RescaleFactor = rf.GetDouble() };
+                if (rf.ValueKind != JsonValueKind.Number || !rf.TryGetDouble(out double factor) || !double.IsFinite(factor)) throw Bad("rescale_factor", "a finite number");
+                o = o with { RescaleFactor = factor };
+            }
+            try
+            {
+                o.Validate();
+            }
+            catch (ArgumentException e)
+            {
+                throw new ModelFormatException(path, null, e.Message, e);
             }
             return o;
         }
@@ -171,10 +234,12 @@ public sealed record ClipOptions
 public static class ClipPreprocessor
 {
     /// <summary>Output height and width for an input of <paramref name="width"/> x <paramref name="height"/>.</summary>
+    /// <exception cref="ArgumentException">The options fail <see cref="ClipOptions.Validate"/>.</exception>
+    /// <exception cref="InvalidInputException">The resized image would exceed <see cref="ClipOptions.MaxResizedPixels"/>.</exception>
     public static (int Height, int Width) OutputSize(int width, int height, ClipOptions o)
     {
         ArgumentNullException.ThrowIfNull(o);
-        Validate(o);
+        o.Validate();
         if (o.PadToSquare) width = height = Math.Max(width, height);
         var (h, w) = o.DoResize ? ResizeSize(width, height, o) : (height, width);
         return o.DoCenterCrop ? (o.CropHeight, o.CropWidth) : (h, w);
@@ -184,12 +249,14 @@ public static class ClipPreprocessor
     /// Effectively computes HF CLIPImageProcessor.preprocess(image) (after expand2square when
     /// <see cref="ClipOptions.PadToSquare"/>): 3 x H x W float32, channels first.
     /// </summary>
-    /// <exception cref="ArgumentException">The options are inconsistent (a non-positive size, mean/std not 3 values, a zero std).</exception>
+    /// <exception cref="ArgumentException">The options fail <see cref="ClipOptions.Validate"/>.</exception>
+    /// <exception cref="InvalidInputException">The image resized as the options say would exceed <see cref="ClipOptions.MaxResizedPixels"/>,
+    /// or its resampling tables <see cref="PilResize.MaxTaps"/> entries (an absurd aspect ratio or size).</exception>
     public static float[] Preprocess(RgbImage image, ClipOptions o)
     {
         ArgumentNullException.ThrowIfNull(image);
         ArgumentNullException.ThrowIfNull(o);
-        Validate(o);
+        o.Validate();
         var img = o.PadToSquare ? ExpandToSquare(image, o.EffectivePadColor) : image;
         if (o.DoResize)
         {
@@ -276,25 +343,12 @@ public static class ClipPreprocessor
         bool wide = width > height;
         int shortSide = wide ? height : width, longSide = wide ? width : height;
         double l = (double)((long)s * longSide) / shortSide;
-        if (l >= int.MaxValue) throw new ArgumentException($"resizing {width}x{height} to shortest edge {s} gives a side of {l:F0} pixels");
+        if (l * s > ClipOptions.MaxResizedPixels)
+            throw new InvalidInputException($"resizing a {width}x{height} image to shortest edge {s} gives {s}x{l:F0} pixels, more than the {ClipOptions.MaxResizedPixels} allowed");
         int newLong = (int)l;
         return wide ? (s, newLong) : (newLong, s);
     }
 
     private static int FloorDiv(int a, int b) => (int)Math.Floor((double)a / b);
 
-    private static void Validate(ClipOptions o)
-    {
-        if (o.DoResize)
-        {
-            if (o.ShortestEdge is int s) { if (s < 1) throw new ArgumentException($"ShortestEdge {s} is not positive"); }
-            else if (o.ResizeHeight is not > 0 || o.ResizeWidth is not > 0)
-                throw new ArgumentException("ResizeHeight and ResizeWidth must both be positive when ShortestEdge is null");
-            if (o.Resample is < ResampleFilter.Nearest or > ResampleFilter.Hamming) throw new ArgumentException($"unknown resampling filter {(int)o.Resample}");
-        }
-        if (o.DoCenterCrop && (o.CropHeight < 1 || o.CropWidth < 1)) throw new ArgumentException($"crop size {o.CropHeight}x{o.CropWidth} is not positive");
-        if (o.ImageMean.Count != 3 || o.ImageStd.Count != 3) throw new ArgumentException("ImageMean and ImageStd must hold 3 values each");
-        if (o.DoNormalize && o.ImageStd.Any(v => (float)v == 0f)) throw new ArgumentException("ImageStd has a zero");
-        if (o.PadColor is { Count: not 3 }) throw new ArgumentException("PadColor must hold 3 values");
-    }
 }

@@ -11,7 +11,12 @@
 // Not reproduced: libjpeg's block smoothing, which it applies only to progressive files whose scans leave
 // low-frequency coefficients unrefined (never the case for files written by libjpeg or PIL).
 // Memory: coefficients for the whole frame (2 bytes per sample), allocated only after the frame size has
-// passed DecodeOptions.MaxPixels. Time: linear in the data, with at most MaxScans scans.
+// passed DecodeOptions.MaxPixels and the file has been found long enough to hold it: every block costs at
+// least one bit of DC data (a Huffman code), so a frame of B blocks needs B/8 bytes after its header, and
+// coefficient memory stays under 1024 x the file size. Work: at most MaxScans scans, and the coefficients
+// the scans visit (blocks x coefficients in the scan's band) at most MaxPassesPerCoefficient per coefficient
+// of the frame, counted before each scan runs: deterministic, whatever the machine, and a file repeating a
+// scan over a large frame fails instead of spinning.
 using System.Buffers.Binary;
 
 namespace VteKernels.Imaging;
@@ -20,6 +25,10 @@ internal sealed class JpegDecoder
 {
     private const string Fmt = "JPEG";
     private const int MaxScans = 256; // libjpeg writes ~10, scan optimizers a few dozen; bounds the time a hostile file can cost
+
+    /// <summary>Scans may visit each coefficient of the frame this many times on average (libjpeg's progression
+    /// visits each about 3 times; 14 successive-approximation bit planes would be the most a sane file uses).</summary>
+    internal const int MaxPassesPerCoefficient = 16;
 
     // Zigzag position -> natural (row-major) index; 16 extra entries map overruns to 63, as libjpeg's
     // jpeg_natural_order does, so a corrupt run length cannot index outside the block.
@@ -58,6 +67,7 @@ internal sealed class JpegDecoder
     private readonly short[]?[] _quant = new short[4][];
     private readonly HuffTable?[] _dcTables = new HuffTable[4], _acTables = new HuffTable[4];
     private int _restartInterval, _scans, _orientation = 1;
+    private long _work, _workBudget; // coefficient visits so far, and the most allowed
     private bool _jfif, _adobe, _sawExif;
     private int _adobeTransform;
 
@@ -105,7 +115,7 @@ internal sealed class JpegDecoder
             switch (marker)
             {
                 case 0xC0 or 0xC1 or 0xC2:
-                    ParseFrame(seg, segAt, marker == 0xC2);
+                    ParseFrame(seg, segAt, marker == 0xC2, _d.Length - pos);
                     break;
                 case 0xC3: throw Error("lossless JPEG (SOF3) is not supported", markerAt);
                 case 0xC5 or 0xC6 or 0xC7 or 0xDE or 0xDF: throw Error("hierarchical JPEG is not supported", markerAt);
@@ -156,7 +166,7 @@ internal sealed class JpegDecoder
 
     // ---- headers ----
 
-    private void ParseFrame(ReadOnlySpan<byte> s, int at, bool progressive)
+    private void ParseFrame(ReadOnlySpan<byte> s, int at, bool progressive, long bytesAfter)
     {
         if (_frame) throw Error("second SOF frame header", at - 4);
         if (s.Length < 6) throw Error("SOF segment is too short", at);
@@ -184,12 +194,22 @@ internal sealed class JpegDecoder
         _vmax = _comps.Max(c => c.V);
         _mcusX = (w + 8 * _hmax - 1) / (8 * _hmax);
         _mcusY = (h + 8 * _vmax - 1) / (8 * _vmax);
+        long blocks = 0, allocated = 0;
         foreach (var c in _comps)
         {
             if (_hmax % c.H != 0 || _vmax % c.V != 0)
                 throw Error($"sampling factors {string.Join(",", _comps.Select(x => $"{x.H}x{x.V}"))} are not integral ratios", at + 6);
             c.CompW = (int)(((long)w * c.H + _hmax - 1) / _hmax);
             c.CompH = (int)(((long)h * c.V + _vmax - 1) / _vmax);
+            blocks += (long)((c.CompW + 7) / 8) * ((c.CompH + 7) / 8);
+            allocated += (long)_mcusX * c.H * _mcusY * c.V;
+        }
+        // Every block has a DC Huffman code of at least one bit in the scans that follow.
+        if (blocks > bytesAfter * 8)
+            throw Error($"{bytesAfter} bytes after the frame header cannot hold the {blocks} blocks of a {w}x{h} frame (at least one bit each; the file is truncated)", at);
+        _workBudget = allocated * 64 * MaxPassesPerCoefficient;
+        foreach (var c in _comps)
+        {
             c.BlocksW = _mcusX * c.H;
             c.BlocksH = _mcusY * c.V;
             c.Coefs = new short[(long)c.BlocksW * c.BlocksH * 64];
@@ -306,6 +326,14 @@ internal sealed class JpegDecoder
             if (needAc && _acTables[c.AcTable] is null) throw Error($"AC Huffman table {c.AcTable} is not defined", at);
             c.Pred = 0;
         }
+
+        // The coefficients this scan visits, charged before it runs.
+        long visits = 0;
+        foreach (var c in comps)
+            visits += ns == 1 ? (long)((c.CompW + 7) / 8) * ((c.CompH + 7) / 8) : (long)_mcusX * _mcusY * c.H * c.V;
+        _work += visits * (se - ss + 1);
+        if (_work > _workBudget)
+            throw Error($"the scans visit the frame's coefficients more than {MaxPassesPerCoefficient} times each (a scan repeated over and over?)", at);
 
         ResetReader(dataStart);
         _eobrun = 0;

@@ -30,12 +30,20 @@ internal static class PilResize
 {
     private const int PrecisionBits = 32 - 8 - 2;
 
+    /// <summary>Most filter weights one resampling pass may need (output size x taps per output): 64 Mi, 256 MiB.
+    /// Shrinking an axis of n pixels takes about 2 x support x n of them.</summary>
+    public const long MaxTaps = 64L << 20;
+
     /// <summary>The image resized to <paramref name="width"/> x <paramref name="height"/>; the input itself when the size is unchanged.</summary>
     public static RgbImage Resize(RgbImage src, int width, int height, ResampleFilter filter)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(width, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(height, 1);
         if (width == src.Width && height == src.Height) return src;
+        // The horizontal pass runs first (as in PIL), so its output is width x the input's height.
+        long largest = Math.Max((long)width * height, width != src.Width ? (long)width * src.Height : 0);
+        if (largest > ClipOptions.MaxResizedPixels)
+            throw new InvalidInputException($"resizing {src.Width}x{src.Height} to {width}x{height} needs an image of {largest} pixels, more than the {ClipOptions.MaxResizedPixels} allowed");
         if (filter == ResampleFilter.Nearest) return Nearest(src, width, height);
         var img = src;
         if (width != src.Width)
@@ -100,6 +108,9 @@ internal static class PilResize
         double scale = (double)((float)inSize - 0f) / outSize;
         double filterscale = scale < 1.0 ? 1.0 : scale;
         double support = Support(f) * filterscale;
+        double taps = (Math.Ceiling(support) * 2 + 1) * outSize;
+        if (taps > MaxTaps)
+            throw new InvalidInputException($"resampling {inSize} pixels to {outSize} needs {taps:F0} filter weights, more than the {MaxTaps} allowed");
         int ksize = (int)Math.Ceiling(support) * 2 + 1;
         var bounds = new int[outSize * 2];
         var kk = new int[(long)outSize * ksize];

@@ -3,6 +3,10 @@
 // chunks. Every chunk's CRC is checked; unknown critical chunks are rejected, unknown ancillary ones skipped.
 // The zlib stream is inflated row by row (two rows of memory plus the output) and must yield exactly the
 // bytes the header implies: a shortfall or an excess is an error, so a small file cannot inflate without bound.
+// Before the image is allocated, the IDAT bytes must be able to hold the image: deflate expands at most
+// 1032:1 (a 258-byte match in 2 bits), so a 69-byte file declaring 10000x10000 is rejected at once instead of
+// allocating 300 MB and then finding the data missing. Memory is thus at most a small multiple of
+// min(MaxPixels x 3, 1032 x the file size); time is linear in the decompressed bytes.
 // Output follows PIL 9.4's Image.open(...).convert("RGB"), established by experiment with Debian's python3-pil:
 //   - alpha (colour types 4 and 6, tRNS) is dropped, not composited;
 //   - 16-bit RGB/RGBA/gray+alpha keep the high byte of each sample;
@@ -19,6 +23,9 @@ internal static class PngDecoder
     public static ReadOnlySpan<byte> Signature => [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A];
 
     private const string Fmt = "PNG";
+
+    /// <summary>The most bytes one byte of deflate data can expand to (RFC 1951: a 258-byte match coded in 2 bits).</summary>
+    internal const long MaxDeflateRatio = 1032;
 
     // Adam7 passes: x0, y0, dx, dy.
     private static ReadOnlySpan<byte> Adam7 => [0, 0, 8, 8, 4, 0, 8, 8, 0, 4, 4, 8, 2, 0, 4, 4, 0, 2, 2, 4, 1, 0, 2, 2, 0, 1, 1, 2];
@@ -96,6 +103,9 @@ internal static class PngDecoder
         if (hdr.ColorType == 3 && paletteEntries > 1 << hdr.BitDepth)
             throw new ImageFormatException(Fmt, $"PLTE has {paletteEntries} entries, more than bit depth {hdr.BitDepth} can index");
 
+        long expected = Expected(hdr);
+        if (expected > (idat.Length + 1) * MaxDeflateRatio)
+            throw new ImageFormatException(Fmt, $"{idat.Length} bytes of zlib data cannot hold the {expected} bytes a {hdr.Width}x{hdr.Height} image needs (image data is truncated)");
         idat.Position = 0;
         var image = new RgbImage(hdr.Width, hdr.Height);
         using (var z = new ZLibStream(idat, CompressionMode.Decompress))
@@ -180,7 +190,7 @@ internal static class PngDecoder
 
     private static long Expected(Header h)
     {
-        if (!h.Interlaced) return h.Height * (h.RowBytes(h.Width) + 1);
+        if (!h.Interlaced) return (long)h.Height * (h.RowBytes(h.Width) + 1);
         long total = 0;
         for (int p = 0; p < 7; p++)
         {
@@ -203,8 +213,9 @@ internal static class PngDecoder
                 total += n;
             }
         }
-        catch (InvalidDataException e)
+        catch (Exception e) when (e is InvalidDataException or IOException)
         {
+            // ZLibException (an IOException) for what zlib refuses before inflating, e.g. a preset dictionary (FDICT).
             throw new ImageFormatException(Fmt, $"zlib data is corrupt ({e.Message.TrimEnd('.')})", inner: e);
         }
         return total;

@@ -62,15 +62,17 @@ public sealed class LlavaCheckpoint : IDisposable
     /// <param name="visionTowerDir">The CLIP folder (config.json plus safetensors) of an original-layout checkpoint;
     /// overrides mm_vision_tower. Must be null for llava-hf checkpoints, which hold their own tower.</param>
     /// <exception cref="ModelConfigException">A config.json is missing or invalid, the configs disagree, or a vision tower folder is given for a llava-hf checkpoint.</exception>
+    /// <param name="options">Whether the weight files are memory-mapped (the default) or read into memory; see <see cref="LoadOptions"/>.</param>
     /// <exception cref="ModelFormatException">A folder or weight file is missing, holds PyTorch .bin weights, is malformed, or disagrees with the config (the tensor is named).</exception>
-    public static LlavaCheckpoint Open(string modelDir, string? visionTowerDir = null)
+    public static LlavaCheckpoint Open(string modelDir, string? visionTowerDir = null, LoadOptions? options = null)
     {
         var (dir, configPath) = ModelFolder(modelDir);
         var json = LlavaConfig.ReadText(configPath);
         var root = LlavaConfig.ParseObject(json, configPath);
-        return OriginalLayoutSettings.Describes(root)
-            ? OpenOriginal(dir, configPath, json, LlavaConfig.ReadOriginalLayoutSettings(root, configPath), visionTowerDir)
-            : OpenLlavaHf(dir, configPath, json, visionTowerDir);
+        var original = LlavaConfig.Decoding(configPath, () => OriginalLayoutSettings.Describes(root) ? LlavaConfig.ReadOriginalLayoutSettings(root, configPath) : null);
+        return original is not null
+            ? OpenOriginal(dir, configPath, json, original, visionTowerDir, options)
+            : OpenLlavaHf(dir, configPath, json, visionTowerDir, options);
     }
 
     /// <summary>
@@ -84,8 +86,9 @@ public sealed class LlavaCheckpoint : IDisposable
         var (_, configPath) = ModelFolder(modelDir);
         var json = LlavaConfig.ReadText(configPath);
         var root = LlavaConfig.ParseObject(json, configPath);
-        if (!OriginalLayoutSettings.Describes(root)) return LlavaConfig.Parse(json, configPath);
-        var towerDir = FindVisionTower(configPath, LlavaConfig.ReadOriginalLayoutSettings(root, configPath), visionTowerDir);
+        var original = LlavaConfig.Decoding(configPath, () => OriginalLayoutSettings.Describes(root) ? LlavaConfig.ReadOriginalLayoutSettings(root, configPath) : null);
+        if (original is null) return LlavaConfig.Parse(json, configPath);
+        var towerDir = FindVisionTower(configPath, original, visionTowerDir);
         var towerConfig = Path.Combine(towerDir, ConfigFileName);
         if (!File.Exists(towerConfig))
             throw new ModelFormatException(towerConfig, null, $"the vision tower folder {towerDir} has no {ConfigFileName}");
@@ -111,12 +114,12 @@ public sealed class LlavaCheckpoint : IDisposable
         return (dir, Path.Combine(dir, ConfigFileName));
     }
 
-    private static LlavaCheckpoint OpenLlavaHf(string dir, string configPath, string json, string? visionTowerDir)
+    private static LlavaCheckpoint OpenLlavaHf(string dir, string configPath, string json, string? visionTowerDir, LoadOptions? options)
     {
         var config = LlavaConfig.Parse(json, configPath);
         if (visionTowerDir is not null)
             throw new ModelConfigException(configPath, "a llava-hf checkpoint holds its own vision tower; a separate vision tower folder applies only to the original LLaVA layout");
-        var store = WeightStore.Open(dir);
+        var store = WeightStore.Open(dir, options);
         try
         {
             return new LlavaCheckpoint(dir, config, LlavaWeights.Bind(config, store), null, null, [store]);
@@ -128,7 +131,7 @@ public sealed class LlavaCheckpoint : IDisposable
         }
     }
 
-    private static LlavaCheckpoint OpenOriginal(string dir, string configPath, string json, OriginalLayoutSettings settings, string? visionTowerDir)
+    private static LlavaCheckpoint OpenOriginal(string dir, string configPath, string json, OriginalLayoutSettings settings, string? visionTowerDir, LoadOptions? options)
     {
         var towerDir = FindVisionTower(configPath, settings, visionTowerDir);
         var towerConfig = Path.Combine(towerDir, ConfigFileName);
@@ -136,7 +139,7 @@ public sealed class LlavaCheckpoint : IDisposable
             throw new ModelFormatException(towerConfig, null, $"the vision tower folder {towerDir} has no {ConfigFileName}");
         var config = LlavaConfig.ParseOriginalLayout(json, LlavaConfig.ReadText(towerConfig), configPath, towerConfig);
 
-        var model = WeightStore.Open(dir);
+        var model = WeightStore.Open(dir, options);
         WeightStore? tower = null;
         try
         {
@@ -145,7 +148,7 @@ public sealed class LlavaCheckpoint : IDisposable
             // weights over it: those win when the checkpoint has them.
             bool embedded = settings.UnfreezeVisionTower &&
                 model.Names.Any(n => n.StartsWith(LlavaWeights.OriginalEmbeddedVisionPrefix, StringComparison.Ordinal));
-            if (!embedded) tower = WeightStore.Open(towerDir);
+            if (!embedded) tower = WeightStore.Open(towerDir, options);
             var weights = LlavaWeights.BindOriginal(config, model, tower);
             return new LlavaCheckpoint(dir, config, weights, settings, towerDir, tower is null ? [model] : [model, tower]);
         }
@@ -170,6 +173,13 @@ public sealed class LlavaCheckpoint : IDisposable
         throw new ModelFormatException(configPath, null,
             $"mm_vision_tower '{settings.VisionTower}' is not a local folder and no vision tower folder was given: " +
             "download that CLIP model (config.json and safetensors weights) and pass its folder (vte: --vision-tower DIR)");
+    }
+
+    /// <summary>Throws if a memory-mapped weight file changed since the checkpoint was opened (see <see cref="LoadOptions"/>).</summary>
+    /// <exception cref="WeightFileChangedException">A file changed.</exception>
+    public void CheckUnchanged()
+    {
+        foreach (var s in _stores) s.CheckUnchanged();
     }
 
     /// <summary>Unmaps the weight files. The weights must not be used afterwards.</summary>

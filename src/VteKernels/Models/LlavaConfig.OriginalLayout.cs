@@ -71,7 +71,10 @@ public sealed partial record LlavaConfig
     /// tensors decide it). The paths only name the files in errors.
     /// </summary>
     /// <exception cref="ModelConfigException">Either text is invalid, describes an unsupported model, or they disagree.</exception>
-    public static LlavaConfig ParseOriginalLayout(string json, string visionTowerJson, string? path = null, string? visionTowerPath = null)
+    public static LlavaConfig ParseOriginalLayout(string json, string visionTowerJson, string? path = null, string? visionTowerPath = null) =>
+        Decoding(path, () => ParseOriginal(json, visionTowerJson, path, visionTowerPath));
+
+    private static LlavaConfig ParseOriginal(string json, string visionTowerJson, string? path, string? visionTowerPath)
     {
         var root = ParseObject(json, path);
         var settings = ReadOriginalLayoutSettings(root, path);

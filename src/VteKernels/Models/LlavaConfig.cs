@@ -102,7 +102,23 @@ public sealed partial record LlavaConfig(
 
     /// <summary>Parses and validates config.json text; <paramref name="path"/> only names the file in errors.</summary>
     /// <exception cref="ModelConfigException">The text is not JSON or describes an unsupported or inconsistent model.</exception>
-    public static LlavaConfig Parse(string json, string? path = null)
+    public static LlavaConfig Parse(string json, string? path = null) => Decoding(path, () => ParseLlavaHf(json, path));
+
+    // System.Text.Json decodes names and strings lazily and throws InvalidOperationException for an escaped lone
+    // surrogate ("\ud800"): a malformed file like any other.
+    internal static T Decoding<T>(string? path, Func<T> parse)
+    {
+        try
+        {
+            return parse();
+        }
+        catch (InvalidOperationException e) when (e.Source == "System.Text.Json")
+        {
+            throw new ModelConfigException(path, $"a string is not valid UTF-16: {e.Message}", e);
+        }
+    }
+
+    private static LlavaConfig ParseLlavaHf(string json, string? path)
     {
         var root = ParseObject(json, path);
         var r = new Reader(root, path, "");
@@ -128,6 +144,10 @@ public sealed partial record LlavaConfig(
             throw new ModelConfigException(path, $"projector_hidden_act '{projAct}' is not supported (expected 'gelu')");
         if (layers.Count == 0)
             throw new ModelConfigException(path, "vision_feature_layer is an empty list");
+        if (layers.Count > MaxFeatureLayers)
+            throw new ModelConfigException(path, $"vision_feature_layer lists {layers.Count} layers, more than the {MaxFeatureLayers} supported");
+        if ((long)layers.Count * vision.HiddenSize > MaxWidth)
+            throw new ModelConfigException(path, $"vision_feature_layer concatenates {layers.Count} x {vision.HiddenSize} features, wider than the {MaxWidth} supported");
         foreach (var l in layers)
             if (l < -(vision.NumLayers + 1) || l > vision.NumLayers)
                 throw new ModelConfigException(path, $"vision_feature_layer {l} is outside the {vision.NumLayers + 1} hidden states of a {vision.NumLayers}-layer vision tower");
@@ -186,6 +206,7 @@ public sealed partial record LlavaConfig(
             NumChannels: r.Positive("num_channels", 3),
             LayerNormEps: r.Float("layer_norm_eps", 1e-5f),
             HiddenAct: r.Str("hidden_act", "quick_gelu"));
+        Validate(v, path, prefix);
         if (v.HiddenSize % v.NumHeads != 0)
             throw new ModelConfigException(path, $"{prefix}hidden_size {v.HiddenSize} is not a multiple of num_attention_heads {v.NumHeads}");
         if (v.ImageSize % v.PatchSize != 0)
@@ -252,6 +273,7 @@ public sealed partial record LlavaConfig(
             TieWordEmbeddings: tie,
             BosTokenId: r.OptInt("bos_token_id", 1),
             EosTokenId: r.OptInt("eos_token_id", 2));
+        Validate(t, path, prefix);
         if (heads % kvHeads != 0)
             throw new ModelConfigException(path, $"{prefix}num_attention_heads {heads} is not a multiple of num_key_value_heads {kvHeads}");
         if (headDim <= 0 || headDim % 2 != 0)
@@ -315,7 +337,12 @@ public sealed partial record LlavaConfig(
         public float Float(string key, float dflt)
         {
             if (!o.TryGetPropertyValue(key, out var n) || n is null) return dflt;
-            if (n is JsonValue v && v.TryGetValue(out double d) && double.IsFinite(d)) return (float)d;
+            if (n is JsonValue v && v.TryGetValue(out double d) && double.IsFinite(d))
+            {
+                // 1e308 is finite as a double and infinity as the float32 the engine computes with.
+                if (!float.IsFinite((float)d)) throw new ModelConfigException(path, $"{prefix}{key} {d} is beyond the float32 range");
+                return (float)d;
+            }
             throw Bad(key, "a number");
         }
 

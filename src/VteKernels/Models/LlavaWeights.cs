@@ -6,7 +6,10 @@
 // its own (`vision_model.*`, a second store; the text half of a CLIPModel there is ignored), and SAISA
 // checkpoints in it add a projector per decoder layer (`model.layers.N.mm_projector.{0,2}.*`). Every
 // expected tensor must be present with the shape the config implies, and a tensor the model does not use is
-// an error too (a wrong or mixed-up checkpoint shows up here, not as garbage later).
+// an error too (a wrong or mixed-up checkpoint shows up here, not as garbage later). Before the expected
+// tensors are listed, the config's layer counts are held against the number of tensors present (a CLIP
+// layer is 16 tensors, a decoder layer at least 5), so a config claiming 10^7 layers costs one comparison,
+// not a list of 1.6 x 10^8 names.
 using System.Text.RegularExpressions;
 using VteKernels.Formats;
 
@@ -126,6 +129,7 @@ public sealed partial record LlavaWeights(VisionWeights Vision, ProjectorWeights
             throw new ModelFormatException(FileHint(store), null, "the config marks a SAISA model, whose per-layer projectors only original-layout checkpoints carry");
 
         // Check names and shapes against the config first; then the records below only look names up.
+        CheckLayerCounts(config, store, store);
         bool lmHead = !config.Text.TieWordEmbeddings || store.Contains(n.LmHead);
         Check(store, ExpectedVision(config, n.Vision).Concat(WithoutAbsentAttention(store, ExpectedLanguage(config, n, lmHead), n.Language, config.Text.NumLayers)), _ => true, "");
         return Build(config, n, store, store, n.Vision);
@@ -145,6 +149,7 @@ public sealed partial record LlavaWeights(VisionWeights Vision, ProjectorWeights
         if (!model.Contains(Orig.Language + "embed_tokens.weight"))
             throw new ModelFormatException(FileHint(model), null,
                 $"no '{Orig.Language}embed_tokens.weight': not a LLaVA checkpoint in the original layout");
+        CheckLayerCounts(config, model, visionTower ?? model);
         bool lmHead = !config.Text.TieWordEmbeddings || model.Contains(Orig.LmHead);
         var language = WithoutAbsentAttention(model, ExpectedLanguage(config, Orig, lmHead), Orig.Language, config.Text.NumLayers).ToList();
         if (visionTower is null)
@@ -156,6 +161,23 @@ public sealed partial record LlavaWeights(VisionWeights Vision, ProjectorWeights
         Check(visionTower, ExpectedVision(config, Orig.Vision), name => name.StartsWith(Orig.Vision, StringComparison.Ordinal),
             $" (vision tower folder {Path.GetDirectoryName(visionTower.SourcePath)})");
         return Build(config, Orig, model, visionTower, Orig.Vision);
+    }
+
+    private const int TensorsPerVisionLayer = 16, MinTensorsPerTextLayer = 5;
+
+    /// <summary>The layer counts of the config against the tensors present: no store can bear out more layers than it holds tensors for.</summary>
+    private static void CheckLayerCounts(LlavaConfig config, WeightStore language, WeightStore vision)
+    {
+        long visionNeed = (long)config.Vision.NumLayers * TensorsPerVisionLayer, textNeed = (long)config.Text.NumLayers * MinTensorsPerTextLayer;
+        if (ReferenceEquals(language, vision) && visionNeed + textNeed > language.Names.Count)
+            throw new ModelFormatException(FileHint(vision), null,
+                $"the config's {config.Vision.NumLayers} vision layers and {config.Text.NumLayers} decoder layers need at least {visionNeed + textNeed} tensors; the checkpoint holds {language.Names.Count}");
+        if (visionNeed > vision.Names.Count)
+            throw new ModelFormatException(FileHint(vision), null,
+                $"the config's {config.Vision.NumLayers} vision layers need at least {visionNeed} tensors; the vision tower holds {vision.Names.Count}");
+        if (textNeed > language.Names.Count)
+            throw new ModelFormatException(FileHint(language), null,
+                $"the config's {config.Text.NumLayers} decoder layers need at least {textNeed} tensors; the checkpoint holds {language.Names.Count}");
     }
 
     /// <summary>

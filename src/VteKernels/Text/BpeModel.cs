@@ -13,6 +13,10 @@
 // SentencePiece tokenizer.json files have no pre-tokenizer, so the whole text would be one word; when no
 // vocabulary entry has '▁' after another character (true of SentencePiece vocabularies, checked at load),
 // no merge can cross the start of a '▁'-word, so the text is cut there first: same tokens, cacheable words.
+//
+// Ids: at most MaxTokenId; the id -> token table is an array when the ids are dense (the usual case) and a
+// dictionary when they are sparse, so memory follows the number of entries, never the largest id (an
+// 85-byte file with the id 2e9 once asked for a 16 GB array).
 using System.Buffers;
 using System.Collections.Concurrent;
 using System.Text;
@@ -29,7 +33,9 @@ internal sealed class BpeModel
 
     private readonly Dictionary<string, int> _vocab;
     private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _vocabBySpan;
-    private readonly string?[] _idToToken;
+    private readonly string?[]? _idToToken;            // dense ids
+    private readonly Dictionary<int, string>? _sparseIds; // sparse ids
+    private readonly int _idLimit;
     private readonly PairTable _merges; // (left, right) -> (rank << 32 | merged id)
     private readonly int _unkId;
     private readonly bool _fuseUnk;
@@ -48,7 +54,10 @@ internal sealed class BpeModel
     public IReadOnlyDictionary<string, int> Vocab => _vocab;
 
     /// <summary>One more than the highest id of the vocabulary.</summary>
-    public int IdLimit => _idToToken.Length;
+    public int IdLimit => _idLimit;
+
+    /// <summary>Largest token id a tokenizer may use (2^24 - 1; real vocabularies stay under 2^18).</summary>
+    public const int MaxTokenId = (1 << 24) - 1;
 
     /// <summary>True when symbols are UTF-8 bytes (a ByteLevel pre-tokenizer feeds the model).</summary>
     public bool ByteLevel { get; }
@@ -71,10 +80,20 @@ internal sealed class BpeModel
         foreach (var id in _vocab.Values)
         {
             if (id < 0) throw new FormatException($"vocabulary id {id} is negative");
+            if (id > MaxTokenId) throw new FormatException($"vocabulary id {id} is above the largest supported id {MaxTokenId}");
             maxId = Math.Max(maxId, id);
         }
-        _idToToken = new string?[maxId + 1];
-        foreach (var (token, id) in _vocab) _idToToken[id] = token;
+        _idLimit = maxId + 1;
+        if (_idLimit <= 2L * _vocab.Count + 1024)
+        {
+            _idToToken = new string?[_idLimit];
+            foreach (var (token, id) in _vocab) _idToToken[id] = token;
+        }
+        else
+        {
+            _sparseIds = new Dictionary<int, string>(_vocab.Count);
+            foreach (var (token, id) in _vocab) _sparseIds[id] = token;
+        }
 
         _unkId = -1;
         if (unkToken is not null)
@@ -161,7 +180,9 @@ internal sealed class BpeModel
     public int TokenToId(ReadOnlySpan<char> token) => _vocabBySpan.TryGetValue(token, out int id) ? id : -1;
 
     /// <summary>The token of <paramref name="id"/>, or null.</summary>
-    public string? IdToToken(int id) => (uint)id < (uint)_idToToken.Length ? _idToToken[id] : null;
+    public string? IdToToken(int id) => _idToToken is { } dense
+        ? (uint)id < (uint)dense.Length ? dense[id] : null
+        : _sparseIds!.GetValueOrDefault(id);
 
     /// <summary>Appends the ids of one pre-tokenized word.</summary>
     public void Tokenize(ReadOnlySpan<char> word, List<int> output)

@@ -15,6 +15,10 @@
 //     are rejected with a message instead of being guessed.
 // .NET's own Unicode tables (char.GetUnicodeCategory) decide \p{..}: characters assigned in a later Unicode
 // version than the Oniguruma build knows may differ.
+// Hostile patterns: at most MaxPatternLength characters (translation is linear but for stacked
+// possessive quantifiers, which copy their atom), and a match that backtracks for longer than
+// MatchTimeout ends in a TokenizerException (a backtracking engine cannot bound its work otherwise;
+// this is the one wall-clock limit of the text front end).
 using System.Globalization;
 using System.Text;
 using System.Text.RegularExpressions;
@@ -24,6 +28,12 @@ namespace VteKernels.Text;
 /// <summary>An Oniguruma pattern translated to a .NET <see cref="Regex"/>, matched on code points.</summary>
 internal sealed class OnigurumaRegex
 {
+    /// <summary>Longest pattern accepted (real tokenizer patterns are a few hundred characters).</summary>
+    public const int MaxPatternLength = 16 << 10;
+
+    /// <summary>Longest a single match may take before the tokenizer gives up on the pattern.</summary>
+    public static readonly TimeSpan MatchTimeout = TimeSpan.FromSeconds(2);
+
     private readonly Regex _regex;
     private readonly bool _substituteSupplementary;
 
@@ -38,11 +48,26 @@ internal sealed class OnigurumaRegex
         Source = source;
         Translated = translated;
         _substituteSupplementary = substitute;
-        _regex = new Regex(translated, RegexOptions.Compiled | RegexOptions.CultureInvariant);
+        _regex = new Regex(translated, RegexOptions.Compiled | RegexOptions.CultureInvariant, MatchTimeout);
     }
 
     /// <summary>Translates and compiles <paramref name="pattern"/>; throws <see cref="NotSupportedException"/> for constructs with no exact .NET equivalent.</summary>
     public static OnigurumaRegex Create(string pattern)
+    {
+        if (pattern.Length > MaxPatternLength)
+            throw new NotSupportedException($"a regex of {pattern.Length} characters is longer than the {MaxPatternLength} supported");
+        if (Compiled.TryGetValue(pattern, out var known)) return known;
+        var created = Build(pattern);
+        if (Compiled.Count >= MaxCached) Compiled.Clear();
+        return Compiled.GetOrAdd(pattern, created);
+    }
+
+    // Compiling a pattern to IL costs milliseconds; a process that loads the same tokenizer again (a server, a
+    // test run) reuses the compiled one. Instances are immutable and thread-safe.
+    private const int MaxCached = 64;
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, OnigurumaRegex> Compiled = new(StringComparer.Ordinal);
+
+    private static OnigurumaRegex Build(string pattern)
     {
         bool namesSupplementary = pattern.Any(char.IsSurrogate) || Regex.IsMatch(pattern, @"\\x\{0*[1-9A-Fa-f][0-9A-Fa-f]{4,}\}");
         string translated = Translate(pattern);
@@ -57,7 +82,20 @@ internal sealed class OnigurumaRegex
     }
 
     /// <summary>Calls <paramref name="onMatch"/>(start, length) for every non-overlapping match in <paramref name="text"/>, left to right.</summary>
+    /// <exception cref="TokenizerException">One match took longer than <see cref="MatchTimeout"/>.</exception>
     public void ForEachMatch<TState>(ReadOnlySpan<char> text, ref TState state, MatchHandler<TState> onMatch)
+    {
+        try
+        {
+            Matches(text, ref state, onMatch);
+        }
+        catch (RegexMatchTimeoutException e)
+        {
+            throw new TokenizerException(null, $"regex '{Source}' took longer than {MatchTimeout.TotalSeconds:0} s to match in a text of {text.Length} characters (catastrophic backtracking)", e);
+        }
+    }
+
+    private void Matches<TState>(ReadOnlySpan<char> text, ref TState state, MatchHandler<TState> onMatch)
     {
         if (!_substituteSupplementary || text.IndexOfAnyInRange('\uD800', '\uDFFF') < 0)
         {
@@ -287,11 +325,12 @@ internal sealed class OnigurumaRegex
                         name = p[(i + 3)..end];
                         end++;
                     }
-                    else
+                    else if (i + 2 < p.Length)
                     {
                         name = p[(i + 2)..(i + 3)];
                         end = i + 3;
                     }
+                    else throw new NotSupportedException($"regex '{p}' ends inside \\{e}");
                     if (name.StartsWith('^')) { negated = !negated; name = name[1..]; }
                     o.Append(negated ? @"\P{" : @"\p{").Append(CategoryName(p, name)).Append('}');
                     return end;
@@ -314,7 +353,9 @@ internal sealed class OnigurumaRegex
                 {
                     int end = p.IndexOf('}', i + 3);
                     if (end < 0) throw new NotSupportedException($"regex '{p}': unterminated \\x{{ at {i}");
-                    int cp = int.Parse(p.AsSpan(i + 3, end - i - 3), NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+                    if (!int.TryParse(p.AsSpan(i + 3, end - i - 3), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out int cp)
+                        || cp > 0x10FFFF || cp is >= 0xD800 and <= 0xDFFF)
+                        throw new NotSupportedException($"regex '{p}': \\x{{{p[(i + 3)..end]}}} at {i} is not a Unicode scalar value");
                     if (cp < 0x10000) o.Append(@"\u").Append(cp.ToString("X4", CultureInfo.InvariantCulture));
                     else if (inClass) throw new NotSupportedException($"regex '{p}': a supplementary code point inside a character class is not supported");
                     else

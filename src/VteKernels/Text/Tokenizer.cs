@@ -11,7 +11,6 @@
 //
 // Thread safety: a Tokenizer is immutable after Load; Encode and Decode may run on many threads at once
 // (the word cache is concurrent). A StreamingDecoder is for one sequence on one thread.
-using System.IO.Compression;
 using System.Text;
 using System.Text.Json;
 
@@ -86,7 +85,9 @@ public sealed class Tokenizer
     /// tokenizer_config.json, special_tokens_map.json, generation_config.json) or from a tokenizer.json
     /// file (".gz" is decompressed).
     /// </summary>
-    /// <exception cref="TokenizerException">The file is missing, malformed, or uses a model or component this runtime does not implement.</exception>
+    /// <exception cref="TokenizerException">The file is missing, malformed (not JSON, not UTF-8, values of the wrong kind or
+    /// range, ids above <see cref="MaxTokenId"/>, more than 512 MiB), or uses a model or component this runtime does not implement.</exception>
+    /// <exception cref="IOException">A file cannot be read.</exception>
     public static Tokenizer Load(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
@@ -114,35 +115,23 @@ public sealed class Tokenizer
         else throw new TokenizerException(path, "no such file or directory");
 
         TokenizerPipeline pipeline;
+        JsonDocument doc;
         try
         {
-            using var stream = OpenMaybeGzip(jsonPath);
-            using var doc = JsonDocument.Parse(stream, new JsonDocumentOptions { MaxDepth = 256 });
-            pipeline = TokenizerJsonReader.Read(doc.RootElement, jsonPath);
+            doc = JsonDocument.Parse(JsonStrings.ReadFile(jsonPath), new JsonDocumentOptions { MaxDepth = 256 });
         }
         catch (JsonException e)
         {
             throw new TokenizerException(jsonPath, $"not valid JSON: {e.Message}", e);
         }
-        catch (InvalidDataException e)
-        {
-            throw new TokenizerException(jsonPath, $"not valid gzip: {e.Message}", e);
-        }
-        catch (Exception e) when (e is InvalidOperationException or FormatException or KeyNotFoundException or IndexOutOfRangeException)
-        {
-            // A value of the wrong JSON kind (a string where an id belongs, a missing key) deep in a component.
-            throw new TokenizerException(jsonPath, $"unexpected JSON structure: {e.Message}", e);
-        }
+        // Every value is kind-checked by the reader: anything but a TokenizerException from here is a bug.
+        using (doc) pipeline = TokenizerJsonReader.Read(doc.RootElement, jsonPath);
         var post = ApplyBosEosFlags(pipeline, config);
         return new Tokenizer(pipeline, post, null, config);
     }
 
-    private static Stream OpenMaybeGzip(string path)
-    {
-        var file = File.OpenRead(path);
-        if (!path.EndsWith(".gz", StringComparison.OrdinalIgnoreCase)) return file;
-        return new GZipStream(file, CompressionMode.Decompress);
-    }
+    /// <summary>Largest token id a tokenizer.json may use (2^24 - 1).</summary>
+    public const int MaxTokenId = BpeModel.MaxTokenId;
 
     // transformers' update_post_processor: add_bos_token / add_eos_token decide the single template.
     private static PostProcessor? ApplyBosEosFlags(TokenizerPipeline p, TokenizerConfig config)
@@ -314,22 +303,24 @@ internal sealed record TokenizerConfig(
         JsonElement? map = ReadJson(Path.Combine(dir, "special_tokens_map.json"));
         JsonElement? gen = ReadJson(Path.Combine(dir, "generation_config.json"));
 
-        string? Token(string name) => TokenString(cfg, name) ?? TokenString(map, name);
+        string mapPath = Path.Combine(dir, "special_tokens_map.json");
+        string? Token(string name) => TokenString(cfg, name, configPath) ?? TokenString(map, name, mapPath);
         bool? Flag(string name) =>
             cfg is { } c && c.TryGetProperty(name, out var v) && v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean() : null;
 
         string? template = null;
-        if (cfg is { } c && c.TryGetProperty("chat_template", out var t)) template = ChatTemplateOf(t);
-        if (template is null && File.Exists(Path.Combine(dir, "chat_template.jinja"))) template = File.ReadAllText(Path.Combine(dir, "chat_template.jinja"));
-        if (template is null && ReadJson(Path.Combine(dir, "chat_template.json")) is { } ct && ct.TryGetProperty("chat_template", out var t2))
-            template = ChatTemplateOf(t2);
+        if (cfg is { } c && c.TryGetProperty("chat_template", out var t)) template = ChatTemplateOf(t, configPath);
+        string jinjaPath = Path.Combine(dir, "chat_template.jinja"), ctPath = Path.Combine(dir, "chat_template.json");
+        if (template is null && File.Exists(jinjaPath)) template = System.Text.Encoding.UTF8.GetString(JsonStrings.ReadFile(jinjaPath) is var b && b.AsSpan().StartsWith("\uFEFF"u8) ? b[3..] : b);
+        if (template is null && ReadJson(ctPath) is { } ct && ct.TryGetProperty("chat_template", out var t2))
+            template = ChatTemplateOf(t2, ctPath);
 
         var extraEos = new List<int>();
         if (gen is { } g && g.TryGetProperty("eos_token_id", out var eosEl))
         {
             if (eosEl.ValueKind == JsonValueKind.Number && eosEl.TryGetInt32(out int one)) extraEos.Add(one);
             else if (eosEl.ValueKind == JsonValueKind.Array)
-                foreach (var x in eosEl.EnumerateArray()) if (x.TryGetInt32(out int id)) extraEos.Add(id);
+                foreach (var x in eosEl.EnumerateArray()) if (x.ValueKind == JsonValueKind.Number && x.TryGetInt32(out int id)) extraEos.Add(id);
         }
 
         return new TokenizerConfig(File.Exists(configPath) ? configPath : null, Token("bos_token"), Token("eos_token"), Token("pad_token"),
@@ -341,7 +332,7 @@ internal sealed record TokenizerConfig(
         if (!File.Exists(path)) return null;
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
+            using var doc = JsonDocument.Parse(JsonStrings.ReadFile(path), new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
             return doc.RootElement.ValueKind == JsonValueKind.Object ? doc.RootElement.Clone() : throw new TokenizerException(path, "the top level is not a JSON object");
         }
         catch (JsonException e)
@@ -351,28 +342,29 @@ internal sealed record TokenizerConfig(
     }
 
     // A special token is written as a string or as an AddedToken object {"content": ...}.
-    private static string? TokenString(JsonElement? obj, string name)
+    private static string? TokenString(JsonElement? obj, string name, string path)
     {
         if (obj is not { } o || !o.TryGetProperty(name, out var v)) return null;
         return v.ValueKind switch
         {
-            JsonValueKind.String => v.GetString(),
-            JsonValueKind.Object when v.TryGetProperty("content", out var c) && c.ValueKind == JsonValueKind.String => c.GetString(),
+            JsonValueKind.String => JsonStrings.Value(v, path, name),
+            JsonValueKind.Object when v.TryGetProperty("content", out var c) && c.ValueKind == JsonValueKind.String => JsonStrings.Value(c, path, name),
             _ => null,
         };
     }
 
     // chat_template: a string, or a list of {name, template} whose "default" entry (else the first) is used.
-    private static string? ChatTemplateOf(JsonElement t)
+    private static string? ChatTemplateOf(JsonElement t, string path)
     {
-        if (t.ValueKind == JsonValueKind.String) return t.GetString();
+        if (t.ValueKind == JsonValueKind.String) return JsonStrings.Value(t, path, "chat_template");
         if (t.ValueKind != JsonValueKind.Array) return null;
         string? first = null;
         foreach (var e in t.EnumerateArray())
         {
             if (e.ValueKind != JsonValueKind.Object || !e.TryGetProperty("template", out var tpl) || tpl.ValueKind != JsonValueKind.String) continue;
-            first ??= tpl.GetString();
-            if (e.TryGetProperty("name", out var n) && n.ValueKind == JsonValueKind.String && n.GetString() == "default") return tpl.GetString();
+            first ??= JsonStrings.Value(tpl, path, "chat_template");
+            if (e.TryGetProperty("name", out var n) && n.ValueKind == JsonValueKind.String && JsonStrings.Value(n, path, "chat_template") == "default")
+                return JsonStrings.Value(tpl, path, "chat_template");
         }
         return first;
     }

@@ -5,6 +5,9 @@
 // Sequence, Replace, ByteFallback, Fuse, Strip, Metaspace, ByteLevel. Anything else is a TokenizerException
 // naming the file and the component, never a silent approximation. "truncation" and "padding" are ignored
 // (they do not change the ids of a single encode without a length limit).
+// Every JSON value is checked for its kind before it is read and every string is decoded through
+// JsonStrings (an escaped lone surrogate is a TokenizerException, not the InvalidOperationException
+// System.Text.Json throws), so nothing but a TokenizerException leaves the reader for a bad file.
 using System.Text.Json;
 
 namespace VteKernels.Text;
@@ -46,15 +49,21 @@ internal static class TokenizerJsonReader
     private static string TypeOf(JsonElement e, Context ctx, string where)
     {
         if (e.ValueKind != JsonValueKind.Object) throw Fail(ctx.Path, $"{where} is not a JSON object");
-        if (Get(e, "type") is { ValueKind: JsonValueKind.String } t) return t.GetString()!;
+        if (Get(e, "type") is { ValueKind: JsonValueKind.String } t) return Text(t, ctx, where);
         throw Fail(ctx.Path, $"{where} has no \"type\"");
     }
 
     private static string Str(JsonElement e, string name, Context ctx, string where) =>
-        Get(e, name) is { ValueKind: JsonValueKind.String } v ? v.GetString()! : throw Fail(ctx.Path, $"{where}: \"{name}\" is missing or not a string");
+        Get(e, name) is { ValueKind: JsonValueKind.String } v ? Text(v, ctx, $"{where}.{name}") : throw Fail(ctx.Path, $"{where}: \"{name}\" is missing or not a string");
 
-    private static string? OptStr(JsonElement e, string name) =>
-        Get(e, name) is { ValueKind: JsonValueKind.String } v ? v.GetString() : null;
+    private static string? OptStr(JsonElement e, string name, Context ctx) =>
+        Get(e, name) is { ValueKind: JsonValueKind.String } v ? Text(v, ctx, name) : null;
+
+    private static string Text(JsonElement v, Context ctx, string where) => JsonStrings.Value(v, ctx.Path, where);
+
+    // The items of a JSON array, or a TokenizerException naming where it was expected.
+    private static JsonElement.ArrayEnumerator Items(JsonElement e, Context ctx, string where) =>
+        e.ValueKind == JsonValueKind.Array ? e.EnumerateArray() : throw Fail(ctx.Path, $"{where} is not a JSON array");
 
     private static bool Bool(JsonElement e, string name, bool fallback) =>
         Get(e, name) is { } v && (v.ValueKind is JsonValueKind.True or JsonValueKind.False) ? v.GetBoolean() : fallback;
@@ -78,8 +87,8 @@ internal static class TokenizerJsonReader
     private static (string? Literal, OnigurumaRegex? Regex) Pattern(JsonElement e, Context ctx, string where)
     {
         var p = Get(e, "pattern") ?? throw Fail(ctx.Path, $"{where}: no \"pattern\"");
-        if (OptStr(p, "String") is { } lit) return (lit, null);
-        if (OptStr(p, "Regex") is { } re) return (null, Regex(re, ctx, where));
+        if (OptStr(p, "String", ctx) is { } lit) return (lit, null);
+        if (OptStr(p, "Regex", ctx) is { } re) return (null, Regex(re, ctx, where));
         throw Fail(ctx.Path, $"{where}: \"pattern\" must hold \"String\" or \"Regex\"");
     }
 
@@ -87,14 +96,14 @@ internal static class TokenizerJsonReader
 
     private static BpeModel ReadModel(JsonElement m, Context ctx, bool byteLevel)
     {
-        string type = Get(m, "type") is { ValueKind: JsonValueKind.String } t ? t.GetString()! : (Get(m, "merges") is not null ? "BPE" : "?");
+        string type = Get(m, "type") is { ValueKind: JsonValueKind.String } t ? Text(t, ctx, "model.type") : (Get(m, "merges") is not null ? "BPE" : "?");
         if (type != "BPE")
             throw Fail(ctx.Path, $"unsupported model type '{type}' (supported: BPE)");
-        if (Get(m, "dropout") is { ValueKind: JsonValueKind.Number } d && d.GetDouble() != 0)
-            throw Fail(ctx.Path, $"model: BPE dropout {d.GetDouble()} is not supported (only null or 0)");
-        if (OptStr(m, "continuing_subword_prefix") is { Length: > 0 } pre)
+        if (Get(m, "dropout") is { ValueKind: JsonValueKind.Number } d && (!d.TryGetDouble(out double dropout) || dropout != 0))
+            throw Fail(ctx.Path, $"model: BPE dropout {d.GetRawText()} is not supported (only null or 0)");
+        if (OptStr(m, "continuing_subword_prefix", ctx) is { Length: > 0 } pre)
             throw Fail(ctx.Path, $"model: continuing_subword_prefix '{pre}' is not supported");
-        if (OptStr(m, "end_of_word_suffix") is { Length: > 0 } suf)
+        if (OptStr(m, "end_of_word_suffix", ctx) is { Length: > 0 } suf)
             throw Fail(ctx.Path, $"model: end_of_word_suffix '{suf}' is not supported");
 
         var vocabEl = Get(m, "vocab") ?? throw Fail(ctx.Path, "model: no \"vocab\"");
@@ -102,9 +111,12 @@ internal static class TokenizerJsonReader
         var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var p in vocabEl.EnumerateObject())
         {
+            string token = JsonStrings.Name(p, ctx.Path, "model.vocab");
             if (p.Value.ValueKind != JsonValueKind.Number || !p.Value.TryGetInt32(out int id) || id < 0)
-                throw Fail(ctx.Path, $"model: vocabulary entry '{p.Name}' has no valid id");
-            vocab[p.Name] = id;
+                throw Fail(ctx.Path, $"model: vocabulary entry '{token}' has no valid id");
+            if (id > BpeModel.MaxTokenId)
+                throw Fail(ctx.Path, $"model: vocabulary entry '{token}' has the id {id}, above the largest supported id {BpeModel.MaxTokenId}");
+            vocab[token] = id;
         }
 
         var merges = new List<(string, string)>();
@@ -116,7 +128,7 @@ internal static class TokenizerJsonReader
             {
                 if (e.ValueKind == JsonValueKind.String)
                 {
-                    var s = e.GetString()!;
+                    var s = Text(e, ctx, $"model.merges[{rank}]");
                     var parts = s.Split(' ');
                     if (parts.Length != 2) throw Fail(ctx.Path, $"model: merge {rank} ('{s}') is not two tokens separated by one space");
                     merges.Add((parts[0], parts[1]));
@@ -124,7 +136,7 @@ internal static class TokenizerJsonReader
                 else if (e.ValueKind == JsonValueKind.Array && e.GetArrayLength() == 2
                          && e[0].ValueKind == JsonValueKind.String && e[1].ValueKind == JsonValueKind.String)
                 {
-                    merges.Add((e[0].GetString()!, e[1].GetString()!));
+                    merges.Add((Text(e[0], ctx, $"model.merges[{rank}]"), Text(e[1], ctx, $"model.merges[{rank}]")));
                 }
                 else throw Fail(ctx.Path, $"model: merge {rank} is neither \"a b\" nor [\"a\", \"b\"]");
                 rank++;
@@ -133,7 +145,7 @@ internal static class TokenizerJsonReader
 
         try
         {
-            return new BpeModel(vocab, merges, OptStr(m, "unk_token"), Bool(m, "fuse_unk", false), Bool(m, "byte_fallback", false),
+            return new BpeModel(vocab, merges, OptStr(m, "unk_token", ctx), Bool(m, "fuse_unk", false), Bool(m, "byte_fallback", false),
                 Bool(m, "ignore_merges", false), byteLevel);
         }
         catch (FormatException e)
@@ -154,6 +166,8 @@ internal static class TokenizerJsonReader
             {
                 if (Get(t, "id") is not { ValueKind: JsonValueKind.Number } idEl || !idEl.TryGetInt32(out int id) || id < 0)
                     throw Fail(ctx.Path, "added_tokens: an entry has no valid \"id\"");
+                if (id > BpeModel.MaxTokenId)
+                    throw Fail(ctx.Path, $"added_tokens: the id {id} is above the largest supported id {BpeModel.MaxTokenId}");
                 string content = Str(t, "content", ctx, $"added_tokens[id {id}]");
                 bool special = Bool(t, "special", false);
                 list.Add(new AddedToken(id, content, Bool(t, "single_word", false), Bool(t, "lstrip", false), Bool(t, "rstrip", false),
@@ -176,7 +190,7 @@ internal static class TokenizerJsonReader
                     var items = Get(n, "normalizers") ?? throw Fail(ctx.Path, $"{where}: Sequence without \"normalizers\"");
                     var list = new List<Normalizer>();
                     int i = 0;
-                    foreach (var x in items.EnumerateArray())
+                    foreach (var x in Items(items, ctx, $"{where}.normalizers"))
                         if (ReadNormalizer(x, ctx, $"{where}.normalizers[{i++}]") is { } item) list.Add(item);
                     return new SequenceNormalizer(list);
                 }
@@ -211,8 +225,8 @@ internal static class TokenizerJsonReader
                 {
                     var items = Get(p, "pretokenizers") ?? throw Fail(ctx.Path, $"{where}: Sequence without \"pretokenizers\"");
                     var list = new List<PreTokenizer>();
-                    int i = 0, count = items.GetArrayLength();
-                    foreach (var x in items.EnumerateArray())
+                    int i = 0;
+                    foreach (var x in Items(items, ctx, $"{where}.pretokenizers"))
                     {
                         string at = $"{where}.pretokenizers[{i}]";
                         if (byteLevel) throw Fail(ctx.Path, $"{at}: a pre-tokenizer after ByteLevel is not supported (ByteLevel must come last)");
@@ -252,7 +266,7 @@ internal static class TokenizerJsonReader
     // Metaspace's prepend_scheme, or the older add_prefix_space (false means never).
     private static PrependScheme Scheme(JsonElement p, Context ctx, string where)
     {
-        var scheme = OptStr(p, "prepend_scheme") switch
+        var scheme = OptStr(p, "prepend_scheme", ctx) switch
         {
             null or "always" => PrependScheme.Always,
             "first" => PrependScheme.First,
@@ -261,7 +275,7 @@ internal static class TokenizerJsonReader
         };
         if (Get(p, "add_prefix_space") is { ValueKind: JsonValueKind.False })
         {
-            if (OptStr(p, "prepend_scheme") is { } s && s != "never")
+            if (OptStr(p, "prepend_scheme", ctx) is { } s && s != "never")
                 throw Fail(ctx.Path, $"{where}: add_prefix_space false contradicts prepend_scheme '{s}'");
             scheme = PrependScheme.Never;
         }
@@ -285,7 +299,7 @@ internal static class TokenizerJsonReader
                     var items = Get(p, "processors") ?? throw Fail(ctx.Path, $"{where}: Sequence without \"processors\"");
                     var list = new List<PostProcessor>();
                     int i = 0;
-                    foreach (var x in items.EnumerateArray())
+                    foreach (var x in Items(items, ctx, $"{where}.processors"))
                         if (ReadPostProcessor(x, ctx, $"{where}.processors[{i++}]", added, model) is { } item) list.Add(item);
                     return new SequencePostProcessor(list);
                 }
@@ -294,7 +308,8 @@ internal static class TokenizerJsonReader
                     int First(string name)
                     {
                         var pair = Get(p, name) ?? throw Fail(ctx.Path, $"{where}: no \"{name}\"");
-                        if (pair.ValueKind != JsonValueKind.Array || pair.GetArrayLength() != 2 || !pair[1].TryGetInt32(out int id))
+                        if (pair.ValueKind != JsonValueKind.Array || pair.GetArrayLength() != 2 || pair[1].ValueKind != JsonValueKind.Number
+                            || !pair[1].TryGetInt32(out int id))
                             throw Fail(ctx.Path, $"{where}: \"{name}\" is not [token, id]");
                         return id;
                     }
@@ -312,15 +327,18 @@ internal static class TokenizerJsonReader
         {
             foreach (var s in st.EnumerateObject())
             {
-                var ids = Get(s.Value, "ids") ?? throw Fail(ctx.Path, $"{where}: special token '{s.Name}' has no \"ids\"");
-                specials[s.Name] = ids.EnumerateArray().Select(x => x.GetInt32()).ToArray();
+                string name = JsonStrings.Name(s, ctx.Path, $"{where}.special_tokens");
+                var ids = Get(s.Value, "ids") ?? throw Fail(ctx.Path, $"{where}: special token '{name}' has no \"ids\"");
+                specials[name] = Items(ids, ctx, $"{where}: special token '{name}' ids").Select(x =>
+                    x.ValueKind == JsonValueKind.Number && x.TryGetInt32(out int id) && id >= 0 ? id
+                        : throw Fail(ctx.Path, $"{where}: special token '{name}' has an id that is not a non-negative integer")).ToArray();
             }
         }
         var single = Get(p, "single") ?? throw Fail(ctx.Path, $"{where}: TemplateProcessing without \"single\"");
         var prefix = new List<int>();
         var suffix = new List<int>();
         bool seenSequence = false;
-        foreach (var item in single.EnumerateArray())
+        foreach (var item in Items(single, ctx, $"{where}.single"))
         {
             if (Get(item, "Sequence") is not null)
             {
@@ -352,7 +370,7 @@ internal static class TokenizerJsonReader
                     var items = Get(d, "decoders") ?? throw Fail(ctx.Path, $"{where}: Sequence without \"decoders\"");
                     var list = new List<Decoder>();
                     int i = 0;
-                    foreach (var x in items.EnumerateArray())
+                    foreach (var x in Items(items, ctx, $"{where}.decoders"))
                         if (ReadDecoder(x, ctx, $"{where}.decoders[{i++}]") is { } item) list.Add(item);
                     return new SequenceDecoder(list);
                 }

@@ -30,7 +30,7 @@ public sealed class ExitTests(ITestOutputHelper output)
     public void FixedExitMatchesHfMaskedReference(string name, int k)
     {
         var dir = FixturePaths.Case(name);
-        using var model = LlavaModel.Load(Path.Combine(dir, "model"), new CpuBackend());
+        using var model = LlavaModel.Load(Path.Combine(dir, "model"), TestModels.Float32Cpu());
         var cfg = model.Config;
         var ids = FixturePaths.ReadIds(Path.Combine(dir, "input_ids.txt"));
         var px = Npy.ReadFloat32(Path.Combine(dir, "pixels.npy"));

@@ -31,7 +31,7 @@ public sealed class LlavaEngineTests(ITestOutputHelper output)
     public void MatchesHfTransformersFixture(string name)
     {
         var dir = FixturePaths.Case(name);
-        using var model = LlavaModel.Load(Path.Combine(dir, "model"), new CpuBackend());
+        using var model = LlavaModel.Load(Path.Combine(dir, "model"), TestModels.Float32Cpu());
         var cfg = model.Config;
         var ids = FixturePaths.ReadIds(Path.Combine(dir, "input_ids.txt"));
         var px = Npy.ReadFloat32(Path.Combine(dir, "pixels.npy"));
@@ -56,7 +56,7 @@ public sealed class LlavaEngineTests(ITestOutputHelper output)
     public async Task GreedyDecodingWithCacheMatchesHf(string name)
     {
         var dir = FixturePaths.Case(name);
-        using var model = LlavaModel.Load(Path.Combine(dir, "model"), new CpuBackend());
+        using var model = LlavaModel.Load(Path.Combine(dir, "model"), TestModels.Float32Cpu());
         var ids = FixturePaths.ReadIds(Path.Combine(dir, "input_ids.txt"));
         var px = Npy.ReadFloat32(Path.Combine(dir, "pixels.npy"));
         var want = FixturePaths.ReadIds(Path.Combine(dir, "greedy8.txt"));
@@ -93,7 +93,7 @@ public sealed class LlavaEngineTests(ITestOutputHelper output)
     public void MatchesNaiveFloat64Forward(string preset, DType dtype, int seed)
     {
         var dir = TestModels.Custom(PresetFor(preset), dtype, (ulong)seed);
-        using var model = LlavaModel.Load(dir, new CpuBackend());
+        using var model = LlavaModel.Load(dir, TestModels.Float32Cpu());
         var cfg = model.Config;
         int images = seed % 2 == 0 ? 2 : 1;
         var ids = TestModels.PromptIds(cfg, seed, images);
@@ -112,7 +112,7 @@ public sealed class LlavaEngineTests(ITestOutputHelper output)
     public void DecodingWithCacheEqualsRecomputingThePrefix()
     {
         var dir = TestModels.Tiny(DType.BF16, seed: 5);
-        using var model = LlavaModel.Load(dir, new CpuBackend());
+        using var model = LlavaModel.Load(dir, TestModels.Float32Cpu());
         var cfg = model.Config;
         var ids = TestModels.PromptIds(cfg, 11);
         var image = ImageInput.Square(TestModels.Pixels(cfg, 11), cfg.Vision.ImageSize);

@@ -35,7 +35,7 @@ public sealed class NaavitEasTests(ITestOutputHelper output)
     public void NaavitMatchesHfReference(string name)
     {
         var dir = FixturePaths.Case(name);
-        using var model = LlavaModel.Load(Path.Combine(dir, "model"), new CpuBackend());
+        using var model = LlavaModel.Load(Path.Combine(dir, "model"), TestModels.Float32Cpu());
         var cfg = model.Config;
         var (ids, prompt) = FixturePaths.Prompt(dir, cfg);
         using var session = model.CreateSession();

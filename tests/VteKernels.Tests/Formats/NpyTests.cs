@@ -124,6 +124,11 @@ public sealed class NpyTests
         ["shape negative"] = new(() => Make(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (-2,), }\n", Floats(1, 2)), "'shape' has a negative dimension -2"),
         ["data truncated"] = new(() => Make(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }\n", Floats(1, 2, 3)), "data is truncated: 12 bytes where shape (2, 2) of '<f4' needs 16"),
         ["data longer than shape"] = new(() => Make(1, Good, Floats(1, 2, 3)), "data size mismatch: 4 bytes past the end of the array"),
+        // Hostile nesting: 10,000 brackets overflowed the stack of the recursive-descent literal parser.
+        ["header of 10,000 '('"] = new(() => Make(1, new string('(', 10_000), []), "brackets nest deeper than 32 levels"),
+        ["header of 10,000 '['"] = new(() => Make(1, "{'descr': " + new string('[', 10_000), []), "brackets nest deeper than 32 levels"),
+        ["header of 10,000 '{'"] = new(() => Make(2, new string('{', 10_000), []), "brackets nest deeper than 32 levels"),
+        ["header nested 33 deep"] = new(() => Make(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'x': " + new string('[', 32) + new string(']', 32) + "}\n", Floats(1, 2)), "brackets nest deeper than 32 levels"),
     };
 
     public static TheoryData<string> BadFileNames => new(BadFiles.Keys);

@@ -123,6 +123,18 @@ public sealed class ClipPreprocessorTests
     [InlineData("flag string", """{"do_resize": "yes"}""", "'do_resize'")]
     [InlineData("not json", """{"size": 336""", "not valid JSON")]
     [InlineData("array", """[1, 2]""", "not a JSON object")]
+    // Sizes far past any processor were accepted and failed later inside Preprocess, PilResize or RgbImage with
+    // OverflowException, ArgumentOutOfRangeException or OutOfMemoryException: now each is refused at load.
+    [InlineData("shortest edge 1e9", """{"size": {"shortest_edge": 1000000000}}""", "ShortestEdge 1000000000 is outside 1..4096")]
+    [InlineData("int size 2^31-1", """{"size": 2147483647}""", "ShortestEdge 2147483647 is outside 1..4096")]
+    [InlineData("resize height 1e6", """{"size": {"height": 1000000, "width": 2}}""", "ResizeHeight 1000000 is outside 1..4096")]
+    [InlineData("resize width 5000", """{"size": {"height": 2, "width": 5000}}""", "ResizeWidth 5000 is outside 1..4096")]
+    [InlineData("crop 1e9", """{"crop_size": 1000000000}""", "CropHeight 1000000000 is outside 1..4096")]
+    [InlineData("crop width 1e5", """{"crop_size": {"height": 2, "width": 100000}}""", "CropWidth 100000 is outside 1..4096")]
+    [InlineData("std 1e308", """{"image_std": [1e308, 1, 1]}""", "ImageStd has a value that is not finite")]
+    [InlineData("std zero", """{"image_std": 0}""", "ImageStd has a zero")]
+    [InlineData("mean 1e400", """{"image_mean": 1e400}""", "'image_mean'")]
+    [InlineData("rescale 1e400", """{"rescale_factor": 1e400}""", "'rescale_factor'")]
     public void BadConfigsAreClearErrors(string label, string json, string expected)
     {
         using var dir = new TempDir();
@@ -165,5 +177,22 @@ public sealed class ClipPreprocessorTests
         Assert.Throws<ArgumentException>(() => ClipPreprocessor.Preprocess(img, ClipOptions.Clip336 with { CropHeight = 0 }));
         Assert.Throws<ArgumentException>(() => ClipPreprocessor.Preprocess(img, ClipOptions.Clip336 with { ShortestEdge = null }));
         Assert.Throws<ArgumentException>(() => ClipPreprocessor.Preprocess(img, ClipOptions.Clip336 with { ImageMean = [0.5] }));
+    }
+
+    // Legal options on an image of an absurd aspect ratio: the resized image or the filter tables would not fit
+    // in memory (an OverflowException or OutOfMemoryException before); a typed error before anything is allocated.
+    [Theory]
+    [InlineData(1, 60_000, 4096, null, null, "more than the 67108864 allowed")]
+    [InlineData(60_000, 1, 4096, null, null, "more than the 67108864 allowed")]
+    [InlineData(20_000_000, 1, null, 1, 1, "filter weights, more than the 67108864 allowed")]
+    [InlineData(1, 100_000, null, 4096, 4096, "needs an image of 409600000 pixels")]
+    public void AbsurdResizesAreInvalidInput(int w, int h, int? shortest, int? rh, int? rw, string expected)
+    {
+        var img = new RgbImage(w, h);
+        var o = ClipOptions.Clip336 with { ShortestEdge = shortest, ResizeHeight = rh, ResizeWidth = rw, DoCenterCrop = false };
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        var e = Assert.Throws<InvalidInputException>(() => ClipPreprocessor.Preprocess(img, o));
+        Assert.True(GC.GetAllocatedBytesForCurrentThread() - before < 1 << 20);
+        Assert.Contains(expected, e.Message);
     }
 }

@@ -1,8 +1,9 @@
 // Hostile and broken inputs: every hand-made corruption below must end in an ImageFormatException whose
 // message names the problem (never another exception type, a crash or a hang); truncation at every offset
-// of small files and random byte flips must either decode or throw ImageFormatException, within a time bound.
+// of small files and random byte flips must either decode or throw ImageFormatException. Hangs are ruled
+// out by the decoders' own work bounds (deflate's expansion limit against the declared size, the JPEG
+// bit-per-block bound and its coefficient-visit budget), which the cases below exercise; no test times anything.
 using System.Buffers.Binary;
-using System.Diagnostics;
 using System.IO.Compression;
 using VteKernels.Imaging;
 using Xunit;
@@ -94,6 +95,34 @@ public sealed class CorruptImageTests
         return j[(at + 4)..(at + 2 + len)];
     }
 
+    // A progressive JPEG with its first single-component AC scan of the whole band 1..63 repeated: each copy
+    // decodes exactly as the first did, so only the work budget stops the file.
+    private static byte[] RepeatScan(byte[] j, int copies)
+    {
+        var scans = new List<(int Start, int End, int Ns, int Ss, int Se, int Ah)>();
+        int p = 2;
+        while (p + 4 <= j.Length)
+        {
+            int marker = j[p + 1];
+            if (marker == 0xD9) break;
+            int len = BinaryPrimitives.ReadUInt16BigEndian(j.AsSpan(p + 2));
+            int next = p + 2 + len;
+            if (marker == 0xDA)
+            {
+                // The entropy-coded data runs to the next marker that is not a stuffed 0xFF00 or an RSTn.
+                int q = next;
+                while (!(j[q] == 0xFF && j[q + 1] != 0 && j[q + 1] is not (>= 0xD0 and <= 0xD7))) q++;
+                int ns = j[p + 4];
+                scans.Add((p, q, ns, j[p + 5 + 2 * ns], j[p + 6 + 2 * ns], j[p + 7 + 2 * ns] >> 4));
+                next = q;
+            }
+            p = next;
+        }
+        var (start, end, _, _, _, _) = scans.First(s => s.Ns == 1 && s.Ss == 1 && s.Se == 63 && s.Ah == 0);
+        var scan = j[start..end];
+        return [.. j[..end], .. Enumerable.Repeat(scan, copies).SelectMany(x => x), .. j[end..]];
+    }
+
     private static byte[] Bmp24(int w, int h)
     {
         int stride = (w * 3 + 3) / 4 * 4;
@@ -117,6 +146,8 @@ public sealed class CorruptImageTests
         // PNG
         ["png bad IHDR CRC"] = (() => { var b = ValidPng(); b[8 + 8 + 13] ^= 1; return b; }, "CRC mismatch in IHDR chunk at byte 8"),
         ["png bad IDAT CRC"] = (() => { var b = ValidPng(); b[8 + 25 + 8] ^= 0x40; return b; }, "CRC mismatch in IDAT chunk at byte 33"),
+        ["png zlib preset dictionary (FDICT)"] = (() => { var z = Zlib(Rows(4, 3)); z[1] = 0xBB; return Png(Ihdr(4, 3), Chunk("IDAT", z), Chunk("IEND", [])); }, "zlib data is corrupt"),
+        ["png 10000x10000 with 20 bytes of data"] = (() => Png(Ihdr(10_000, 10_000), Chunk("IDAT", Zlib(new byte[64])), Chunk("IEND", [])), "cannot hold the 300010000 bytes a 10000x10000 image needs"),
         ["png bad zlib header"] = (() => Png(Ihdr(4, 3), Chunk("IDAT", [0x78, 0x00, .. Zlib(Rows(4, 3))[2..]]), Chunk("IEND", [])), "zlib data is corrupt"),
         ["png reserved deflate block type"] = (() => { var z = Zlib(Rows(4, 3)); z[2] = 0x07; return Png(Ihdr(4, 3), Chunk("IDAT", z), Chunk("IEND", [])); }, "zlib data is corrupt"),
         ["png zlib too short"] = (() => Png(Ihdr(4, 3), Chunk("IDAT", Zlib(Rows(4, 2))), Chunk("IEND", [])), "zlib data ends early: 26 of 39 bytes"),
@@ -167,6 +198,8 @@ public sealed class CorruptImageTests
         ["jpeg wrong restart marker"] = (() => { var j = Jpeg("jpg_420_rst1_61x37.jpg"); int r = Marker(j, 0xD0); return Replace(j, r + 1, 0xD3); }, "expected restart marker RST0, found marker 0xD3"),
         ["jpeg bad Huffman code"] = (() => { var j = Jpeg("jpg_420_base_61x37.jpg"); int s = Marker(j, 0xDA); int l = BinaryPrimitives.ReadUInt16BigEndian(j.AsSpan(s + 2)); var b = (byte[])j.Clone(); for (int i = 0; i < 40; i += 2) { b[s + 2 + l + i] = 0xFF; b[s + 3 + l + i] = 0x00; } return b; }, "bad Huffman code"),
         ["jpeg entropy data cut by EOI"] = (() => { var j = Jpeg("jpg_420_base_61x37.jpg"); int s = Marker(j, 0xDA); return [.. j[..(s + 40)], 0xFF, 0xD9]; }, "ends before the scan is complete"),
+        ["jpeg 10000x10000 frame in a small file"] = (() => { var j = Jpeg("jpg_420_base_61x37.jpg"); return Replace(j, Marker(j, 0xC0) + 5, 0x27, 0x10, 0x27, 0x10); }, "cannot hold the 2343750 blocks of a 10000x10000 frame"),
+        ["jpeg one scan repeated 120 times"] = (() => RepeatScan(Jpeg("jpg_420_prog_61x37.jpg"), 120), "visit the frame's coefficients more than 16 times each"),
         ["jpeg 2 components"] = (() => { var j = Jpeg("jpg_420_base_61x37.jpg"); return Replace(j, Marker(j, 0xC0) + 9, 2); }, "2 components are not supported"),
         ["jpeg unknown marker"] = (() => { var j = Jpeg("jpg_420_base_61x37.jpg"); int d = Marker(j, 0xDB); return Replace(j, d + 1, 0x50); }, "unknown marker 0x50"),
         ["jpeg second SOI"] = (() => { var j = Jpeg("jpg_420_base_61x37.jpg"); return [0xFF, 0xD8, .. j]; }, "second SOI"),
@@ -212,6 +245,30 @@ public sealed class CorruptImageTests
         var e = Assert.Throws<ImageFormatException>(() => ImageDecoder.Decode(bytes));
         Assert.True(e.Message.Contains(expected, StringComparison.Ordinal), $"{name}: message '{e.Message}' lacks '{expected}'");
         Assert.DoesNotContain('\n', e.Message);
+    }
+
+    // A header declaring far more pixels than the data can hold is rejected before the image is allocated
+    // (the 69-byte PNG of 10000x10000 allocated 1.2 GB before finding its data truncated).
+    [Theory]
+    [InlineData("png 10000x10000 with 20 bytes of data")]
+    [InlineData("jpeg 10000x10000 frame in a small file")]
+    public void ImplausibleSizesAllocateNothingLarge(string name)
+    {
+        var bytes = CasesByName[name].Make();
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        Assert.Throws<ImageFormatException>(() => ImageDecoder.Decode(bytes));
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.True(allocated < 1 << 20, $"{name}: {allocated} bytes allocated");
+    }
+
+    // A repeated scan that decodes is still stopped by the budget, with the budget's own message: the copies
+    // themselves are valid (fewer copies decode to the very image the original file gives).
+    [Fact]
+    public void RepeatedScansDecodeUntilTheBudget()
+    {
+        var original = ImageDecoder.Decode(Jpeg("jpg_420_prog_61x37.jpg"));
+        var some = ImageDecoder.Decode(RepeatScan(Jpeg("jpg_420_prog_61x37.jpg"), 10));
+        Assert.Equal(original.Pixels, some.Pixels);
     }
 
     [Fact]
@@ -264,14 +321,13 @@ public sealed class CorruptImageTests
             { "bmp_pil_p8.bmp", 9 }, { "ppm_pil.ppm", 10 },
         };
 
-    // 400 copies with 1-8 random bytes changed: each decodes or throws ImageFormatException, each within 2 s.
+    // 400 copies with 1-8 random bytes changed: each decodes or throws ImageFormatException.
     [Theory, MemberData(nameof(FuzzCases))]
     public void RandomByteFlipsDecodeOrThrowTyped(string file, int seed)
     {
         var original = ImageData.Bytes(file);
         var rng = new Random(seed);
         int decoded = 0, rejected = 0;
-        var total = Stopwatch.StartNew();
         for (int iter = 0; iter < 400; iter++)
         {
             var b = (byte[])original.Clone();
@@ -281,7 +337,6 @@ public sealed class CorruptImageTests
                 int at = rng.Next(b.Length);
                 b[at] = rng.Next(3) switch { 0 => (byte)(b[at] ^ (1 << rng.Next(8))), 1 => (byte)rng.Next(256), _ => 0xFF };
             }
-            var clock = Stopwatch.StartNew();
             try
             {
                 ImageDecoder.Decode(b, new DecodeOptions(MaxPixels: 4_000_000));
@@ -295,9 +350,7 @@ public sealed class CorruptImageTests
             {
                 Assert.Fail($"{file} seed {seed} iteration {iter}: {e.GetType().Name}: {e.Message}\n{e.StackTrace}");
             }
-            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(2), $"{file} seed {seed} iteration {iter} took {clock.Elapsed.TotalMilliseconds:F0} ms");
         }
-        Assert.True(total.Elapsed < TimeSpan.FromSeconds(60), $"{file}: 400 decodes took {total.Elapsed.TotalSeconds:F1} s");
         Assert.Equal(400, decoded + rejected);
     }
 }

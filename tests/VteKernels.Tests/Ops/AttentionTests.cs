@@ -32,7 +32,7 @@ public class AttentionTests
         return data;
     }
 
-    private static double[] Reference(float[] q, int nq, int qHeads, float[] k, float[] v, int nk, int kvHeads, int headDim, AttentionMask mask)
+    internal static double[] Reference(float[] q, int nq, int qHeads, float[] k, float[] v, int nk, int kvHeads, int headDim, AttentionMask mask)
     {
         var o = new double[nq * qHeads * headDim];
         double scale = 1.0 / Math.Sqrt(headDim);

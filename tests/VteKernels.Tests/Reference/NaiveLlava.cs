@@ -188,6 +188,9 @@ internal sealed class NaiveLlava
         public IReadOnlyDictionary<int, VteKernels.Engine.Eas.PiaAdapter>? Adapters { get; init; }
         public int StatRows { get; init; }
 
+        /// <summary>A KV cache's storage rounding, applied to every key (after RoPE) and value element before attention.</summary>
+        public Func<double, double>? RoundKv { get; init; }
+
         /// <summary>SAISA: per decoder layer (W1 [d, f], b1, W2 [d, d], b2); before each layer the image rows become GELU-MLP(raw features).</summary>
         public IReadOnlyList<(float[] W1, float[] B1, float[] W2, float[] B2)>? Saisa { get; init; }
 
@@ -288,6 +291,8 @@ internal sealed class NaiveLlava
                 var v = Linear(h, n, d, lp + "self_attn.v_proj");
                 Rope(q, n, t.NumHeads, hd, t.RopeTheta);
                 Rope(k, n, t.NumKvHeads, hd, t.RopeTheta);
+                if (variant.RoundKv is { } round)
+                    for (int i = 0; i < k.Length; i++) { k[i] = round(k[i]); v[i] = round(v[i]); }
                 var a = Attention(q, k, v, n, t.NumHeads, t.NumKvHeads, hd, (qi, kj) => visible(layer, qi, kj),
                     probe is null ? null : (h, qi, p) => probe(layer, h, qi, p));
                 var o = Linear(a, n, t.QDim, lp + "self_attn.o_proj");

@@ -1,9 +1,10 @@
 // Shared plumbing of the CPU reference ops (one op per file under Ops/): widening stored weight elements
-// to float32, deciding when work is large enough to spread over threads, and argument checks.
+// to float32, deciding when work is large enough to spread over threads (CpuWorkers), and argument checks.
 // Constraints: all arithmetic is float32; weights are widened a block at a time as they are read, never
 // converted whole (a 7B model's bf16 weights are a 13 GiB memory-mapped file; a float32 copy would need
-// 26 GiB more). Spans cannot be captured by the lambdas Parallel.For runs, so callers pin them with
-// `fixed` and pass pointers (as nint) into the parallel bodies.
+// 26 GiB more). Spans cannot be captured by the lambdas a parallel region runs, so callers pin them with
+// `fixed` and pass pointers (as nint) into the parallel bodies. Every op that spreads over threads takes a
+// thread count (0: all cores) and gives the same bits for any count.
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
@@ -24,9 +25,16 @@ public static unsafe partial class CpuOps
     /// </summary>
     internal const long ParallelMinWork = 1L << 18;
 
-    /// <summary>True when <paramref name="work"/> (multiply-adds or comparable units) is worth spreading over threads.</summary>
-    internal static bool WorthParallel(long work, int blocks) =>
-        blocks > 1 && Environment.ProcessorCount > 1 && work >= ParallelMinWork;
+    /// <summary>True when <paramref name="work"/> (multiply-adds or comparable units) is worth spreading over <paramref name="threads"/> threads.</summary>
+    internal static bool WorthParallel(long work, int blocks, int threads) =>
+        blocks > 1 && CpuWorkers.Resolve(threads) > 1 && work >= ParallelMinWork;
+
+    /// <summary>Runs body(i) for i in [0, count), over <paramref name="threads"/> threads when <paramref name="work"/> is worth it.</summary>
+    internal static void For(int count, long work, int threads, Action<int> body)
+    {
+        if (WorthParallel(work, count, threads)) CpuWorkers.For(count, threads, (i, _) => body(i));
+        else for (int i = 0; i < count; i++) body(i);
+    }
 
     /// <summary>Widens <paramref name="count"/> stored elements at <paramref name="src"/> to float32 at <paramref name="dst"/>.</summary>
     /// <remarks>
@@ -48,8 +56,42 @@ public static unsafe partial class CpuOps
             case DType.BF16:
                 WidenBf16((ushort*)src, (uint*)dst, count);
                 break;
+            case DType.Q8_0 or DType.Q4_0:
+                // Whole blocks only (count and the start are block-aligned in every caller).
+                DequantizeBlocks(src, type, dst, count);
+                break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(type));
+        }
+    }
+
+    /// <summary>d · q for whole Q8_0 / Q4_0 blocks: 16 values a step where 512-bit vectors exist.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void DequantizeBlocks(byte* src, DType type, float* dst, int count)
+    {
+        int blocks = count / BlockQuant.BlockElements, bytes = BlockQuant.BlockBytes(type);
+        if (!Vector512.IsHardwareAccelerated)
+        {
+            BlockQuant.Dequantize(new ReadOnlySpan<byte>(src, blocks * bytes), type, new Span<float>(dst, count));
+            return;
+        }
+        for (int b = 0; b < blocks; b++, src += bytes, dst += BlockQuant.BlockElements)
+        {
+            var d = Vector512.Create(BlockQuant.HalfToSingle(*(ushort*)src));
+            if (type == DType.Q8_0)
+            {
+                var q = Vector256.Load((sbyte*)(src + 2));
+                (d * Vector512.ConvertToSingle(Vector512.WidenLower(Vector512.WidenLower(q.ToVector512())))).Store(dst);
+                (d * Vector512.ConvertToSingle(Vector512.WidenUpper(Vector512.WidenLower(q.ToVector512())))).Store(dst + 16);
+            }
+            else
+            {
+                var packed = Vector128.Load(src + 2);
+                var wide = Vector512.WidenLower(Vector512.WidenLower(packed.ToVector256().ToVector512())).AsInt32();
+                var eight = Vector512.Create(8);
+                (d * Vector512.ConvertToSingle((wide & Vector512.Create(0xF)) - eight)).Store(dst);
+                (d * Vector512.ConvertToSingle(Vector512.ShiftRightLogical(wide, 4) - eight)).Store(dst + 16);
+            }
         }
     }
 
@@ -57,6 +99,15 @@ public static unsafe partial class CpuOps
     private static void WidenBf16(ushort* src, uint* dst, int count)
     {
         int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            for (; i + Vector512<ushort>.Count <= count; i += Vector512<ushort>.Count)
+            {
+                var (lo, hi) = Vector512.Widen(Vector512.Load(src + i));
+                Vector512.ShiftLeft(lo, 16).Store(dst + i);
+                Vector512.ShiftLeft(hi, 16).Store(dst + i + Vector512<uint>.Count);
+            }
+        }
         if (Vector256.IsHardwareAccelerated)
         {
             for (; i + Vector256<ushort>.Count <= count; i += Vector256<ushort>.Count)
@@ -67,6 +118,42 @@ public static unsafe partial class CpuOps
             }
         }
         for (; i < count; i++) dst[i] = (uint)src[i] << 16;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> MulAdd(Vector256<float> a, Vector256<float> b, Vector256<float> acc) =>
+        System.Runtime.Intrinsics.X86.Fma.IsSupported ? System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(a, b, acc) : a * b + acc;
+
+    /// <summary>
+    /// Rounds float32 values to bfloat16 bits, to nearest even as torch does (NaN stays a quiet NaN), 16 at a
+    /// time; the same results as <see cref="DTypes.ToBFloat16Bits"/>.
+    /// </summary>
+    internal static void ToBFloat16(ReadOnlySpan<float> src, Span<ushort> dst)
+    {
+        CheckLength(dst.Length, src.Length, nameof(dst), "as long as src");
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var one = Vector512.Create(1u);
+            var half = Vector512.Create(0x7FFFu);
+            var absMask = Vector512.Create(0x7FFFFFFFu);
+            var inf = Vector512.Create(0x7F800000u);
+            var quiet = Vector512.Create(0x40u);
+            for (; i + 32 <= src.Length; i += 32)
+            {
+                var lo = Round(Vector512.Create(src.Slice(i, 16)).AsUInt32());
+                var hi = Round(Vector512.Create(src.Slice(i + 16, 16)).AsUInt32());
+                Vector512.Narrow(lo, hi).CopyTo(dst.Slice(i, 32));
+            }
+
+            Vector512<uint> Round(Vector512<uint> u)
+            {
+                var rounded = Vector512.ShiftRightLogical(u + half + (Vector512.ShiftRightLogical(u, 16) & one), 16);
+                var nan = Vector512.GreaterThan(u & absMask, inf);
+                return Vector512.ConditionalSelect(nan, Vector512.ShiftRightLogical(u, 16) | quiet, rounded);
+            }
+        }
+        for (; i < src.Length; i++) dst[i] = DTypes.ToBFloat16Bits(src[i]);
     }
 
     /// <summary>Widens a whole 1-D weight (a norm scale, a bias) into a new array: these are a few thousand elements.</summary>

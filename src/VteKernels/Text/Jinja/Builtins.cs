@@ -3,6 +3,10 @@
 // arithmetic and comparison. Semantics are CPython's and Jinja 3.1's (with transformers' tojson), so a
 // template renders here as apply_chat_template renders it. Names not listed here are rejected when the
 // template is parsed (filters, tests) or when the lookup happens (methods).
+// Costs: every builtin is linear in the sizes of its operands and result, and the interpreter charges
+// those to the render budget; operations whose result can be far larger than their operands (string and
+// list repetition, replace, indent, join, concatenation) check the result's size before building it, and
+// substring searches charge text length x pattern length, their worst case.
 using System.Globalization;
 using System.Text;
 
@@ -110,7 +114,9 @@ internal static class Builtins
             if (args.Count == 3) step = Int(args[2], "range");
         }
         if (step == 0) throw new TemplateError("range() arg 3 must not be zero");
-        long count = step > 0 ? (stop > start ? (stop - start + step - 1) / step : 0) : (start > stop ? (start - stop - step - 1) / -step : 0);
+        Int128 span = step > 0 ? (Int128)stop - start : (Int128)start - stop;
+        Int128 stride = step > 0 ? step : -(Int128)step;
+        long count = span <= 0 ? 0 : (long)Int128.Min((span + stride - 1) / stride, MaxRange + 1);
         if (count > MaxRange) throw new TemplateError($"range() of {count} items is more than the sandbox allows ({MaxRange})");
         var result = new List<object?>((int)count);
         for (long i = 0; i < count; i++) result.Add(start + i * step);
@@ -216,7 +222,12 @@ internal static class Builtins
 
     private static JinjaCallable? StringMethod(string s, string name)
     {
-        JinjaCallable M(Func<List<object?>, List<KeyValuePair<string, object?>>, object?> f) => new("str." + name, f);
+        // A method reads its string at most once (searches charge more, in Search).
+        JinjaCallable M(Func<List<object?>, List<KeyValuePair<string, object?>>, object?> f) => new("str." + name, (a, k) =>
+        {
+            RenderBudget.Charge(s.Length);
+            return f(a, k);
+        });
         return name switch
         {
             "strip" => M((a, k) => PyStrip(s, OptChars(Bind("strip", a, k, ("chars", null))[0]), true, true)),
@@ -236,11 +247,11 @@ internal static class Builtins
                 var p = Bind("replace", a, k, ("old", Required), ("new", Required), ("count", -1L));
                 return Replace(s, Text(p[0], "replace"), Text(p[1], "replace"), Int(p[2], "replace"));
             }),
-            "find" => M((a, k) => (long)CodePointIndex(s, s.IndexOf(Text(Bind("find", a, k, ("sub", Required))[0], "find"), StringComparison.Ordinal))),
-            "rfind" => M((a, k) => (long)CodePointIndex(s, s.LastIndexOf(Text(Bind("rfind", a, k, ("sub", Required))[0], "rfind"), StringComparison.Ordinal))),
+            "find" => M((a, k) => (long)CodePointIndex(s, s.IndexOf(Search(s, Text(Bind("find", a, k, ("sub", Required))[0], "find")), StringComparison.Ordinal))),
+            "rfind" => M((a, k) => (long)CodePointIndex(s, s.LastIndexOf(Search(s, Text(Bind("rfind", a, k, ("sub", Required))[0], "rfind")), StringComparison.Ordinal))),
             "count" => M((a, k) => (long)Count(s, Text(Bind("count", a, k, ("sub", Required))[0], "count"))),
-            "join" => M((a, k) => string.Join(s, Values.Iterate(Bind("join", a, k, ("iterable", Required))[0]).Select(x =>
-                x as string ?? throw new TemplateError($"sequence item: expected str instance, {Values.TypeName(x)} found")))),
+            "join" => M((a, k) => Join(s, Values.Iterate(Bind("join", a, k, ("iterable", Required))[0]).Select(x =>
+                x as string ?? throw new TemplateError($"sequence item: expected str instance, {Values.TypeName(x)} found")).ToList())),
             "removeprefix" => M((a, k) => { var p = Text(Bind("removeprefix", a, k, ("prefix", Required))[0], "removeprefix"); return s.StartsWith(p, StringComparison.Ordinal) ? s[p.Length..] : s; }),
             "removesuffix" => M((a, k) => { var p = Text(Bind("removesuffix", a, k, ("suffix", Required))[0], "removesuffix"); return p.Length > 0 && s.EndsWith(p, StringComparison.Ordinal) ? s[..^p.Length] : s; }),
             "isdigit" => M((a, k) => { Bind("isdigit", a, k); return s.Length > 0 && s.All(char.IsDigit); }),
@@ -257,6 +268,29 @@ internal static class Builtins
         v as string ?? throw new TemplateError($"{function}() expects a string argument, got {Values.TypeName(v)}");
 
     private static string? OptChars(object? v) => v is null ? null : Text(v, "strip");
+
+    // A substring search over s costs at most |s| x |sub| character comparisons: charged before it runs.
+    private static string Search(string s, string sub)
+    {
+        RenderBudget.Charge(RenderBudget.Product(s.Length, Math.Max(1, sub.Length)));
+        return sub;
+    }
+
+    // string.Join with the result's length checked before it is built.
+    private static string Join(string separator, IReadOnlyList<string> parts)
+    {
+        long length = (long)separator.Length * Math.Max(0, parts.Count - 1);
+        foreach (var p in parts) length += p.Length;
+        RenderBudget.CheckLength(length);
+        return string.Join(separator, parts);
+    }
+
+    /// <summary>a + b or a ~ b on strings, with the result's length checked first.</summary>
+    public static string Concat(string a, string b)
+    {
+        RenderBudget.CheckLength((long)a.Length + b.Length);
+        return a + b;
+    }
 
     // ---------------------------------------------------------------- string helpers (Python's str methods)
 
@@ -275,6 +309,7 @@ internal static class Builtins
         bool One(object? x)
         {
             var t = Text(x, prefix ? "startswith" : "endswith");
+            RenderBudget.Charge(t.Length);
             return prefix ? s.StartsWith(t, StringComparison.Ordinal) : s.EndsWith(t, StringComparison.Ordinal);
         }
         return affix is object?[] or List<object?> ? Values.Iterate(affix).Any(One) : One(affix);
@@ -303,6 +338,7 @@ internal static class Builtins
             return parts;
         }
         if (sep.Length == 0) throw new TemplateError("empty separator");
+        Search(s, sep);
         int start = 0;
         while (maxSplit < 0 || parts.Count < maxSplit)
         {
@@ -340,6 +376,7 @@ internal static class Builtins
             return parts;
         }
         if (sep.Length == 0) throw new TemplateError("empty separator");
+        Search(s, sep);
         var result = new List<object?>();
         int stop = s.Length;
         while (result.Count < maxSplit)
@@ -374,6 +411,11 @@ internal static class Builtins
 
     private static string Replace(string s, string old, string @new, long count)
     {
+        // The result is at most s plus one copy of new per occurrence (one per code point and one more for an empty old).
+        long occurrences = old.Length == 0 ? s.Length + 1L : Count(s, old);
+        if (count >= 0) occurrences = Math.Min(occurrences, count);
+        RenderBudget.CheckLength(s.Length + occurrences * Math.Max(0, @new.Length - old.Length));
+        RenderBudget.Charge(occurrences * @new.Length);
         if (count < 0) return old.Length == 0 ? InsertEverywhere(s, @new, long.MaxValue) : s.Replace(old, @new, StringComparison.Ordinal);
         if (old.Length == 0) return InsertEverywhere(s, @new, count);
         var sb = new StringBuilder();
@@ -405,6 +447,7 @@ internal static class Builtins
     private static int Count(string s, string sub)
     {
         if (sub.Length == 0) return Values.CodePoints(s).Count + 1;
+        Search(s, sub);
         int n = 0;
         for (int at = s.IndexOf(sub, StringComparison.Ordinal); at >= 0; at = s.IndexOf(sub, at + sub.Length, StringComparison.Ordinal)) n++;
         return n;
@@ -453,7 +496,7 @@ internal static class Builtins
     /// <summary>+ - * / // % ** and ~ with Python's rules (int stays int except for /; str and list + and *).</summary>
     public static object? Arithmetic(string op, object? a, object? b)
     {
-        if (op == "~") return Values.Str(a) + Values.Str(b);
+        if (op == "~") return Concat(Values.Str(a), Values.Str(b));
         if (a is Undefined ua) throw new TemplateError(ua.Hint);
         if (b is Undefined ub) throw new TemplateError(ub.Hint);
         bool ints = a is long or bool && b is long or bool;
@@ -465,7 +508,7 @@ internal static class Builtins
                 case "+":
                     if (ints) return checked(Values.ToLong(a) + Values.ToLong(b));
                     if (nums) return Values.ToDouble(a) + Values.ToDouble(b);
-                    if (a is string sa && b is string sb) return sa + sb;
+                    if (a is string sa && b is string sb) return Concat(sa, sb);
                     if (a is List<object?> la && b is List<object?> lb) return la.Concat(lb).ToList();
                     if (a is object?[] ta && b is object?[] tb) return ta.Concat(tb).ToArray();
                     break;
@@ -478,7 +521,7 @@ internal static class Builtins
                     if (nums) return Values.ToDouble(a) * Values.ToDouble(b);
                     if (a is string s1 && b is long or bool) return Repeat(s1, Values.ToLong(b));
                     if (b is string s2 && a is long or bool) return Repeat(s2, Values.ToLong(a));
-                    if (a is List<object?> l1 && b is long or bool) return Enumerable.Repeat(l1, (int)Math.Max(0, Values.ToLong(b))).SelectMany(x => x).ToList();
+                    if (a is List<object?> l1 && b is long or bool) return RepeatList(l1, Values.ToLong(b));
                     break;
                 case "/":
                     if (nums)
@@ -509,6 +552,7 @@ internal static class Builtins
                     {
                         long x = Values.ToLong(a), y = Values.ToLong(b);
                         if (y == 0) throw new TemplateError("integer division or modulo by zero");
+                        if (y == -1) return 0L; // long.MinValue % -1 overflows in .NET; the remainder is 0
                         long r = x % y;
                         return r != 0 && (r < 0) != (y < 0) ? r + y : r;
                     }
@@ -521,12 +565,7 @@ internal static class Builtins
                     }
                     break;
                 case "**":
-                    if (ints && Values.ToLong(b) >= 0)
-                    {
-                        long x = Values.ToLong(a), e = Values.ToLong(b), result = 1;
-                        for (long i = 0; i < e; i++) result = checked(result * x);
-                        return result;
-                    }
+                    if (ints && Values.ToLong(b) >= 0) return Power(Values.ToLong(a), Values.ToLong(b));
                     if (nums) return Math.Pow(Values.ToDouble(a), Values.ToDouble(b));
                     break;
             }
@@ -538,7 +577,37 @@ internal static class Builtins
         throw new TemplateError($"unsupported operand type(s) for {op}: '{Values.TypeName(a)}' and '{Values.TypeName(b)}'");
     }
 
-    private static string Repeat(string s, long n) => n <= 0 ? "" : new StringBuilder(s.Length * (int)n).Insert(0, s, (int)n).ToString();
+    private static string Repeat(string s, long n)
+    {
+        if (n <= 0 || s.Length == 0) return "";
+        RenderBudget.CheckLength(RenderBudget.Product(s.Length, n));
+        return new StringBuilder(s.Length * (int)n).Insert(0, s, (int)n).ToString();
+    }
+
+    private static List<object?> RepeatList(List<object?> list, long n)
+    {
+        if (n <= 0 || list.Count == 0) return [];
+        long count = RenderBudget.Product(list.Count, n);
+        if (count > TemplateLimits.MaxStringLength)
+            throw new TemplateError($"a list of {count} items is longer than the {TemplateLimits.MaxStringLength} a template may build");
+        RenderBudget.Charge(count);
+        var result = new List<object?>((int)count);
+        for (long i = 0; i < n; i++) result.AddRange(list);
+        return result;
+    }
+
+    // x ** e for e >= 0 by repeated squaring (a loop of e multiplications never ends for x in {-1, 0, 1}).
+    private static long Power(long x, long e)
+    {
+        long result = 1;
+        while (e > 0)
+        {
+            if ((e & 1) != 0) result = checked(result * x);
+            e >>= 1;
+            if (e > 0) x = checked(x * x);
+        }
+        return result;
+    }
 
     /// <summary>One comparison of a chain: == != &lt; &lt;= &gt; &gt;= in, not in.</summary>
     public static bool Compare(string op, object? a, object? b) => op switch
@@ -557,7 +626,7 @@ internal static class Builtins
     /// <summary>item in container: substring, list/tuple element, dict key; nothing is in undefined.</summary>
     public static bool Contains(object? container, object? item) => container switch
     {
-        string s => item is string sub ? s.Contains(sub, StringComparison.Ordinal)
+        string s => item is string sub ? s.Contains(Search(s, sub), StringComparison.Ordinal)
             : throw new TemplateError($"'in <string>' requires string as left operand, not {Values.TypeName(item)}"),
         List<object?> or object?[] => ((IReadOnlyList<object?>)container).Any(x => Values.Equal(x, item)),
         OrderedDictionary<string, object?> d => item is string k && d.ContainsKey(k),
@@ -591,7 +660,7 @@ internal static class Builtins
             "escaped" => false,
             "odd" => Int(v, "odd") % 2 != 0,
             "even" => Int(v, "even") % 2 == 0,
-            "divisibleby" => Int(v, "divisibleby") % Int(Arg(0), "divisibleby") == 0,
+            "divisibleby" => DivisibleBy(Int(v, "divisibleby"), Int(Arg(0), "divisibleby")),
             "eq" or "equalto" or "==" => Values.Equal(v, Arg(0)),
             "ne" or "!=" => !Values.Equal(v, Arg(0)),
             "lt" or "lessthan" or "<" => Values.Compare(v, Arg(0)) < 0,
@@ -605,6 +674,13 @@ internal static class Builtins
             _ => throw new TemplateError($"unknown test '{name}'"),
         };
     }
+
+    private static bool DivisibleBy(long x, long y) => y switch
+    {
+        0 => throw new TemplateError("integer division or modulo by zero"),
+        -1 => true, // long.MinValue % -1 overflows; every integer is divisible by -1
+        _ => x % y == 0,
+    };
 
     private static bool SameAs(object? a, object? b) => (a, b) switch
     {
@@ -620,6 +696,7 @@ internal static class Builtins
     /// <summary>value | name(args).</summary>
     public static object? Filter(string name, object? v, List<object?> args, List<KeyValuePair<string, object?>> kwargs)
     {
+        using var level = RenderBudget.Enter(); // map(filter, ...) calls filters from filters
         object?[] P(params (string, object?)[] parameters) => Bind(name, args, kwargs, parameters);
         switch (name)
         {
@@ -627,6 +704,7 @@ internal static class Builtins
                 P();
                 return v switch
                 {
+                    long.MinValue => throw new TemplateError("integer overflow in abs() (values beyond 64 bits are not supported)"),
                     long l => (object)Math.Abs(l),
                     double d => Math.Abs(d),
                     bool b => b ? 1L : 0L,
@@ -667,7 +745,7 @@ internal static class Builtins
                 return ToInt(v, Int(ip[1], "int")) ?? ip[0];
             case "indent":
                 var inp = P(("width", 4L), ("first", false), ("blank", false));
-                return Indent(Values.Str(v), inp[0] is string w ? w : new string(' ', (int)Int(inp[0], "indent")), Values.Truthy(inp[1]), Values.Truthy(inp[2]));
+                return Indent(Values.Str(v), inp[0] is string w ? w : Spaces(Int(inp[0], "indent")), Values.Truthy(inp[1]), Values.Truthy(inp[2]));
             case "items":
                 P();
                 return v switch
@@ -679,7 +757,7 @@ internal static class Builtins
             case "join":
                 var jp = P(("d", ""), ("attribute", null));
                 var parts = Values.Iterate(v).Select(x => jp[1] is null ? x : AttrOrItem(x, jp[1]));
-                return string.Join(Values.Str(jp[0]), parts.Select(Values.Str));
+                return Join(Values.Str(jp[0]), parts.Select(Values.Str).ToList());
             case "list":
                 P();
                 return Values.Iterate(v).ToList();
@@ -738,7 +816,7 @@ internal static class Builtins
                 var sp = P(("reverse", false), ("case_sensitive", false), ("attribute", null));
                 var sortKey = SortKey(Values.Truthy(sp[1]), sp[2]);
                 var sorted = Values.Iterate(v).Select((x, i) => (x, i)).ToList();
-                sorted.Sort((p, q) =>
+                SortTyped(sorted, (p, q) =>
                 {
                     int c = Values.Compare(sortKey(p.x), sortKey(q.x));
                     return c != 0 ? c : p.i.CompareTo(q.i);
@@ -760,7 +838,7 @@ internal static class Builtins
                 int? indent = tj[1] switch
                 {
                     null => null,
-                    long or bool => (int)Values.ToLong(tj[1]),
+                    long or bool => (int)Math.Clamp(Values.ToLong(tj[1]), -1, TemplateLimits.MaxStringLength + 1L),
                     _ => throw new TemplateError("tojson indent must be an integer"),
                 };
                 (string, string)? seps = null;
@@ -817,9 +895,22 @@ internal static class Builtins
         };
         var key = SortKey(Values.Truthy(p[0]), null);
         var pairs = d.Select(e => (e.Key, e.Value)).ToList();
-        pairs.Sort((a, b) => Values.Compare(key(byValue ? a.Value : a.Key), key(byValue ? b.Value : b.Key)));
+        SortTyped(pairs, (a, b) => Values.Compare(key(byValue ? a.Value : a.Key), key(byValue ? b.Value : b.Key)));
         if (Values.Truthy(p[2])) pairs.Reverse();
         return pairs.Select(e => (object?)new object?[] { e.Key, e.Value }).ToList();
+    }
+
+    // List.Sort wraps an exception of the comparison in InvalidOperationException: the template's error is the inner one.
+    private static void SortTyped<T>(List<T> list, Comparison<T> comparison)
+    {
+        try
+        {
+            list.Sort(comparison);
+        }
+        catch (InvalidOperationException e) when (e.InnerException is TemplateError inner)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(inner);
+        }
     }
 
     private static List<object?> Map(object? v, List<object?> args, List<KeyValuePair<string, object?>> kwargs)
@@ -887,9 +978,20 @@ internal static class Builtins
         _ => null,
     };
 
+    // indent(width): Python's " " * width (empty for width <= 0), its length checked first.
+    private static string Spaces(long width)
+    {
+        if (width <= 0) return "";
+        RenderBudget.CheckLength(width);
+        return new string(' ', (int)width);
+    }
+
     // Jinja 3.1's indent: the first line unindented unless first=True, blank lines left blank unless blank=True.
     private static string Indent(string s, string indentation, bool first, bool blank)
     {
+        long breaks = 2;
+        foreach (char c in s) if (c == '\n') breaks++;
+        RenderBudget.CheckLength(s.Length + RenderBudget.Product(breaks, indentation.Length));
         var lines = SplitLines(s + "\n").Select(x => (string)x!).ToList();
         string rv;
         if (blank) rv = string.Join("\n" + indentation, lines);

@@ -3,6 +3,9 @@
 // loop is gone after the iteration (namespace() attributes are how templates carry state out of loops);
 // a macro body runs in a scope over the scope the macro was defined in.
 // Errors carry the offset of the innermost expression or statement being evaluated.
+// Every render runs on a RenderBudget (TemplateLimits): each statement and expression is a step and a
+// level of nesting, operands and results are charged by their size, and the output may not outgrow
+// MaxStringLength, so a hostile template ends in a ChatTemplateException, not a hang or an exhausted heap.
 using System.Text;
 
 namespace VteKernels.Text.Jinja;
@@ -49,6 +52,7 @@ internal sealed class Interpreter
         var top = new Scope(builtins);
         foreach (var (name, value) in variables) top.Vars[name] = value;
         var interp = new Interpreter(normalizedSource, top);
+        using var budget = RenderBudget.Begin();
         try
         {
             interp.ExecBlock(program);
@@ -74,17 +78,26 @@ internal sealed class Interpreter
         return Flow.Normal;
     }
 
+    private void Write(string s)
+    {
+        RenderBudget.CheckLength((long)_out.Length + s.Length);
+        RenderBudget.Charge(s.Length);
+        _out.Append(s);
+    }
+
     private Flow Exec(Node node)
     {
         try
         {
+            RenderBudget.Step();
+            using var level = RenderBudget.Enter();
             switch (node)
             {
                 case TextNode t:
-                    _out.Append(t.Text);
+                    Write(t.Text);
                     return Flow.Normal;
                 case OutputNode o:
-                    _out.Append(Values.Str(Eval(o.Value)));
+                    Write(Values.Str(Eval(o.Value)));
                     return Flow.Normal;
                 case IfNode i:
                     foreach (var (condition, body) in i.Branches)
@@ -134,6 +147,7 @@ internal sealed class Interpreter
                 var kept = new List<object?>();
                 foreach (var item in items)
                 {
+                    RenderBudget.Step();
                     _scope = new Scope(outer);
                     Assign(f.Target, item);
                     if (Values.Truthy(Eval(f.Filter))) kept.Add(item);
@@ -145,6 +159,7 @@ internal sealed class Interpreter
             _loopDepth++;
             for (int i = 0; i < items.Count; i++)
             {
+                RenderBudget.Step();
                 _scope = new Scope(outer);
                 Assign(f.Target, items[i]);
                 loop.Index0 = i;
@@ -240,6 +255,8 @@ internal sealed class Interpreter
     {
         try
         {
+            RenderBudget.Step();
+            using var level = RenderBudget.Enter();
             return EvalCore(expr);
         }
         catch (TemplateError e) when (e.Offset < 0)
@@ -258,8 +275,10 @@ internal sealed class Interpreter
             case NameExpr n:
                 return _scope.TryGet(n.Name, out var v) ? v : new Undefined($"'{n.Name}' is undefined");
             case ListExpr list:
+                RenderBudget.Charge(list.Items.Count);
                 return list.Items.Select(Eval).ToList();
             case TupleExpr tuple:
+                RenderBudget.Charge(tuple.Items.Count);
                 return tuple.Items.Select(Eval).ToArray();
             case DictExpr dict:
                 var d = new OrderedDictionary<string, object?>(StringComparer.Ordinal);
@@ -275,24 +294,26 @@ internal sealed class Interpreter
             case ItemExpr i:
                 return Builtins.GetItem(Eval(i.Object), Eval(i.Key));
             case SliceExpr s:
-                return Builtins.Slice(Eval(s.Object), s.Start is null ? null : Eval(s.Start), s.Stop is null ? null : Eval(s.Stop), s.Step is null ? null : Eval(s.Step));
+                return Charged(Builtins.Slice(Eval(s.Object), s.Start is null ? null : Eval(s.Start), s.Stop is null ? null : Eval(s.Stop), s.Step is null ? null : Eval(s.Step)));
             case CallExpr c:
                 var callee = Eval(c.Callee);
                 var (args, kwargs) = EvalArgs(c.Args);
                 return callee switch
                 {
-                    JinjaCallable f => f.Invoke(args, kwargs),
+                    JinjaCallable f => Charged(f.Invoke(args, kwargs)),
                     Undefined u => throw new TemplateError(u.Hint),
                     _ => throw new TemplateError($"'{Values.TypeName(callee)}' object is not callable"),
                 };
             case FilterExpr f:
                 var operand = Eval(f.Operand);
                 var (fargs, fkwargs) = EvalArgs(f.Args);
-                return Builtins.Filter(f.Name, operand, fargs, fkwargs);
+                RenderBudget.Charge(Values.Size(operand));
+                return Charged(Builtins.Filter(f.Name, operand, fargs, fkwargs));
             case TestExpr t:
                 var subject = Eval(t.Operand);
                 var (targs, tkwargs) = EvalArgs(t.Args);
                 if (tkwargs.Count > 0) throw new TemplateError($"test '{t.Name}' takes no keyword arguments");
+                RenderBudget.Charge(Values.Size(subject));
                 return Builtins.Test(t.Name, subject, targs) != t.Negated;
             case UnaryExpr u:
                 var x = Eval(u.Operand);
@@ -301,7 +322,8 @@ internal sealed class Interpreter
                     "not" => !Values.Truthy(x),
                     "-" => x switch
                     {
-                        long l => (object)checked(-l),
+                        long.MinValue => throw new TemplateError("integer overflow in unary '-' (values beyond 64 bits are not supported)"),
+                        long l => (object)-l,
                         double dd => -dd,
                         bool b => b ? -1L : 0L,
                         _ => throw new TemplateError($"bad operand type for unary -: '{Values.TypeName(x)}'"),
@@ -315,12 +337,16 @@ internal sealed class Interpreter
                 var l2 = Eval(b.Left);
                 return Values.Truthy(l2) ? l2 : Eval(b.Right);
             case BinaryExpr b:
-                return Builtins.Arithmetic(b.Op, Eval(b.Left), Eval(b.Right));
+                var a1 = Eval(b.Left);
+                var a2 = Eval(b.Right);
+                RenderBudget.Charge(Values.Size(a1) + Values.Size(a2));
+                return Charged(Builtins.Arithmetic(b.Op, a1, a2));
             case CompareExpr c:
                 var current = Eval(c.First);
                 foreach (var (op, rightExpr) in c.Rest)
                 {
                     var right = Eval(rightExpr);
+                    RenderBudget.Charge(Values.Size(current) + Values.Size(right));
                     if (!Builtins.Compare(op, current, right)) return false;
                     current = right;
                 }
@@ -331,6 +357,13 @@ internal sealed class Interpreter
             default:
                 throw new TemplateError($"internal: unknown expression {expr.GetType().Name}");
         }
+    }
+
+    // A value an operation created is charged by its size (an existing value looked up is not).
+    private static object? Charged(object? value)
+    {
+        RenderBudget.Charge(Values.Size(value));
+        return value;
     }
 
     private (List<object?> Args, List<KeyValuePair<string, object?>> Kwargs) EvalArgs(Arguments a)

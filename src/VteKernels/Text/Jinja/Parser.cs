@@ -4,7 +4,14 @@
 // So "messages|length - 1" is (messages|length) - 1, and "not x is defined" is not (x is defined).
 // Tags it knows but does not implement (raw, filter, call, include, import, extends, block, with, do, ...)
 // and anything malformed raise ChatTemplateException naming the construct and its line and column.
+// Bounds: nesting (blocks, brackets, unary operators, conditional chains) deeper than
+// TemplateLimits.MaxNesting, and an expression tree higher than that (left-deep chains such as
+// a + 1 + 1 ... or x|trim|trim ... are built without recursion but walked recursively later), are
+// refused with the position; time and memory are linear in the source (adjacent string literals are
+// joined in one builder).
 using System.Globalization;
+using System.Runtime.CompilerServices;
+using System.Text;
 
 namespace VteKernels.Text.Jinja;
 
@@ -18,6 +25,7 @@ internal sealed class Parser
     private readonly string _src;
     private readonly List<Token> _tokens;
     private int _i;
+    private int _nesting;
 
     private Parser(string src, List<Token> tokens)
     {
@@ -34,6 +42,36 @@ internal sealed class Parser
     }
 
     private Token Cur => _tokens[_i];
+
+    // One level of recursion in the parser (a nested block, bracket, unary operator or else-branch).
+    private Nested Nest()
+    {
+        if (++_nesting > TemplateLimits.MaxNesting)
+            throw Error(Cur, $"the template nests deeper than {TemplateLimits.MaxNesting} levels (blocks, brackets and operators)");
+        if (!RuntimeHelpers.TryEnsureSufficientExecutionStack())
+            throw Error(Cur, "the template nests too deeply for the stack of this thread");
+        return new Nested(this);
+    }
+
+    private readonly struct Nested(Parser parser) : IDisposable
+    {
+        public void Dispose() => parser._nesting--;
+    }
+
+    // An expression tree too high to walk recursively is refused where it starts.
+    private Expr Bounded(Expr e)
+    {
+        if (e.Depth > TemplateLimits.MaxNesting)
+            throw Lexer.Error(_src, e.Offset, $"expression nests deeper than {TemplateLimits.MaxNesting} levels (operators, filters, calls and brackets chained)");
+        return e;
+    }
+
+    // The body of a nested block, up to one of its end tags.
+    private List<Node> ParseNestedBody(string[] ends, out string endTag)
+    {
+        using var _ = Nest();
+        return ParseBody(ends, out endTag);
+    }
 
     private Token Peek(int ahead) => _tokens[Math.Min(_i + ahead, _tokens.Count - 1)];
 
@@ -144,7 +182,7 @@ internal sealed class Parser
             case "generation":
                 // transformers' {% generation %} marks assistant text for masks; it renders its body unchanged.
                 ExpectStmtClose("generation");
-                var body = ParseBody(["endgeneration"], out _);
+                var body = ParseNestedBody(["endgeneration"], out _);
                 ExpectStmtClose("endgeneration");
                 return body;
             default:
@@ -165,13 +203,13 @@ internal sealed class Parser
         {
             var condition = ParseExpression();
             ExpectStmtClose(tag);
-            var body = ParseBody(["elif", "else", "endif"], out var end);
+            var body = ParseNestedBody(["elif", "else", "endif"], out var end);
             branches.Add((condition, body));
             if (end == "elif") { tag = "elif"; continue; }
             if (end == "else")
             {
                 ExpectStmtClose("else");
-                otherwise = ParseBody(["endif"], out _);
+                otherwise = ParseNestedBody(["endif"], out _);
             }
             ExpectStmtClose("endif");
             return new IfNode(branches, otherwise, open.Offset);
@@ -187,12 +225,12 @@ internal sealed class Parser
         if (SkipName("if")) filter = ParseExpression();
         if (IsName("recursive")) throw Error(Cur, "unsupported construct: recursive for loops");
         ExpectStmtClose("for");
-        var body = ParseBody(["else", "endfor"], out var end);
+        var body = ParseNestedBody(["else", "endfor"], out var end);
         IReadOnlyList<Node>? otherwise = null;
         if (end == "else")
         {
             ExpectStmtClose("else");
-            otherwise = ParseBody(["endfor"], out _);
+            otherwise = ParseNestedBody(["endfor"], out _);
         }
         ExpectStmtClose("endfor");
         return new ForNode(target, iterable, filter, body, otherwise, open.Offset);
@@ -209,7 +247,7 @@ internal sealed class Parser
         }
         if (IsOp("|")) throw Error(Cur, "unsupported construct: filtered block set ({% set x | filter %})");
         ExpectStmtClose("set");
-        var body = ParseBody(["endset"], out _);
+        var body = ParseNestedBody(["endset"], out _);
         ExpectStmtClose("endset");
         return new SetBlockNode(target, body, open.Offset);
     }
@@ -229,7 +267,7 @@ internal sealed class Parser
         }
         ExpectOp(")");
         ExpectStmtClose("macro");
-        var body = ParseBody(["endmacro"], out _);
+        var body = ParseNestedBody(["endmacro"], out _);
         if (Cur.Kind == TokenKind.Name) _i++; // {% endmacro name %}
         ExpectStmtClose("endmacro");
         return new MacroNode(name, parameters, body, open.Offset);
@@ -270,10 +308,10 @@ internal sealed class Parser
             if (Cur.Kind is TokenKind.ExprClose or TokenKind.StmtClose || IsName("if")) break;
             items.Add(ParseExpression(conditional));
         }
-        return new TupleExpr(items, offset);
+        return Bounded(new TupleExpr(items, offset));
     }
 
-    private Expr ParseExpression(bool conditional = true) => conditional ? ParseConditional() : ParseOr();
+    private Expr ParseExpression(bool conditional = true) => Bounded(conditional ? ParseConditional() : ParseOr());
 
     private Expr ParseConditional()
     {
@@ -283,7 +321,12 @@ internal sealed class Parser
             int offset = Cur.Offset;
             _i++;
             var condition = ParseOr();
-            Expr? otherwise = SkipName("else") ? ParseConditional() : null;
+            Expr? otherwise = null;
+            if (SkipName("else"))
+            {
+                using var _ = Nest();
+                otherwise = ParseConditional();
+            }
             expr = new ConditionalExpr(condition, expr, otherwise, offset);
         }
         return expr;
@@ -291,6 +334,7 @@ internal sealed class Parser
 
     private Expr ParseOr()
     {
+        using var _ = Nest();
         var left = ParseAnd();
         while (IsName("or"))
         {
@@ -319,6 +363,7 @@ internal sealed class Parser
         {
             int offset = Cur.Offset;
             _i++;
+            using var _ = Nest();
             return new UnaryExpr("not", ParseNot(), offset);
         }
         return ParseCompare();
@@ -407,6 +452,7 @@ internal sealed class Parser
         if (IsOp("-") || IsOp("+"))
         {
             _i++;
+            using var _ = Nest();
             node = new UnaryExpr(tok.Value, ParseUnary(withFilter: false), tok.Offset);
         }
         else node = ParsePrimary();
@@ -430,9 +476,10 @@ internal sealed class Parser
                 };
             case TokenKind.String:
                 _i++;
-                var text = tok.Value;
-                while (Cur.Kind == TokenKind.String) text += _tokens[_i++].Value; // 'a' 'b' is 'ab'
-                return new LiteralExpr(text, tok.Offset);
+                if (Cur.Kind != TokenKind.String) return new LiteralExpr(tok.Value, tok.Offset);
+                var text = new StringBuilder(tok.Value); // 'a' 'b' is 'ab'
+                while (Cur.Kind == TokenKind.String) text.Append(_tokens[_i++].Value);
+                return new LiteralExpr(text.ToString(), tok.Offset);
             case TokenKind.Integer:
                 _i++;
                 if (!long.TryParse(tok.Value, NumberStyles.None, CultureInfo.InvariantCulture, out long l))
@@ -492,7 +539,13 @@ internal sealed class Parser
             {
                 _i++;
                 if (Cur.Kind == TokenKind.Integer)
-                    node = new ItemExpr(node, new LiteralExpr(long.Parse(_tokens[_i++].Value, CultureInfo.InvariantCulture), tok.Offset), tok.Offset);
+                {
+                    // x.0 is x[0]; an index past 64 bits names no item (Python would look up a big integer).
+                    if (!long.TryParse(Cur.Value, NumberStyles.None, CultureInfo.InvariantCulture, out long index))
+                        throw Error(Cur, $"index .{Cur.Value} does not fit 64 bits");
+                    _i++;
+                    node = new ItemExpr(node, new LiteralExpr(index, tok.Offset), tok.Offset);
+                }
                 else
                     node = new AttrExpr(node, ExpectName("an attribute name after '.'"), tok.Offset);
             }

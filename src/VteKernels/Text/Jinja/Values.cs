@@ -5,6 +5,10 @@
 // Truthiness, str() (True/False/None capitalised, floats as Python's repr, lists and dicts as Python's
 // repr), ==, ordering and json.dumps with transformers' tojson defaults (ensure_ascii=False, indent=None)
 // follow CPython, because Hugging Face renders chat templates with Python's Jinja2.
+// The walks over values (repr, tojson, ==, ordering, conversion from the host) stop at
+// TemplateLimits.MaxValueDepth levels and count every element they visit as a step of the render, so a
+// value nested a million deep or a list of itself shared 2^40 ways costs a typed error, not the stack or
+// the machine; the strings they build stop at TemplateLimits.MaxStringLength.
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
@@ -117,12 +121,34 @@ internal static class Values
     public static string Repr(object? v)
     {
         var sb = new StringBuilder();
-        AppendRepr(sb, v);
+        AppendRepr(sb, v, 0);
         return sb.ToString();
     }
 
-    private static void AppendRepr(StringBuilder sb, object? v)
+    /// <summary>The shallow size of a value as the render budget counts it: characters of a string, items of a
+    /// list, tuple, dict or namespace, else 1.</summary>
+    public static long Size(object? v) => v switch
     {
+        string s => s.Length,
+        List<object?> l => l.Count,
+        object?[] t => t.Length,
+        OrderedDictionary<string, object?> d => d.Count,
+        JinjaNamespace ns => ns.Attributes.Count,
+        _ => 1,
+    };
+
+    // One element of a walk over a value at nesting depth: a step, and a check of the depth and of the text built so far.
+    private static void Visit(int depth, StringBuilder? sb = null)
+    {
+        RenderBudget.Step();
+        if (depth > TemplateLimits.MaxValueDepth)
+            throw new TemplateError($"a value nests deeper than {TemplateLimits.MaxValueDepth} levels");
+        if (sb is not null) RenderBudget.CheckLength(sb.Length);
+    }
+
+    private static void AppendRepr(StringBuilder sb, object? v, int depth)
+    {
+        Visit(depth, sb);
         switch (v)
         {
             case null: sb.Append("None"); break;
@@ -136,7 +162,7 @@ internal static class Values
                 for (int i = 0; i < list.Count; i++)
                 {
                     if (i > 0) sb.Append(", ");
-                    AppendRepr(sb, list[i]);
+                    AppendRepr(sb, list[i], depth + 1);
                 }
                 sb.Append(']');
                 break;
@@ -145,17 +171,17 @@ internal static class Values
                 for (int i = 0; i < tuple.Length; i++)
                 {
                     if (i > 0) sb.Append(", ");
-                    AppendRepr(sb, tuple[i]);
+                    AppendRepr(sb, tuple[i], depth + 1);
                 }
                 if (tuple.Length == 1) sb.Append(',');
                 sb.Append(')');
                 break;
             case OrderedDictionary<string, object?> dict:
-                AppendDictRepr(sb, dict);
+                AppendDictRepr(sb, dict, depth);
                 break;
             case JinjaNamespace ns:
                 sb.Append("<Namespace ");
-                AppendDictRepr(sb, ns.Attributes);
+                AppendDictRepr(sb, ns.Attributes, depth);
                 sb.Append('>');
                 break;
             case JinjaCallable f: sb.Append("<function ").Append(f.Name).Append('>'); break;
@@ -164,7 +190,7 @@ internal static class Values
         }
     }
 
-    private static void AppendDictRepr(StringBuilder sb, OrderedDictionary<string, object?> dict)
+    private static void AppendDictRepr(StringBuilder sb, OrderedDictionary<string, object?> dict, int depth)
     {
         sb.Append('{');
         bool first = true;
@@ -174,7 +200,7 @@ internal static class Values
             first = false;
             AppendStringRepr(sb, k);
             sb.Append(": ");
-            AppendRepr(sb, value);
+            AppendRepr(sb, value, depth + 1);
         }
         sb.Append('}');
     }
@@ -183,6 +209,8 @@ internal static class Values
     // other control characters.
     private static void AppendStringRepr(StringBuilder sb, string s)
     {
+        RenderBudget.CheckLength((long)sb.Length + s.Length);
+        RenderBudget.Charge(s.Length);
         char quote = s.Contains('\'') && !s.Contains('"') ? '"' : '\'';
         sb.Append(quote);
         foreach (char c in s)
@@ -247,49 +275,62 @@ internal static class Values
     }
 
     /// <summary>Python's ==: numbers (bool included) by value, containers element-wise, list != tuple.</summary>
-    public static bool Equal(object? a, object? b)
+    public static bool Equal(object? a, object? b) => Equal(a, b, 0);
+
+    private static bool Equal(object? a, object? b, int depth)
     {
+        Visit(depth);
         if (a is null || b is null) return a is null && b is null;
         if (a is Undefined || b is Undefined) return a is Undefined && b is Undefined;
         if (IsNumber(a) && IsNumber(b))
             return a is double || b is double ? ToDouble(a) == ToDouble(b) : ToLong(a) == ToLong(b);
         switch (a)
         {
-            case string sa: return b is string sb && string.Equals(sa, sb, StringComparison.Ordinal);
-            case List<object?> la: return b is List<object?> lb && SequenceEqual(la, lb);
-            case object?[] ta: return b is object?[] tb && SequenceEqual(ta, tb);
+            case string sa:
+                if (b is not string sb) return false;
+                RenderBudget.Charge(Math.Min(sa.Length, sb.Length));
+                return string.Equals(sa, sb, StringComparison.Ordinal);
+            case List<object?> la: return b is List<object?> lb && SequenceEqual(la, lb, depth);
+            case object?[] ta: return b is object?[] tb && SequenceEqual(ta, tb, depth);
             case OrderedDictionary<string, object?> da:
                 if (b is not OrderedDictionary<string, object?> db || da.Count != db.Count) return false;
                 foreach (var (k, v) in da)
-                    if (!db.TryGetValue(k, out var w) || !Equal(v, w)) return false;
+                    if (!db.TryGetValue(k, out var w) || !Equal(v, w, depth + 1)) return false;
                 return true;
             default: return ReferenceEquals(a, b);
         }
     }
 
-    private static bool SequenceEqual(IReadOnlyList<object?> a, IReadOnlyList<object?> b)
+    private static bool SequenceEqual(IReadOnlyList<object?> a, IReadOnlyList<object?> b, int depth)
     {
         if (a.Count != b.Count) return false;
         for (int i = 0; i < a.Count; i++)
-            if (!Equal(a[i], b[i])) return false;
+            if (!Equal(a[i], b[i], depth + 1)) return false;
         return true;
     }
 
     /// <summary>Python's ordering for &lt; &lt;= &gt; &gt;=: numbers, strings (by code point), sequences of the same kind.</summary>
     /// <exception cref="ChatTemplateException">The two values are not orderable.</exception>
-    public static int Compare(object? a, object? b)
+    public static int Compare(object? a, object? b) => Compare(a, b, 0);
+
+    private static int Compare(object? a, object? b, int depth)
     {
+        Visit(depth);
         if (IsNumber(a) && IsNumber(b))
             return a is double || b is double ? ToDouble(a).CompareTo(ToDouble(b)) : ToLong(a).CompareTo(ToLong(b));
-        if (a is string sa && b is string sb) return Math.Sign(CompareCodePoints(sa, sb));
+        if (a is string sa && b is string sb)
+        {
+            RenderBudget.Charge(Math.Min(sa.Length, sb.Length));
+            return Math.Sign(CompareCodePoints(sa, sb));
+        }
         if ((a is List<object?> && b is List<object?>) || (a is object?[] && b is object?[]))
         {
             var la = (IReadOnlyList<object?>)a;
             var lb = (IReadOnlyList<object?>)b!;
             for (int i = 0; i < Math.Min(la.Count, lb.Count); i++)
             {
-                if (Equal(la[i], lb[i])) continue;
-                return Compare(la[i], lb[i]);
+                if (Equal(la[i], lb[i], depth + 1)) continue;
+                return Compare(la[i], lb[i], depth + 1);
             }
             return la.Count.CompareTo(lb.Count);
         }
@@ -332,6 +373,7 @@ internal static class Values
     /// <summary>The Unicode scalar values of a string as one string each (Python indexes strings by code point).</summary>
     public static List<string> CodePoints(string s)
     {
+        RenderBudget.Charge(s.Length);
         var result = new List<string>(s.Length);
         foreach (var rune in s.EnumerateRunes()) result.Add(rune.ToString());
         return result;
@@ -340,7 +382,7 @@ internal static class Values
     /// <summary>Python's len(); undefined has length 0.</summary>
     public static long Length(object? v) => v switch
     {
-        string s => s.EnumerateRunes().Count(),
+        string s => CountRunes(s),
         List<object?> l => l.Count,
         object?[] t => t.Length,
         OrderedDictionary<string, object?> d => d.Count,
@@ -349,16 +391,28 @@ internal static class Values
         _ => throw new TemplateError($"object of type '{TypeName(v)}' has no len()"),
     };
 
+    private static long CountRunes(string s)
+    {
+        RenderBudget.Charge(s.Length);
+        return s.EnumerateRunes().Count();
+    }
+
     /// <summary>The items a for loop or a filter walks: list/tuple items, dict keys, string characters; undefined is empty.</summary>
     public static IReadOnlyList<object?> Iterate(object? v) => v switch
     {
         List<object?> l => l,
         object?[] t => t,
-        OrderedDictionary<string, object?> d => d.Keys.Cast<object?>().ToList(),
+        OrderedDictionary<string, object?> d => Keys(d),
         string s => CodePoints(s).Cast<object?>().ToList(),
         Undefined => [],
         _ => throw new TemplateError($"'{TypeName(v)}' object is not iterable"),
     };
+
+    private static List<object?> Keys(OrderedDictionary<string, object?> d)
+    {
+        RenderBudget.Charge(d.Count);
+        return d.Keys.Cast<object?>().ToList();
+    }
 
     /// <summary>json.dumps(v, ensure_ascii, indent, separators, sort_keys), as transformers' tojson filter calls it.</summary>
     public static string ToJson(object? v, int? indent = null, bool ensureAscii = false, (string Item, string Key)? separators = null, bool sortKeys = false)
@@ -371,6 +425,7 @@ internal static class Values
 
     private static void AppendJson(StringBuilder sb, object? v, int? indent, bool ascii, (string Item, string Key) seps, bool sortKeys, int depth)
     {
+        Visit(depth, sb);
         switch (v)
         {
             case null: sb.Append("null"); break;
@@ -419,13 +474,18 @@ internal static class Values
     private static void NewLine(StringBuilder sb, int? indent, int depth)
     {
         if (indent is null) return;
-        sb.Append('\n').Append(' ', indent.Value * depth);
+        long width = (long)Math.Max(0, indent.Value) * depth;
+        RenderBudget.CheckLength(sb.Length + 1 + width);
+        RenderBudget.Charge(width);
+        sb.Append('\n').Append(' ', (int)width);
     }
 
     // json.dumps string escapes: \" \\ \n \r \t \b \f, other controls as \u00XX; with ensure_ascii every
     // non-ASCII UTF-16 unit as \uXXXX (astral characters as their surrogate pair, as Python writes them).
     private static void AppendJsonString(StringBuilder sb, string s, bool ascii)
     {
+        RenderBudget.CheckLength((long)sb.Length + s.Length);
+        RenderBudget.Charge(s.Length);
         sb.Append('"');
         foreach (char c in s)
         {
@@ -451,7 +511,11 @@ internal static class Values
     /// <summary>Converts a value handed in by the caller (CLR primitives, dictionaries, lists, System.Text.Json
     /// nodes and elements) to a runtime value.</summary>
     /// <exception cref="ArgumentException">A value of a type templates cannot use.</exception>
-    public static object? FromHost(object? v) => v switch
+    public static object? FromHost(object? v) => FromHost(v, 0);
+
+    private static object? FromHost(object? v, int depth) => depth > TemplateLimits.MaxValueDepth
+        ? throw new ArgumentException($"a chat template variable nests deeper than {TemplateLimits.MaxValueDepth} levels")
+        : v switch
     {
         null => null,
         Undefined or JinjaNamespace or JinjaCallable => v,
@@ -467,40 +531,44 @@ internal static class Values
         decimal m => (double)m,
         char c => c.ToString(),
         Enum e => e.ToString(),
-        JsonElement el => FromJson(el),
-        JsonNode node => FromJson(JsonSerializer.SerializeToElement(node)),
-        OrderedDictionary<string, object?> od => ConvertDict(od),
-        IEnumerable<KeyValuePair<string, object?>> dict => ConvertDict(dict),
-        IEnumerable<KeyValuePair<string, string>> sdict => ConvertDict(sdict.Select(p => new KeyValuePair<string, object?>(p.Key, p.Value))),
-        object?[] tuple => tuple.Select(FromHost).ToArray(),
-        System.Collections.IEnumerable seq => seq.Cast<object?>().Select(FromHost).ToList(),
+        JsonElement el => FromJson(el, depth),
+        JsonNode node => FromJson(JsonSerializer.SerializeToElement(node), depth),
+        OrderedDictionary<string, object?> od => ConvertDict(od, depth),
+        IEnumerable<KeyValuePair<string, object?>> dict => ConvertDict(dict, depth),
+        IEnumerable<KeyValuePair<string, string>> sdict => ConvertDict(sdict.Select(p => new KeyValuePair<string, object?>(p.Key, p.Value)), depth),
+        object?[] tuple => tuple.Select(x => FromHost(x, depth + 1)).ToArray(),
+        System.Collections.IEnumerable seq => seq.Cast<object?>().Select(x => FromHost(x, depth + 1)).ToList(),
         _ => throw new ArgumentException($"a chat template variable cannot hold a value of type {v.GetType().FullName}"),
     };
 
-    private static OrderedDictionary<string, object?> ConvertDict(IEnumerable<KeyValuePair<string, object?>> dict)
+    private static OrderedDictionary<string, object?> ConvertDict(IEnumerable<KeyValuePair<string, object?>> dict, int depth)
     {
         var result = new OrderedDictionary<string, object?>(StringComparer.Ordinal);
-        foreach (var (k, value) in dict) result[k] = FromHost(value);
+        foreach (var (k, value) in dict) result[k] = FromHost(value, depth + 1);
         return result;
     }
 
-    private static object? FromJson(JsonElement el)
+    private static object? FromJson(JsonElement el, int depth)
     {
+        if (depth > TemplateLimits.MaxValueDepth)
+            throw new ArgumentException($"a chat template variable nests deeper than {TemplateLimits.MaxValueDepth} levels");
         switch (el.ValueKind)
         {
             case JsonValueKind.Null:
             case JsonValueKind.Undefined: return null;
             case JsonValueKind.True: return true;
             case JsonValueKind.False: return false;
-            case JsonValueKind.String: return el.GetString();
+            case JsonValueKind.String:
+                try { return el.GetString(); }
+                catch (InvalidOperationException e) { throw new ArgumentException($"a chat template variable holds a JSON string that is not valid UTF-8 or UTF-16: {e.Message}", e); }
             case JsonValueKind.Number:
                 var raw = el.GetRawText();
                 if (raw.IndexOfAny(['.', 'e', 'E']) < 0 && el.TryGetInt64(out long l)) return l;
                 return el.GetDouble();
-            case JsonValueKind.Array: return el.EnumerateArray().Select(FromJson).ToList();
+            case JsonValueKind.Array: return el.EnumerateArray().Select(x => FromJson(x, depth + 1)).ToList();
             default:
                 var dict = new OrderedDictionary<string, object?>(StringComparer.Ordinal);
-                foreach (var p in el.EnumerateObject()) dict[p.Name] = FromJson(p.Value);
+                foreach (var p in el.EnumerateObject()) dict[p.Name] = FromJson(p.Value, depth + 1);
                 return dict;
         }
     }

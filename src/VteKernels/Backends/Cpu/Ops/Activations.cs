@@ -19,12 +19,13 @@ public static unsafe partial class CpuOps
 
     /// <summary>x ← x · sigmoid(1.702 · x), in place (CLIP's quick GELU).</summary>
     /// <param name="x">Values, replaced by the activation.</param>
-    public static void QuickGelu(Span<float> x)
+    /// <param name="threads">Threads to use (0: all cores).</param>
+    public static void QuickGelu(Span<float> x, int threads = 0)
     {
         fixed (float* px = x)
         {
             nint p = (nint)px;
-            ForChunks(x.Length, costPerElement: 8, (start, count) =>
+            ForChunks(x.Length, costPerElement: 8, threads, (start, count) =>
             {
                 var xs = new Span<float>((float*)p + start, count);
                 Span<float> t = stackalloc float[count];
@@ -37,12 +38,13 @@ public static unsafe partial class CpuOps
 
     /// <summary>x ← 0.5 · x · (1 + erf(x / √2)), in place: the exact GELU of torch's nn.GELU().</summary>
     /// <param name="x">Values, replaced by the activation.</param>
-    public static void Gelu(Span<float> x)
+    /// <param name="threads">Threads to use (0: all cores).</param>
+    public static void Gelu(Span<float> x, int threads = 0)
     {
         fixed (float* px = x)
         {
             nint p = (nint)px;
-            ForChunks(x.Length, costPerElement: 30, (start, count) =>
+            ForChunks(x.Length, costPerElement: 30, threads, (start, count) =>
             {
                 float* xs = (float*)p + start;
                 for (int i = 0; i < count; i++)
@@ -58,8 +60,9 @@ public static unsafe partial class CpuOps
     /// <param name="gate">Gate projection.</param>
     /// <param name="up">Up projection, as long as gate.</param>
     /// <param name="y">Output, as long as gate; the same memory as gate or up, or disjoint from both.</param>
+    /// <param name="threads">Threads to use (0: all cores).</param>
     /// <exception cref="ArgumentException">The lengths disagree, or y partially overlaps an input.</exception>
-    public static void SiluMul(ReadOnlySpan<float> gate, ReadOnlySpan<float> up, Span<float> y)
+    public static void SiluMul(ReadOnlySpan<float> gate, ReadOnlySpan<float> up, Span<float> y, int threads = 0)
     {
         CheckLength(up.Length, gate.Length, nameof(up), "as long as gate");
         CheckLength(y.Length, gate.Length, nameof(y), "as long as gate");
@@ -70,7 +73,7 @@ public static unsafe partial class CpuOps
         fixed (float* py = y)
         {
             nint g = (nint)pg, u = (nint)pu, o = (nint)py;
-            ForChunks(y.Length, costPerElement: 8, (start, count) =>
+            ForChunks(y.Length, costPerElement: 8, threads, (start, count) =>
             {
                 var gs = new ReadOnlySpan<float>((float*)g + start, count);
                 Span<float> t = stackalloc float[count];
@@ -82,7 +85,7 @@ public static unsafe partial class CpuOps
     }
 
     /// <summary>Runs <paramref name="body"/>(start, count) over chunks of at most ActivationChunk elements, in parallel when long.</summary>
-    private static void ForChunks(int length, int costPerElement, Action<int, int> body)
+    private static void ForChunks(int length, int costPerElement, int threads, Action<int, int> body)
     {
         int chunks = (length + ActivationChunk - 1) / ActivationChunk;
         void Chunk(int c)
@@ -90,8 +93,7 @@ public static unsafe partial class CpuOps
             int start = c * ActivationChunk;
             body(start, Math.Min(ActivationChunk, length - start));
         }
-        if (WorthParallel((long)length * costPerElement, chunks)) Parallel.For(0, chunks, Chunk);
-        else for (int c = 0; c < chunks; c++) Chunk(c);
+        For(chunks, (long)length * costPerElement, threads, Chunk);
     }
 
     private const double Sqrt1Over2 = 0.70710678118654752440;

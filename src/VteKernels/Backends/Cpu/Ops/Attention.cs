@@ -36,9 +36,25 @@ public static unsafe partial class CpuOps
     /// <param name="headDim">Elements per head.</param>
     /// <param name="mask">Which keys each query sees.</param>
     /// <param name="output">Result, [nq, qHeads, headDim]; must not overlap the inputs.</param>
+    /// <param name="threads">Threads to use (0: all cores).</param>
     /// <exception cref="ArgumentException">A length or count disagrees, or the output overlaps an input.</exception>
     public static void Attention(ReadOnlySpan<float> q, int nq, int qHeads, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
-        int nk, int kvHeads, int headDim, AttentionMask mask, Span<float> output)
+        int nk, int kvHeads, int headDim, AttentionMask mask, Span<float> output, int threads = 0)
+    {
+        CheckAttentionShapes(nq, qHeads, nk, kvHeads, headDim, mask, q.Length, k.Length, v.Length, output.Length);
+        if (output.Overlaps(q) || output.Overlaps(k) || output.Overlaps(v))
+            throw new ArgumentException("output must not overlap q, k or v", nameof(output));
+        if (nq == 0) return;
+        fixed (float* pq = q)
+        fixed (float* pk = k)
+        fixed (float* pv = v)
+        fixed (float* po = output)
+            AttentionStored(pq, nq, qHeads, new KvRows((byte*)pk, DType.F32), new KvRows((byte*)pv, DType.F32), nk, kvHeads, headDim, mask, po, threads);
+    }
+
+    /// <summary>The argument checks of <see cref="Attention"/>, on counts and lengths.</summary>
+    internal static void CheckAttentionShapes(int nq, int qHeads, int nk, int kvHeads, int headDim, AttentionMask mask,
+        long qLength, long kLength, long vLength, long outputLength)
     {
         CheckNonNegative(nq, nameof(nq));
         CheckNonNegative(nk, nameof(nk));
@@ -47,87 +63,107 @@ public static unsafe partial class CpuOps
         CheckPositive(headDim, nameof(headDim));
         if (qHeads % kvHeads != 0) throw new ArgumentException($"qHeads ({qHeads}) must be a multiple of kvHeads ({kvHeads})", nameof(qHeads));
         if (mask is not (AttentionMask.None or AttentionMask.Causal)) throw new ArgumentOutOfRangeException(nameof(mask));
-        CheckLength(q.Length, (long)nq * qHeads * headDim, nameof(q), $"[{nq}, {qHeads}, {headDim}]");
-        CheckLength(k.Length, (long)nk * kvHeads * headDim, nameof(k), $"[{nk}, {kvHeads}, {headDim}]");
-        CheckLength(v.Length, (long)nk * kvHeads * headDim, nameof(v), $"[{nk}, {kvHeads}, {headDim}]");
-        CheckLength(output.Length, (long)nq * qHeads * headDim, nameof(output), $"[{nq}, {qHeads}, {headDim}]");
+        CheckLength((int)qLength, (long)nq * qHeads * headDim, "q", $"[{nq}, {qHeads}, {headDim}]");
+        CheckLength((int)kLength, (long)nk * kvHeads * headDim, "k", $"[{nk}, {kvHeads}, {headDim}]");
+        CheckLength((int)vLength, (long)nk * kvHeads * headDim, "v", $"[{nk}, {kvHeads}, {headDim}]");
+        CheckLength((int)outputLength, (long)nq * qHeads * headDim, "output", $"[{nq}, {qHeads}, {headDim}]");
         if (mask == AttentionMask.Causal && nk < nq)
             throw new ArgumentException($"a causal mask needs at least as many keys as queries (nk = {nk}, nq = {nq})", nameof(nk));
         if (nq > 0 && nk == 0) throw new ArgumentException("queries need at least one key", nameof(nk));
-        if (output.Overlaps(q) || output.Overlaps(k) || output.Overlaps(v))
-            throw new ArgumentException("output must not overlap q, k or v", nameof(output));
-        if (nq == 0) return;
+    }
 
+    /// <summary>Keys or values as stored: [nk, kvHeads, headDim] elements of <see cref="Type"/> from <see cref="Data"/>.</summary>
+    internal readonly struct KvRows(byte* data, DType type)
+    {
+        public byte* Data { get; } = data;
+
+        public DType Type { get; } = type;
+    }
+
+    /// <summary>
+    /// <see cref="Attention"/> over keys and values stored as float32, bf16 or f16 (a 16-bit KV cache, read
+    /// where it is). The caller has checked the shapes. <paramref name="kvFinite"/>: no stored f16 element is
+    /// Inf or NaN (what the f16 register path needs; see RowFormats.cs).
+    /// </summary>
+    internal static void AttentionStored(float* q, int nq, int qHeads, KvRows k, KvRows v, int nk, int kvHeads, int headDim,
+        AttentionMask mask, float* output, int threads, bool kvFinite = true)
+    {
         int group = qHeads / kvHeads;
         float scale = 1f / MathF.Sqrt(headDim);
         int rowBlocks = (nq + AttentionRowBlock - 1) / AttentionRowBlock;
         int items = qHeads * rowBlocks;
         long qStride = (long)qHeads * headDim, kvStride = (long)kvHeads * headDim;
-
-        fixed (float* pq = q)
-        fixed (float* pk = k)
-        fixed (float* pv = v)
-        fixed (float* po = output)
+        int elem = k.Type.Size();
+        // One query row reads 16-bit keys and values in place, widened in registers; several rows (or a
+        // machine without 512-bit vectors) widen the head's rows into scratch first.
+        bool inPlace16 = nq == 1 && k.Type != DType.F32 && Vector512.IsHardwareAccelerated && (k.Type == DType.BF16 || kvFinite);
+        // Per-thread scratch: one score row, the query (scaled for f16), then this head's keys and values packed [nk, headDim].
+        long scratchFloats = nk + headDim + (nq > 1 || (k.Type != DType.F32 && !inPlace16) ? 2L * nk * headDim : 0);
+        nint qp = (nint)q, op = (nint)output;
+        void Item(int item, float* scratch)
         {
-            nint qp = (nint)pq, kp = (nint)pk, vp = (nint)pv, op = (nint)po;
-            // Per-thread scratch: one score row, then this head's keys and values packed [nk, headDim].
-            long scratchFloats = nk + (nq > 1 ? 2L * nk * headDim : 0);
-            void Item(int item, nint scratch)
+            int h = item / rowBlocks, i0 = item % rowBlocks * AttentionRowBlock;
+            int i1 = Math.Min(nq, i0 + AttentionRowBlock);
+            int keys = mask == AttentionMask.Causal ? nk - nq + i1 : nk; // keys any row of the block sees
+            float* scores = scratch, qScaled = scratch + nk;
+            int kvh = h / group;
+            byte* kHead = k.Data + (long)kvh * headDim * elem, vHead = v.Data + (long)kvh * headDim * elem;
+            if (inPlace16)
             {
-                int h = item / rowBlocks, i0 = item % rowBlocks * AttentionRowBlock;
-                int i1 = Math.Min(nq, i0 + AttentionRowBlock);
-                int keys = mask == AttentionMask.Causal ? nk - nq + i1 : nk; // keys any row of the block sees
-                float* scores = (float*)scratch;
-                int kvh = h / group;
-                float* kHead = (float*)kp + (long)kvh * headDim, vHead = (float*)vp + (long)kvh * headDim;
-                long stride = kvStride;
-                if (i1 - i0 > 1)
-                {
-                    // Pack this head's keys and values contiguously: in [nk, kvHeads, headDim] consecutive
-                    // keys of one head lie kvHeads·headDim floats apart (4 KiB for CLIP), so all of them map
-                    // to the same few cache sets and every query row re-reads them from far away. A single
-                    // query row (decode) reads each key once, so it uses them where they are.
-                    float* kPacked = scores + nk, vPacked = kPacked + (long)nk * headDim;
-                    for (int j = 0; j < keys; j++)
-                    {
-                        Buffer.MemoryCopy(kHead + j * kvStride, kPacked + (long)j * headDim, headDim * sizeof(float), headDim * sizeof(float));
-                        Buffer.MemoryCopy(vHead + j * kvStride, vPacked + (long)j * headDim, headDim * sizeof(float), headDim * sizeof(float));
-                    }
-                    kHead = kPacked;
-                    vHead = vPacked;
-                    stride = headDim;
-                }
-                for (int i = i0; i < i1; i++)
-                {
-                    int visible = mask == AttentionMask.Causal ? nk - nq + i + 1 : nk;
-                    float* qRow = (float*)qp + i * qStride + (long)h * headDim;
-                    AttentionScores(qRow, kHead, stride, visible, headDim, scale, scores);
-                    SoftmaxInPlace(new Span<float>(scores, visible));
-                    MixValues(scores, vHead, stride, visible, headDim, (float*)op + i * qStride + (long)h * headDim);
-                }
+                int visible = mask == AttentionMask.Causal ? nk - nq + 1 : nk;
+                float* qRow = (float*)qp + (long)h * headDim, oRow = (float*)op + (long)h * headDim;
+                if (k.Type == DType.BF16) DecodeHead16<Bf16Kv>(qRow, kHead, vHead, kvStride, visible, headDim, scale, scores, qScaled, oRow);
+                else if (!DecodeHead16<F16Kv>(qRow, kHead, vHead, kvStride, visible, headDim, scale, scores, qScaled, oRow))
+                    DecodeHeadWidened(qRow, kHead, vHead, k.Type, kvStride, visible, headDim, scale, scores, qScaled + headDim, oRow);
+                return;
             }
-            nuint bytes = (nuint)(scratchFloats * sizeof(float));
-            long work = (long)nq * qHeads * nk * headDim * 2;
-            if (WorthParallel(work, items))
+            float* kf = (float*)kHead, vf = (float*)vHead;
+            long stride = kvStride;
+            if (i1 - i0 > 1 || k.Type != DType.F32)
             {
-                Parallel.For(0, items,
-                    () => (nint)NativeMemory.AlignedAlloc(bytes, 64),
-                    (item, _, scratch) => { Item(item, scratch); return scratch; },
-                    scratch => NativeMemory.AlignedFree((void*)scratch));
+                // Pack this head's keys and values contiguously (widened to float32): in [nk, kvHeads, headDim]
+                // consecutive keys of one head lie kvHeads·headDim elements apart (4 KiB for CLIP), so all of
+                // them map to the same few cache sets and every query row re-reads them from far away. A single
+                // float32 query row (decode) reads each key once, so it uses them where they are.
+                float* kPacked = qScaled + headDim, vPacked = kPacked + (long)nk * headDim;
+                for (int j = 0; j < keys; j++)
+                {
+                    Widen(kHead + j * kvStride * elem, k.Type, kPacked + (long)j * headDim, headDim);
+                    Widen(vHead + j * kvStride * elem, v.Type, vPacked + (long)j * headDim, headDim);
+                }
+                kf = kPacked;
+                vf = vPacked;
+                stride = headDim;
             }
-            else
+            for (int i = i0; i < i1; i++)
             {
-                var scratch = NativeMemory.AlignedAlloc(bytes, 64);
-                try
-                {
-                    for (int item = 0; item < items; item++) Item(item, (nint)scratch);
-                }
-                finally
-                {
-                    NativeMemory.AlignedFree(scratch);
-                }
+                int visible = mask == AttentionMask.Causal ? nk - nq + i + 1 : nk;
+                float* qRow = (float*)qp + i * qStride + (long)h * headDim;
+                AttentionScores(qRow, kf, stride, visible, headDim, scale, scores);
+                SoftmaxInPlace(new Span<float>(scores, visible));
+                MixValues(scores, vf, stride, visible, headDim, (float*)op + i * qStride + (long)h * headDim);
             }
         }
+        long work = (long)nq * qHeads * nk * headDim * 2;
+        threads = WorthParallel(work, items, threads) ? threads : 1;
+        using var scratch = new ThreadScratch(CpuWorkers.Resolve(threads), scratchFloats + (inPlace16 && k.Type == DType.F16 ? 2L * nk * headDim : 0));
+        CpuWorkers.For(items, threads, (item, worker) => Item(item, scratch.For(worker)));
+    }
+
+    /// <summary>One query row of one head against 16-bit keys and values widened in scratch (f16 the register path cannot take).</summary>
+    private static void DecodeHeadWidened(float* q, byte* k, byte* v, DType type, long stride, int count, int headDim, float scale,
+        float* scores, float* packed, float* output)
+    {
+        float* kp = packed, vp = packed + (long)count * headDim;
+        int elem = type.Size();
+        for (int j = 0; j < count; j++)
+        {
+            Widen(k + j * stride * elem, type, kp + (long)j * headDim, headDim);
+            Widen(v + j * stride * elem, type, vp + (long)j * headDim, headDim);
+        }
+        AttentionScores(q, kp, headDim, count, headDim, scale, scores);
+        SoftmaxInPlace(new Span<float>(scores, count));
+        MixValues(scores, vp, headDim, count, headDim, output);
     }
 
     /// <summary>scores[j] = scale · q · k_j for j &lt; count, key j at k + j·stride.</summary>

@@ -19,8 +19,9 @@ public static unsafe partial class CpuOps
     /// <param name="beta">Shift, 1-D, as long as gamma.</param>
     /// <param name="eps">Added to the variance before the square root.</param>
     /// <param name="y">Output, [n, gamma.Cols]; the same memory as x or disjoint from it.</param>
+    /// <param name="threads">Threads to use (0: all cores).</param>
     /// <exception cref="ArgumentException">A length disagrees, gamma is not 1-D, or y partially overlaps x.</exception>
-    public static void LayerNorm(ReadOnlySpan<float> x, int n, Weight gamma, Weight beta, float eps, Span<float> y)
+    public static void LayerNorm(ReadOnlySpan<float> x, int n, Weight gamma, Weight beta, float eps, Span<float> y, int threads = 0)
     {
         ArgumentNullException.ThrowIfNull(gamma);
         ArgumentNullException.ThrowIfNull(beta);
@@ -49,8 +50,7 @@ public static unsafe partial class CpuOps
                 TensorPrimitives.Multiply(dst, rstd, dst);
                 TensorPrimitives.FusedMultiplyAdd(dst, g, b, dst);
             }
-            if (WorthParallel((long)n * cols * 6, n)) Parallel.For(0, n, Row);
-            else for (int i = 0; i < n; i++) Row(i);
+            For(n, (long)n * cols * 6, threads, Row);
         }
     }
 }

@@ -19,8 +19,9 @@ public static unsafe partial class CpuOps
     /// <param name="patch">Patch size (kernel and stride).</param>
     /// <param name="conv">Convolution weight [d, channels, patch, patch].</param>
     /// <param name="y">Output, [(height/patch)·(width/patch), d].</param>
+    /// <param name="threads">Threads to use (0: all cores).</param>
     /// <exception cref="ArgumentException">A size is not a multiple of patch, or a length or the weight shape disagrees.</exception>
-    public static void PatchEmbed(ReadOnlySpan<float> pixels, int channels, int height, int width, int patch, Weight conv, Span<float> y)
+    public static void PatchEmbed(ReadOnlySpan<float> pixels, int channels, int height, int width, int patch, Weight conv, Span<float> y, int threads = 0)
     {
         ArgumentNullException.ThrowIfNull(conv);
         CheckPositive(channels, nameof(channels));
@@ -46,6 +47,6 @@ public static unsafe partial class CpuOps
                     for (int ky = 0; ky < patch; ky++, d += patch)
                         pixels.Slice((c * height + py * patch + ky) * width + px * patch, patch).CopyTo(dst.Slice(d, patch));
             }
-        Linear(columns, patches, conv, null, y);
+        Linear(columns, patches, conv, null, y, threads);
     }
 }

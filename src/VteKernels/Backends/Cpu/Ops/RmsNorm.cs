@@ -17,8 +17,9 @@ public static unsafe partial class CpuOps
     /// <param name="gamma">Scale, 1-D, stored in any dtype.</param>
     /// <param name="eps">Added to the mean square before the square root.</param>
     /// <param name="y">Output, [n, gamma.Cols]; the same memory as x or disjoint from it.</param>
+    /// <param name="threads">Threads to use (0: all cores).</param>
     /// <exception cref="ArgumentException">A length disagrees, gamma is not 1-D, or y partially overlaps x.</exception>
-    public static void RmsNorm(ReadOnlySpan<float> x, int n, Weight gamma, float eps, Span<float> y)
+    public static void RmsNorm(ReadOnlySpan<float> x, int n, Weight gamma, float eps, Span<float> y, int threads = 0)
     {
         ArgumentNullException.ThrowIfNull(gamma);
         CheckNonNegative(n, nameof(n));
@@ -43,8 +44,7 @@ public static unsafe partial class CpuOps
                 TensorPrimitives.Multiply(src, inv, dst);
                 TensorPrimitives.Multiply(dst, g, dst);
             }
-            if (WorthParallel((long)n * cols * 4, n)) Parallel.For(0, n, Row);
-            else for (int i = 0; i < n; i++) Row(i);
+            For(n, (long)n * cols * 4, threads, Row);
         }
     }
 }

@@ -24,8 +24,9 @@ public static unsafe partial class CpuOps
     /// <param name="headDim">Elements per head; even.</param>
     /// <param name="positions">Position of each token (n entries; gaps and any order allowed).</param>
     /// <param name="theta">Rotary base (10000 for LLaMA).</param>
+    /// <param name="threads">Threads to use (0: all cores).</param>
     /// <exception cref="ArgumentException">A length disagrees, headDim is odd, or theta is not positive.</exception>
-    public static void Rope(Span<float> x, int n, int heads, int headDim, ReadOnlySpan<int> positions, float theta)
+    public static void Rope(Span<float> x, int n, int heads, int headDim, ReadOnlySpan<int> positions, float theta, int threads = 0)
     {
         CheckNonNegative(n, nameof(n));
         CheckPositive(heads, nameof(heads));
@@ -44,7 +45,7 @@ public static unsafe partial class CpuOps
         fixed (int* pp = positions)
         {
             nint xp = (nint)px, pos = (nint)pp;
-            void Token(int t, float[] table)
+            void Token(int t, float* table)
             {
                 float p = ((int*)pos)[t];
                 for (int i = 0; i < half; i++)
@@ -57,18 +58,16 @@ public static unsafe partial class CpuOps
                 for (int h = 0; h < heads; h++, row += headDim) Rotate(row, table, half);
             }
             // cos/sin dominate: ~40 ns a pair, against ~1 ns per rotated element.
-            if (WorthParallel((long)n * (half * 40 + heads * headDim), n))
-                Parallel.For(0, n, () => new float[headDim], (t, _, table) => { Token(t, table); return table; }, _ => { });
-            else
+            For(n, (long)n * (half * 40 + heads * headDim), threads, t =>
             {
                 var table = new float[headDim];
-                for (int t = 0; t < n; t++) Token(t, table);
-            }
+                fixed (float* pt = table) Token(t, pt);
+            });
         }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Rotate(float* head, float[] table, int half)
+    private static void Rotate(float* head, float* table, int half)
     {
         for (int i = 0; i < half; i++)
         {

@@ -1,0 +1,85 @@
+// What the CPU backend can do to a matrix when it is uploaded (CpuBackendOptions):
+//
+// * Quantize it to Q8_0 or Q4_0 (ggml's blocks, BlockQuant.cs), row by row on all cores. The result lives in
+//   process memory; the file's 16-bit weights are no longer read.
+// * Copy it into memory backed by transparent huge pages (2 MiB, asked for with madvise on Linux). Decode
+//   reads every weight once per token; out of a memory-mapped file (4 KiB pages) the page walks of this
+//   VM's nested paging cap the read bandwidth well below what the memory gives: measured on the 2-core
+//   development VM, 8 streams a thread read ~17 GB/s from a mapped file against ~25-35 GB/s from huge pages
+//   (cpu-e2e prints both). The copy costs the weights' size in memory (the page cache of the file can be
+//   dropped by the kernel) and a pass over them at load.
+//
+// Both land in a pinned managed array, which the returned Weight keeps alive: the memory goes back when the
+// model and backend are dropped, as memory-mapped weights do.
+using System.Runtime.InteropServices;
+
+namespace VteKernels.Backends.Cpu;
+
+internal static unsafe partial class CpuWeights
+{
+    private const int HugePage = 1 << 21;
+    private const int MadvHugepage = 14;
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int madvise(nint addr, nuint length, int advice);
+
+    /// <summary>True when a weight of this shape and type can be quantized to a block format.</summary>
+    public static bool CanQuantize(Weight w) =>
+        w.Shape.Count == 2 && w.Cols % BlockQuant.BlockElements == 0 && w.Cols > 0 && w.DType is DType.F32 or DType.F16 or DType.BF16;
+
+    /// <summary><paramref name="w"/> quantized to <paramref name="type"/> (Q8_0 or Q4_0), row by row on <paramref name="threads"/> threads.</summary>
+    /// <exception cref="ArgumentException">A value is not finite or a block's scale overflows f16.</exception>
+    public static Weight Quantize(Weight w, DType type, int threads)
+    {
+        long rowBytes = type.ByteCount(w.Cols);
+        var (array, dst) = Allocate(rowBytes * w.Rows);
+        QuantizeRows(w, 0, w.Rows, type, new Span<byte>((byte*)dst, checked((int)(rowBytes * w.Rows))), threads);
+        return new Weight(w.Name, type, [.. w.Shape], (byte*)dst, array);
+    }
+
+    /// <summary>Rows [r0, r0 + rows) of <paramref name="w"/> quantized into <paramref name="dst"/>, on <paramref name="threads"/> threads.</summary>
+    /// <exception cref="ArgumentException">A value is not finite, a block's scale overflows f16, or dst is too short.</exception>
+    public static void QuantizeRows(Weight w, int r0, int rows, DType type, Span<byte> dst, int threads)
+    {
+        long rowBytes = type.ByteCount(w.Cols);
+        if (dst.Length < rowBytes * rows) throw new ArgumentException($"{rows} rows of {type} take {rowBytes * rows} bytes, got {dst.Length}", nameof(dst));
+        int cols = w.Cols;
+        fixed (byte* pd = dst)
+        {
+            nint d = (nint)pd;
+            CpuWorkers.For(rows, threads, (r, _) =>
+            {
+                var row = new float[cols];
+                fixed (float* pr = row) CpuOps.WidenRow(w, r0 + r, 0, cols, pr);
+                BlockQuant.Quantize(row, type, new Span<byte>((byte*)d + r * rowBytes, checked((int)rowBytes)));
+            });
+        }
+    }
+
+    /// <summary>A copy of <paramref name="w"/> in huge-page memory, or <paramref name="w"/> itself when it is too large for one array.</summary>
+    public static Weight CopyToHugePages(Weight w, int threads)
+    {
+        long bytes = w.ByteLength;
+        if (bytes > int.MaxValue - 2L * HugePage) return w;
+        var (array, dst) = Allocate(bytes);
+        const long Chunk = 1 << 24;
+        nint src = (nint)w.Pointer;
+        CpuWorkers.For((int)((bytes + Chunk - 1) / Chunk), threads, (c, _) =>
+        {
+            long at = c * Chunk, n = Math.Min(Chunk, bytes - at);
+            Buffer.MemoryCopy((byte*)src + at, (byte*)dst + at, n, n);
+        });
+        return new Weight(w.Name, w.DType, [.. w.Shape], (byte*)dst, array);
+    }
+
+    /// <summary>A pinned array with a 2 MiB-aligned region of <paramref name="bytes"/> in it, marked for huge pages before first touch.</summary>
+    private static (byte[] Array, nint Data) Allocate(long bytes)
+    {
+        var array = GC.AllocateUninitializedArray<byte>(checked((int)(bytes + HugePage)), pinned: true);
+        byte* start = (byte*)Marshal.UnsafeAddrOfPinnedArrayElement(array, 0);
+        byte* data = (byte*)(((nint)start + HugePage - 1) & ~(nint)(HugePage - 1));
+        if (OperatingSystem.IsLinux() && bytes >= HugePage)
+            _ = madvise((nint)data, (nuint)(bytes / HugePage * HugePage), MadvHugepage);   // advice only: failure leaves 4 KiB pages
+        return (array, (nint)data);
+    }
+}

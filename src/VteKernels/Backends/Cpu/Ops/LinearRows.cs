@@ -1,0 +1,216 @@
+// The few-rows path of Linear (decode: n = 1): y[i, j] = x_i · W_j for every row j of every part.
+// (Q8_0 and Q4_0 weights take the int8 kernels of LinearQuant.cs from here.)
+//
+// Decode reads each weight once per token, so it is bound by memory bandwidth, not arithmetic. A work item
+// is RowsPerItem consecutive W rows; its thread streams them whole, four rows side by side (four
+// sequential streams, which the prefetchers follow; one stream per thread reaches ~12 GB/s here, four
+// ~30), 64 bytes of each per step, widening in registers (RowFormats.cs) into 8 accumulators (two per row:
+// 8 independent FMA chains cover the FMA latency at 2 per cycle). x is prepared once per call for each
+// stored dtype (permuted for bf16/f16, scaled for f16) and stays in L1/L2.
+//
+// Summation order of one output: lanes of the even and odd accumulators over the whole 32-element chunks in
+// order, their sum reduced by Vector512.Sum, then the tail elements in order. It depends on K alone.
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
+namespace VteKernels.Backends.Cpu;
+
+public static unsafe partial class CpuOps
+{
+    /// <summary>Decode: whole W rows streamed per work item, x prepared per dtype.</summary>
+    private sealed class RowsLinear
+    {
+        /// <summary>W rows per work item (a multiple of the 4-row kernel): 16 bf16 rows of 4096 are 128 KiB.</summary>
+        private const int RowsPerItem = 16;
+
+        private readonly float* _x;
+        private readonly int _n, _k, _threads;
+        private readonly LinearPart[] _parts;
+
+        public RowsLinear(float* x, int n, int k, LinearPart[] parts, int threads)
+        {
+            _x = x;
+            _n = n;
+            _k = k;
+            _parts = parts;
+            _threads = threads;
+        }
+
+        private enum Path { F32, Bf16, F16, Widened, Q8, Q4 }
+
+        public void Run()
+        {
+            long work = _parts.Sum(p => (long)p.W.Rows) * _k * _n;
+            var items = new PartItems(_parts, RowsPerItem);
+            int threads = WorthParallel(work, items.Count, _threads) ? _threads : 1;
+            // x in each kernel domain the parts need: [n][k] each.
+            var paths = new Path[_parts.Length];
+            float* bf16X = null, f16X = null;
+            bool f16Ok = true;
+            try
+            {
+                for (int p = 0; p < _parts.Length; p++)
+                {
+                    var w = _parts[p].W;
+                    paths[p] = w.DType switch
+                    {
+                        DType.F32 => Path.F32,
+                        DType.BF16 => Path.Bf16,
+                        DType.F16 => Path.F16,
+                        DType.Q8_0 => Int8DotSupported ? Path.Q8 : Path.Widened,
+                        DType.Q4_0 => Int8DotSupported ? Path.Q4 : Path.Widened,
+                        _ => throw new NotSupportedException($"'{w.Name}': Linear does not read {w.DType} weights"),
+                    };
+                    if (paths[p] == Path.Bf16 && bf16X is null) bf16X = Prepared<Bf16Rows>(ref f16Ok);
+                    if (paths[p] == Path.F16)
+                    {
+                        if (f16X is null && f16Ok) f16X = Prepared<F16Rows>(ref f16Ok);
+                        if (f16X is null || !HalfWeightIsFinite(w, threads)) paths[p] = Path.Widened;
+                    }
+                }
+                bool widened = paths.Contains(Path.Widened);
+                using var scratch = new ThreadScratch(CpuWorkers.Resolve(threads), widened ? 4L * _k : 1);
+                using var xq = paths.Contains(Path.Q8) || paths.Contains(Path.Q4) ? new QuantizedX(_x, _n, _k) : null;
+                nint xb = (nint)bf16X, xf = (nint)f16X;
+                CpuWorkers.For(items.Count, threads, (item, worker) =>
+                {
+                    var (p, r0) = items.Locate(item);
+                    var part = _parts[p];
+                    int rows = Math.Min(RowsPerItem, part.W.Rows - r0);
+                    switch (paths[p])
+                    {
+                        case Path.F32: Item<F32Rows>(part, r0, rows, _x, null); break;
+                        case Path.Bf16: Item<Bf16Rows>(part, r0, rows, (float*)xb, null); break;
+                        case Path.F16: Item<F16Rows>(part, r0, rows, (float*)xf, null); break;
+                        case Path.Q8 or Path.Q4: ItemQuantized(part, r0, rows, xq!); break;
+                        default: Item<F32Rows>(part, r0, rows, _x, scratch.For(worker)); break;
+                    }
+                });
+            }
+            finally
+            {
+                NativeMemory.AlignedFree(bf16X);
+                NativeMemory.AlignedFree(f16X);
+            }
+        }
+
+        /// <summary>x in <typeparamref name="T"/>'s domain, or null (and <paramref name="ok"/> false) when it cannot be.</summary>
+        private float* Prepared<T>(ref bool ok) where T : struct, IRowFormat
+        {
+            var dst = (float*)NativeMemory.AlignedAlloc((nuint)((long)_n * _k * sizeof(float)), 64);
+            for (int i = 0; i < _n; i++)
+                if (!T.Prepare(_x + (long)i * _k, _k, dst + (long)i * _k))
+                {
+                    NativeMemory.AlignedFree(dst);
+                    ok = false;
+                    return null;
+                }
+            return dst;
+        }
+
+        /// <summary>Rows [r0, r0 + rows) of a Q8_0 or Q4_0 part for every row of x, by int8 dot products (LinearQuant.cs).</summary>
+        private void ItemQuantized(LinearPart part, int r0, int rows, QuantizedX xq)
+        {
+            var w = part.W;
+            long rowBytes = w.RowByteLength;
+            float* y = (float*)part.Y;
+            var sums = stackalloc float[4];
+            for (int j = 0; j < rows; j += 4)
+            {
+                int count = Math.Min(4, rows - j);
+                byte* wj = w.Pointer + (r0 + j) * rowBytes;
+                for (int i = 0; i < _n; i++)
+                {
+                    if (w.DType == DType.Q8_0) DotQ8(xq, i, wj, (nint)rowBytes, count, sums);
+                    else DotQ4(xq, i, wj, (nint)rowBytes, count, sums);
+                    float* yi = y + i * part.YStride + r0 + j;
+                    for (int r = 0; r < count; r++) yi[r] = sums[r] + (part.Bias?[r0 + j + r] ?? 0f);
+                }
+            }
+        }
+
+        /// <summary>
+        /// Rows [r0, r0 + rows) of a part for every row of x. With <paramref name="widen"/> (f16 or quantized weights that the
+        /// register path cannot take), four rows at a time are widened there first and read as float32.
+        /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void Item<T>(LinearPart part, int r0, int rows, float* x, float* widen) where T : struct, IRowFormat
+        {
+            var w = part.W;
+            int k = _k;
+            long rowBytes = widen is null ? w.RowByteLength : (long)k * sizeof(float);
+            float* y = (float*)part.Y;
+            var sums = stackalloc float[4];
+            for (int j = 0; j < rows; j += 4)
+            {
+                int count = Math.Min(4, rows - j);
+                byte* wj = w.Pointer + (r0 + j) * w.RowByteLength;
+                if (widen is not null)
+                {
+                    for (int r = 0; r < count; r++) WidenRow(w, r0 + j + r, 0, k, widen + (long)r * k);
+                    wj = (byte*)widen;
+                }
+                for (int i = 0; i < _n; i++)
+                {
+                    float* xi = x + (long)i * k;
+                    if (count == 4) Dot4<T>(xi, wj, (nint)rowBytes, k, sums);
+                    else for (int r = 0; r < count; r++) sums[r] = Dot1<T>(xi, wj + r * rowBytes, k);
+                    float* yi = y + i * part.YStride + r0 + j;
+                    for (int r = 0; r < count; r++) yi[r] = sums[r] + (part.Bias?[r0 + j + r] ?? 0f);
+                }
+            }
+        }
+    }
+
+    /// <summary>sums[r] = x · W row r for the 4 rows at w, w + ws, w + 2ws, w + 3ws (k elements, x prepared for T).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Dot4<T>(float* x, byte* w, nint ws, int k, float* sums) where T : struct, IRowFormat
+    {
+        var a0 = Vector512<float>.Zero; var b0 = Vector512<float>.Zero;
+        var a1 = Vector512<float>.Zero; var b1 = Vector512<float>.Zero;
+        var a2 = Vector512<float>.Zero; var b2 = Vector512<float>.Zero;
+        var a3 = Vector512<float>.Zero; var b3 = Vector512<float>.Zero;
+        byte* w0 = w, w1 = w + ws, w2 = w + 2 * ws, w3 = w + 3 * ws;
+        int c = 0;
+        for (; c + 32 <= k; c += 32)
+        {
+            var xa = Vector512.Load(x + c);
+            var xb = Vector512.Load(x + c + 16);
+            T.Load32(w0, c, out var u, out var v);
+            a0 = Vector512.FusedMultiplyAdd(u, xa, a0); b0 = Vector512.FusedMultiplyAdd(v, xb, b0);
+            T.Load32(w1, c, out u, out v);
+            a1 = Vector512.FusedMultiplyAdd(u, xa, a1); b1 = Vector512.FusedMultiplyAdd(v, xb, b1);
+            T.Load32(w2, c, out u, out v);
+            a2 = Vector512.FusedMultiplyAdd(u, xa, a2); b2 = Vector512.FusedMultiplyAdd(v, xb, b2);
+            T.Load32(w3, c, out u, out v);
+            a3 = Vector512.FusedMultiplyAdd(u, xa, a3); b3 = Vector512.FusedMultiplyAdd(v, xb, b3);
+        }
+        float s0 = Vector512.Sum(a0 + b0), s1 = Vector512.Sum(a1 + b1), s2 = Vector512.Sum(a2 + b2), s3 = Vector512.Sum(a3 + b3);
+        for (; c < k; c++)
+        {
+            float xc = x[c];
+            s0 += xc * T.At(w0, c); s1 += xc * T.At(w1, c); s2 += xc * T.At(w2, c); s3 += xc * T.At(w3, c);
+        }
+        sums[0] = s0; sums[1] = s1; sums[2] = s2; sums[3] = s3;
+    }
+
+    /// <summary>x · W row at w over k elements, summed in the same order as <see cref="Dot4"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float Dot1<T>(float* x, byte* w, int k) where T : struct, IRowFormat
+    {
+        var a = Vector512<float>.Zero;
+        var b = Vector512<float>.Zero;
+        int c = 0;
+        for (; c + 32 <= k; c += 32)
+        {
+            T.Load32(w, c, out var u, out var v);
+            a = Vector512.FusedMultiplyAdd(u, Vector512.Load(x + c), a);
+            b = Vector512.FusedMultiplyAdd(v, Vector512.Load(x + c + 16), b);
+        }
+        float s = Vector512.Sum(a + b);
+        for (; c < k; c++) s += x[c] * T.At(w, c);
+        return s;
+    }
+}

@@ -1,0 +1,152 @@
+// How the Linear kernels read each stored dtype straight from the weight rows, 32 elements per step as two
+// 512-bit float vectors, widening in registers (a scratch copy would add memory traffic to a step that is
+// bound by it).
+//
+// * bf16 is the upper half of a float32. A 64-byte load holds 32 of them; `u << 16` gives the 16 even
+//   elements as floats and `u & 0xFFFF0000` the 16 odd ones: two integer ops, no shuffles. The input row x
+//   is permuted once per call to match (each 32-chunk as its 16 even then 16 odd elements).
+// * f16: `(sign-extended h) << 13 & 0x8FFFE000` moves sign, exponent and mantissa into float32 position
+//   with the exponent still biased for f16, i.e. the float32 whose value is w · 2^-112 (exact, subnormals
+//   included). The input row is scaled by 2^112 once per call instead of every weight, so each product
+//   x·w is computed exactly as x·widen(w) would be and the sums are the same to the bit. Two conditions keep
+//   this exact, and the caller checks both: no f16 weight is Inf or NaN (exponent 31 would read as a finite
+//   2^16 · 1.m; each weight is scanned once and the answer kept), and every |x| < 2^16 (2^16 · 2^112 would
+//   overflow). Otherwise the rows are widened by TensorPrimitives into scratch instead.
+// * f32 needs nothing: two consecutive 16-element loads, x as it is.
+//
+// Each format also widens whole rows to float32 (the real values, for the packed prefill kernel) and
+// reads single elements in the kernel's domain (row tails shorter than 32).
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace VteKernels.Backends.Cpu;
+
+public static unsafe partial class CpuOps
+{
+    /// <summary>A stored dtype as the 512-bit row kernels read it.</summary>
+    internal interface IRowFormat
+    {
+        /// <summary>Writes x (k elements) in this format's kernel domain to dst; false if it cannot be represented there.</summary>
+        static abstract bool Prepare(float* x, int k, float* dst);
+
+        /// <summary>Elements [k, k + 32) of a row: the vectors that multiply prepared x[k..k+16) and x[k+16..k+32).</summary>
+        static abstract void Load32(byte* row, int k, out Vector512<float> a, out Vector512<float> b);
+
+        /// <summary>Element k of a row in the kernel domain (for tails past the last whole 32).</summary>
+        static abstract float At(byte* row, int k);
+    }
+
+    /// <summary>float32 rows: no permutation, no scaling.</summary>
+    internal struct F32Rows : IRowFormat
+    {
+        public static bool Prepare(float* x, int k, float* dst)
+        {
+            Buffer.MemoryCopy(x, dst, (long)k * sizeof(float), (long)k * sizeof(float));
+            return true;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Load32(byte* row, int k, out Vector512<float> a, out Vector512<float> b)
+        {
+            a = Vector512.Load((float*)row + k);
+            b = Vector512.Load((float*)row + k + 16);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float At(byte* row, int k) => ((float*)row)[k];
+    }
+
+    /// <summary>bf16 rows: even elements from the low halves of 32-bit lanes, odd ones from the high halves.</summary>
+    internal struct Bf16Rows : IRowFormat
+    {
+        public static bool Prepare(float* x, int k, float* dst)
+        {
+            DeinterleaveChunks(x, k, 1f, dst);
+            return true;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Load32(byte* row, int k, out Vector512<float> a, out Vector512<float> b)
+        {
+            var u = Vector512.Load((uint*)((ushort*)row + k));
+            a = Vector512.ShiftLeft(u, 16).AsSingle();
+            b = (u & Vector512.Create(0xFFFF0000u)).AsSingle();
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float At(byte* row, int k) => BitConverter.UInt32BitsToSingle((uint)((ushort*)row)[k] << 16);
+    }
+
+    /// <summary>f16 rows read as w · 2^-112 (x prepared times 2^112); valid for finite weights and |x| &lt; 2^16.</summary>
+    internal struct F16Rows : IRowFormat
+    {
+        /// <summary>2^112: the factor between an f16 bit pattern moved into float32 position and its value.</summary>
+        internal const float Scale = 5.192296858534828e33f;
+
+        private const int Mask = unchecked((int)0x8FFFE000);
+
+        public static bool Prepare(float* x, int k, float* dst)
+        {
+            if (k > 0 && TensorPrimitives.MaxMagnitude(new ReadOnlySpan<float>(x, k)) is var m && Math.Abs(m) >= 65536f) return false;
+            DeinterleaveChunks(x, k, Scale, dst);
+            return true;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Load32(byte* row, int k, out Vector512<float> a, out Vector512<float> b)
+        {
+            var u = Vector512.Load((int*)((ushort*)row + k));
+            var mask = Vector512.Create(Mask);
+            a = (Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(u, 16), 3) & mask).AsSingle();
+            b = (Vector512.ShiftRightArithmetic(u, 3) & mask).AsSingle();
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float At(byte* row, int k) => BitConverter.Int32BitsToSingle(((short)((ushort*)row)[k] << 13) & Mask);
+    }
+
+    /// <summary>
+    /// dst = scale · x with each whole 32-element chunk reordered as its 16 even then its 16 odd elements
+    /// (the order the bf16 and f16 loads produce); the tail past the last whole chunk keeps its order.
+    /// </summary>
+    private static void DeinterleaveChunks(float* x, int k, float scale, float* dst)
+    {
+        int c = 0;
+        for (; c + 32 <= k; c += 32)
+            for (int i = 0; i < 16; i++)
+            {
+                dst[c + i] = x[c + 2 * i] * scale;
+                dst[c + 16 + i] = x[c + 2 * i + 1] * scale;
+            }
+        for (; c < k; c++) dst[c] = x[c] * scale;
+    }
+
+    /// <summary>f16 weights known to hold no Inf or NaN (scanned once each).</summary>
+    private static readonly ConditionalWeakTable<Weight, object> FiniteHalfWeights = new();
+
+    /// <summary>True when no element of an f16 weight is Inf or NaN (exponent bits all ones); remembered per weight.</summary>
+    internal static bool HalfWeightIsFinite(Weight w, int threads)
+    {
+        if (FiniteHalfWeights.TryGetValue(w, out var known)) return (bool)known;
+        const long Chunk = 1 << 20;
+        long count = w.ElementCount;
+        int chunks = (int)((count + Chunk - 1) / Chunk);
+        int bad = 0;
+        byte* data = w.Pointer;
+        CpuWorkers.For(chunks, threads, (c, _) =>
+        {
+            long start = c * Chunk, end = Math.Min(count, start + Chunk);
+            ushort* p = (ushort*)data;
+            long i = start;
+            var exp = Vector512.Create((ushort)0x7C00);
+            for (; i + 32 <= end; i += 32)
+                if (Vector512.EqualsAny(Vector512.Load(p + i) & exp, exp)) { Volatile.Write(ref bad, 1); return; }
+            for (; i < end; i++)
+                if ((p[i] & 0x7C00) == 0x7C00) { Volatile.Write(ref bad, 1); return; }
+        });
+        bool finite = bad == 0;
+        FiniteHalfWeights.AddOrUpdate(w, finite);
+        return finite;
+    }
+}

@@ -1,0 +1,157 @@
+// The 16-bit KV cache (bf16 and f16) end to end: the engine's logits in prefill and in decode steps against
+// the float64 naive forward pass, held to twice the error that the same rounding of keys and values causes in
+// the float64 pass (plus the float32 engine's own budget); the default storage follows the model's dtype;
+// the cache holds half the bytes; compaction keeps the stored values.
+using VteKernels.Backends;
+using VteKernels.Backends.Cpu;
+using VteKernels.Engine;
+using VteKernels.Tests.Reference;
+using Xunit;
+
+namespace VteKernels.Tests.Engine;
+
+public sealed class KvCache16Tests(ITestOutputHelper output)
+{
+    private static double Round(DType storage, double x) => storage switch
+    {
+        DType.BF16 => DTypes.FromBFloat16Bits(DTypes.ToBFloat16Bits((float)x)),
+        DType.F16 => (double)(float)(Half)(float)x,
+        _ => (float)x,
+    };
+
+    /// <summary>max |ours − exact| ≤ 2 · max |rounded − exact| + 2e-5 · scale, the float32 engine's own budget.</summary>
+    private void AssertWithinRoundingError(string what, ReadOnlySpan<float> ours, double[] exact, double[] rounded)
+    {
+        double scale = Math.Max(1, exact.Max(Math.Abs)), e = 0, naive = 0;
+        for (int i = 0; i < exact.Length; i++)
+        {
+            Assert.False(float.IsNaN(ours[i]), $"{what}: NaN at {i}");
+            e = Math.Max(e, Math.Abs(ours[i] - exact[i]));
+            naive = Math.Max(naive, Math.Abs(rounded[i] - exact[i]));
+        }
+        double bound = 2 * naive + 2e-5 * scale;
+        output.WriteLine($"{what}: max |error| {e:E2}, float64 pass with the same KV rounding {naive:E2}, bound {bound:E2}");
+        Assert.True(naive > 0, $"{what}: the rounding changed nothing, so this test would not see it");
+        Assert.True(e <= bound, $"{what}: max |error| {e:E3} exceeds {bound:E3}");
+    }
+
+    [Theory]
+    [InlineData(DType.BF16, DType.BF16)]
+    [InlineData(DType.F16, DType.F16)]
+    [InlineData(DType.F32, DType.BF16)]
+    public void PrefillAndDecodeMatchTheFloat64PassWithTheSameRounding(DType weights, DType storage)
+    {
+        var dir = TestModels.Tiny(weights, seed: 21);
+        using var model = LlavaModel.Load(dir, new CpuBackend(new CpuBackendOptions { KvCache = storage }));
+        var cfg = model.Config;
+        var ids = TestModels.PromptIds(cfg, 21);
+        var pixels = TestModels.Pixels(cfg, 21);
+        using var session = model.CreateSession();
+        Assert.Equal(2, session.Cache.ElementBytes);
+        var r = session.Prefill(new PromptInput(ids, [ImageInput.Square(pixels, cfg.Vision.ImageSize)]), new PrefillOptions { AllLogits = true });
+        var naive = new NaiveLlava(dir);
+        var rounded = new NaiveLlava.Variant { RoundKv = x => Round(storage, x) };
+        AssertWithinRoundingError($"{weights} weights, {storage} cache: prefill logits", r.Logits.Values,
+            naive.Forward(ids, [pixels]).Logits, naive.Forward(ids, [pixels], rounded).Logits);
+
+        var seq = ids.ToList();
+        var step = r;
+        for (int t = 0; t < 3; t++)
+        {
+            int next = Sampler.ArgMax(step.Logits.Last);
+            seq.Add(next);
+            step = session.Decode(next);
+            int vocab = cfg.Text.VocabSize;
+            double[] Last(double[] all) => all[^vocab..];
+            AssertWithinRoundingError($"{weights} weights, {storage} cache: decode step {t}", step.Logits.Last,
+                Last(naive.Forward([.. seq], [pixels]).Logits), Last(naive.Forward([.. seq], [pixels], rounded).Logits));
+        }
+    }
+
+    [Theory]
+    [InlineData(DType.F32, DType.F32)]
+    [InlineData(DType.BF16, DType.BF16)]
+    [InlineData(DType.F16, DType.F16)]
+    public void DefaultStorageFollowsTheModel(DType weights, DType expected)
+    {
+        var backend = new CpuBackend();
+        using var model = LlavaModel.Load(TestModels.Tiny(weights), backend);
+        Assert.Equal(expected, backend.KvCacheType);
+        using var session = model.CreateSession();
+        Assert.Equal(expected.Size(), session.Cache.ElementBytes);
+        var forced = new CpuBackend(new CpuBackendOptions { KvCache = DType.F32 });
+        using var m32 = LlavaModel.Load(TestModels.Tiny(weights), forced);
+        Assert.Equal(DType.F32, forced.KvCacheType);
+    }
+
+    [Theory]
+    [InlineData(DType.BF16)]
+    [InlineData(DType.F16)]
+    public void StoresRoundedValuesAndCompactsThem(DType storage)
+    {
+        const int kvDim = 12, rows = 40;
+        var backend = new CpuBackend();
+        using var cache = new CpuKvCache(2, kvDim, storage);
+        using var wide = new CpuKvCache(2, kvDim);
+        var k = OpsTestData(rows * kvDim, 1);
+        var v = OpsTestData(rows * kvDim, 2);
+        using var kt = backend.Allocate(rows, kvDim);
+        using var vt = backend.Allocate(rows, kvDim);
+        backend.CopyFromHost(k, kt);
+        backend.CopyFromHost(v, vt);
+        cache.Append(1, kt, vt);
+        wide.Append(1, kt, vt);
+        Assert.Equal(wide.BytesHeld / 2, cache.BytesHeld);
+        cache.RemoveRanges(1, [(3, 5), (20, 11)]);
+        wide.RemoveRanges(1, [(3, 5), (20, 11)]);
+        Assert.Equal(wide.Length(1), cache.Length(1));
+        var (ck, cv) = cache.View(1);
+        var (wk, wv) = wide.View(1);
+        var got = new float[ck.Rows * kvDim];
+        var want = new float[ck.Rows * kvDim];
+        foreach (var (c, w) in new[] { (ck, wk), (cv, wv) })
+        {
+            backend.CopyToHost(c, got);
+            backend.CopyToHost(w, want);
+            for (int i = 0; i < got.Length; i++) Assert.Equal((float)Round(storage, want[i]), got[i]);
+        }
+    }
+
+    [Theory]
+    [InlineData(DType.BF16, 1, 40, 8, 2, 64)]
+    [InlineData(DType.F16, 1, 40, 8, 2, 64)]
+    [InlineData(DType.BF16, 1, 17, 4, 4, 130)]    // head dim past 128 and not a multiple of 16
+    [InlineData(DType.F16, 1, 3, 2, 1, 7)]
+    [InlineData(DType.BF16, 5, 33, 4, 2, 33)]     // several query rows: widened into scratch
+    [InlineData(DType.F16, 1, 1, 1, 1, 1)]
+    public void AttentionReadsTheStoredRows(DType storage, int nq, int nk, int qHeads, int kvHeads, int headDim)
+    {
+        var backend = new CpuBackend();
+        using var cache = new CpuKvCache(1, kvHeads * headDim, storage);
+        using var kt = backend.Allocate(nk, kvHeads * headDim);
+        using var vt = backend.Allocate(nk, kvHeads * headDim);
+        backend.CopyFromHost(OpsTestData(nk * kvHeads * headDim, 3, 2f), kt);
+        backend.CopyFromHost(OpsTestData(nk * kvHeads * headDim, 4), vt);
+        cache.Append(0, kt, vt);
+        var (k, v) = cache.View(0);
+        var kw = new float[nk * kvHeads * headDim];
+        var vw = new float[nk * kvHeads * headDim];
+        backend.CopyToHost(k, kw);
+        backend.CopyToHost(v, vw);
+        var q = OpsTestData(nq * qHeads * headDim, 5, 2f);
+        using var qt = backend.Allocate(nq, qHeads * headDim);
+        backend.CopyFromHost(q, qt);
+        using var o = backend.Allocate(nq, qHeads * headDim);
+        backend.CopyFromHost(Ops.OpsTestData.Poisoned(nq * qHeads * headDim), o);
+        backend.Attention(qt, qHeads, k, v, kvHeads, headDim, AttentionMask.Causal, o);
+        var got = new float[nq * qHeads * headDim];
+        backend.CopyToHost(o, got);
+        // The float32 kernel over the widened rows, and the float64 reference over them.
+        var f32 = new float[got.Length];
+        CpuOps.Attention(q, nq, qHeads, kw, vw, nk, kvHeads, headDim, AttentionMask.Causal, f32);
+        var reference = Ops.AttentionTests.Reference(q, nq, qHeads, kw, vw, nk, kvHeads, headDim, AttentionMask.Causal);
+        Tolerance.AssertWithinNaiveError(got, f32, reference, $"{storage} cache attention nq={nq} nk={nk} heads={qHeads}/{kvHeads} hd={headDim}", floor: 1e-6, log: output);
+    }
+
+    private static float[] OpsTestData(int count, int seed, float scale = 1f) => Ops.OpsTestData.RandomFloats(count, seed, scale);
+}

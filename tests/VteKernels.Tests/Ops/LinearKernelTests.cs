@@ -1,0 +1,229 @@
+// The Linear kernels (decode rows, packed prefill, the f16 register path and its fallbacks, several parts in
+// one region) against a float64 reference, held to the house rule: the error may be at most 2x that of a
+// naive float32 loop over the same stored values. Odd sizes: 1, 7 and 4097 input features; 1, 3, 17 and
+// 513 rows (decode, small, packed with a partial panel, many panels); outputs not a multiple of the kernels'
+// 4 or 12 rows nor of a work item. Outputs are poisoned with NaN first. Results are bitwise the same on 1
+// and on all threads, and for a weight run alone or as one part of several.
+using System.Runtime.InteropServices;
+using VteKernels.Backends.Cpu;
+using Xunit;
+
+namespace VteKernels.Tests.Ops;
+
+public sealed unsafe class LinearKernelTests(ITestOutputHelper output)
+{
+    public static TheoryData<int, int, int, DType, int> Cases()
+    {
+        var data = new TheoryData<int, int, int, DType, int>();
+        int seed = 100;
+        foreach (var n in new[] { 1, 3, 17, 513 })
+            foreach (var k in new[] { 1, 7, 4097 })
+                foreach (var dtype in OpsTestData.AllDTypes)
+                    data.Add(n, k, n == 513 ? 29 : 101, dtype, seed++);
+        return data;
+    }
+
+    /// <summary>The float64 product and a naive float32 loop (one multiply and one add per term, in order).</summary>
+    internal static (double[] Reference, float[] Naive) References(float[] x, int n, int k, double[] w, int m, double[]? bias)
+    {
+        var reference = new double[n * m];
+        var naive = new float[n * m];
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < m; j++)
+            {
+                double s = bias?[j] ?? 0;
+                float f = (float)(bias?[j] ?? 0);
+                for (int c = 0; c < k; c++)
+                {
+                    s += x[i * k + c] * w[j * k + c];
+                    float p = x[i * k + c] * (float)w[j * k + c];
+                    f += p;
+                }
+                reference[i * m + j] = s;
+                naive[i * m + j] = f;
+            }
+        return (reference, naive);
+    }
+
+    [Theory, MemberData(nameof(Cases))]
+    public void MatchesFloat64WithinTwiceNaiveError(int n, int k, int m, DType dtype, int seed)
+    {
+        var (w, ws) = OpsTestData.RandomWeight("w", dtype, seed, 1f, 0f, m, k);
+        var (b, bs) = OpsTestData.RandomWeight("b", DType.F32, seed + 1, 1f, 0f, m);
+        var x = OpsTestData.RandomFloats(n * k, seed + 2);
+        var y = OpsTestData.Poisoned(n * m);
+        CpuOps.Linear(x, n, w, b, y);
+        var (reference, naive) = References(x, n, k, ws, m, bs);
+        Tolerance.AssertWithinNaiveError(y, naive, reference, $"Linear n={n} {k}->{m} {dtype} seed={seed}", floor: 1e-6, log: output);
+    }
+
+    public static TheoryData<int, int, int, DType, int> QuantizedCases()
+    {
+        var data = new TheoryData<int, int, int, DType, int>();
+        int seed = 500;
+        // Quantized rows hold whole 32-element blocks: 1, 7 and 129 blocks.
+        foreach (var n in new[] { 1, 3, 17, 513 })
+            foreach (var k in new[] { 32, 224, 4128 })
+                foreach (var dtype in new[] { DType.Q8_0, DType.Q4_0 })
+                    data.Add(n, k, n == 513 ? 29 : 101, dtype, seed++);
+        return data;
+    }
+
+    /// <summary>
+    /// x row quantized as the int8 decode kernels do (Q8_0's rule, the scale kept in float32): the values d·q
+    /// in float64, and per block d and the q.
+    /// </summary>
+    internal static (double[] Values, float[] D, int[] Q) QuantizeActivations(float[] x)
+    {
+        var values = new double[x.Length];
+        var d = new float[x.Length / 32];
+        var q = new int[x.Length];
+        for (int b = 0; b < d.Length; b++)
+        {
+            float amax = 0;
+            for (int j = 0; j < 32; j++) amax = Math.Max(amax, Math.Abs(x[b * 32 + j]));
+            d[b] = amax / 127f;
+            float id = d[b] != 0 ? 1f / d[b] : 0f;
+            for (int j = 0; j < 32; j++)
+            {
+                q[b * 32 + j] = (int)MathF.Round(x[b * 32 + j] * id, MidpointRounding.AwayFromZero);
+                values[b * 32 + j] = (double)d[b] * q[b * 32 + j];
+            }
+        }
+        return (values, d, q);
+    }
+
+    [Theory, MemberData(nameof(QuantizedCases))]
+    public void QuantizedMatchesFloat64WithinTwiceNaiveError(int n, int k, int m, DType dtype, int seed)
+    {
+        var (w, ws) = OpsTestData.RandomWeight("w", dtype, seed, 1f, 0f, m, k);
+        var x = OpsTestData.RandomFloats(n * k, seed + 2);
+        var y = OpsTestData.Poisoned(n * m);
+        CpuOps.Linear(x, n, w, null, y);
+        double[] reference;
+        float[] naive;
+        if (n >= CpuOps.LinearPackedMinRows)
+        {
+            // Prefill: the weights dequantized exactly, x in float32.
+            (reference, naive) = References(x, n, k, ws, m, null);
+        }
+        else
+        {
+            // Decode: x quantized per block; each block's dot is exact in integers, scaled by d_w·d_x and
+            // summed in float32 (naive: in block order).
+            reference = new double[n * m];
+            naive = new float[n * m];
+            var blockBytes = BlockQuant.BlockBytes(dtype);
+            var raw = w.Bytes.ToArray();
+            for (int i = 0; i < n; i++)
+            {
+                var (xv, xd, xq) = QuantizeActivations(x[(i * k)..((i + 1) * k)]);
+                for (int j = 0; j < m; j++)
+                {
+                    double s = 0;
+                    float f = 0;
+                    for (int b = 0; b < k / 32; b++)
+                    {
+                        var block = raw.AsSpan((j * (k / 32) + b) * blockBytes, blockBytes);
+                        float dw = (float)BitConverter.UInt16BitsToHalf(BitConverter.ToUInt16(block));
+                        long dot = 0;
+                        for (int e = 0; e < 32; e++)
+                        {
+                            s += ws[j * k + b * 32 + e] * xv[b * 32 + e];
+                            dot += (long)Math.Round(ws[j * k + b * 32 + e] / dw) * xq[b * 32 + e];
+                        }
+                        f += dw * xd[b] * dot;
+                    }
+                    reference[i * m + j] = s;
+                    naive[i * m + j] = f;
+                }
+            }
+        }
+        Tolerance.AssertWithinNaiveError(y, naive, reference, $"Linear n={n} {k}->{m} {dtype} seed={seed}", floor: 1e-5, log: output);
+    }
+
+    [Theory]
+    [InlineData(1, DType.F32)]
+    [InlineData(1, DType.BF16)]
+    [InlineData(1, DType.F16)]
+    [InlineData(3, DType.F16)]
+    [InlineData(17, DType.BF16)]
+    [InlineData(513, DType.F16)]
+    [InlineData(1, DType.Q8_0)]
+    [InlineData(1, DType.Q4_0)]
+    [InlineData(17, DType.Q4_0)]
+    public void IsBitwiseTheSameOnAnyThreadCountAndAsOnePartOfSeveral(int n, DType dtype)
+    {
+        int k = dtype.IsBlockQuantized() ? 1024 : 1029;
+        var (a, _) = OpsTestData.RandomWeight("a", dtype, 1, 1f, 0f, 301, k);
+        var (c, _) = OpsTestData.RandomWeight("c", dtype, 2, 1f, 0f, 77, k);
+        var x = OpsTestData.RandomFloats(n * k, 3);
+        var alone1 = OpsTestData.Poisoned(n * 301);
+        var alone2 = OpsTestData.Poisoned(n * 301);
+        CpuOps.Linear(x, n, a, null, alone1, threads: 1);
+        CpuOps.Linear(x, n, a, null, alone2, threads: 0);
+        AssertBitwise(alone1, alone2, $"{dtype} n={n}: 1 thread against all");
+
+        var ya = OpsTestData.Poisoned(n * 301);
+        var yc = OpsTestData.Poisoned(n * 77);
+        var cAlone = OpsTestData.Poisoned(n * 77);
+        CpuOps.Linear(x, n, c, null, cAlone);
+        fixed (float* px = x)
+        fixed (float* pa = ya)
+        fixed (float* pc = yc)
+            CpuOps.LinearParts(px, n, k, [new CpuOps.LinearPart(a, null, (nint)pa, 301), new CpuOps.LinearPart(c, null, (nint)pc, 77)], 0);
+        AssertBitwise(alone1, ya, $"{dtype} n={n}: first of two parts");
+        AssertBitwise(cAlone, yc, $"{dtype} n={n}: second of two parts");
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(20)]
+    public void HalfWeightsTakeTheExactPathForLargeInputs(int n)
+    {
+        // |x| >= 2^16 cannot be scaled by 2^112 in float32: the rows are widened into scratch instead.
+        const int k = 100, m = 9;
+        var (w, ws) = OpsTestData.RandomWeight("w", DType.F16, 4, 1f, 0f, m, k);
+        var x = OpsTestData.RandomFloats(n * k, 5);
+        x[3] = 70000f;
+        var y = OpsTestData.Poisoned(n * m);
+        CpuOps.Linear(x, n, w, null, y);
+        var (reference, naive) = References(x, n, k, ws, m, null);
+        Tolerance.AssertWithinNaiveError(y, naive, reference, $"f16 Linear with |x| = 70000, n={n}", floor: 1e-3);
+    }
+
+    [Fact]
+    public void HalfWeightsWithInfinityGiveInfinity()
+    {
+        // An f16 Inf would read as a finite 2^16 in the register path; the weight is scanned and widened instead.
+        const int k = 64, m = 6;
+        var values = OpsTestData.RandomFloats(m * k, 6);
+        values[2 * k + 5] = float.PositiveInfinity;
+        var w = Weight.FromFloats("w", values, DType.F16, m, k);
+        var x = OpsTestData.RandomFloats(k, 7, scale: 1f, offset: 2f);   // all positive: the Inf term wins
+        var y = OpsTestData.Poisoned(m);
+        CpuOps.Linear(x, 1, w, null, y);
+        Assert.Equal(float.PositiveInfinity, y[2]);
+        for (int j = 0; j < m; j++) if (j != 2) Assert.True(float.IsFinite(y[j]), $"output {j} = {y[j]}");
+    }
+
+    [Fact]
+    public void BFloat16RoundingMatchesTheScalarRule()
+    {
+        var rng = new Random(8);
+        var values = new float[1000];
+        for (int i = 0; i < values.Length; i++) values[i] = BitConverter.Int32BitsToSingle(rng.Next(int.MinValue, int.MaxValue));
+        float[] special = [0f, -0f, float.PositiveInfinity, float.NegativeInfinity, float.NaN, float.Epsilon, float.MaxValue, 1.00390625f, 1.01171875f];
+        special.CopyTo(values, 0);
+        var got = new ushort[values.Length];
+        CpuOps.ToBFloat16(values, got);
+        for (int i = 0; i < values.Length; i++)
+            Assert.True(got[i] == DTypes.ToBFloat16Bits(values[i]), $"[{i}] {values[i]:R}: {got[i]:X4}, want {DTypes.ToBFloat16Bits(values[i]):X4}");
+    }
+
+    private static void AssertBitwise(float[] want, float[] got, string what)
+    {
+        for (int i = 0; i < want.Length; i++)
+            Assert.True(BitConverter.SingleToInt32Bits(want[i]) == BitConverter.SingleToInt32Bits(got[i]), $"{what}: [{i}] {got[i]:R}, want {want[i]:R}");
+    }
+}
