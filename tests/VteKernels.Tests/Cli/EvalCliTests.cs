@@ -5,6 +5,7 @@ using System.Diagnostics;
 using System.Text;
 using System.Text.Json.Nodes;
 using VteKernels.Engine.Eas;
+using VteKernels.Engine.Exit;
 using VteKernels.Models;
 using VteKernels.Synth;
 using Xunit;
@@ -78,13 +79,21 @@ public sealed class EvalCliTests
         var data = Questions(dir.Path, 6);
         var easPath = dir.File("eas.safetensors");
         EasCheckpoint.Save(SyntheticEas.Adapters(cfg.Text, [2, 3], seed: 5, adapterDim: 8, replacedDim: 16), easPath);
-        var compare = "none,layer:1,layer:2+naavit,naavit,skip-attn:2-3,attn:0.5,eas:" + easPath;
+        // Random gates with the exit logit pushed up in layer 1, so that they fire there on image questions.
+        var gatePath = dir.File("gates.safetensors");
+        var rng = new Random(7);
+        int d = cfg.Text.HiddenSize;
+        new ExitGates(Enumerable.Range(0, cfg.Text.NumLayers).Select(l => new ExitGate(l, d, 8,
+            Enumerable.Range(0, 8 * 2 * d).Select(_ => (float)(rng.NextDouble() - 0.5) / 8).ToArray(),
+            Enumerable.Range(0, 16).Select(i => i < 8 ? 0f : l == 1 ? 4f : -4f).ToArray()))).Save(gatePath);
+        var compare = "none,layer:1,layer:2+naavit,naavit,skip-attn:2-3,attn:0.5,eas:" + easPath + ",gate:" + gatePath;
         var r = Vte("eval", "-m", model, "--data", data, "--out", dir.File("cmp.jsonl"), "-n", "6", "--compare", compare);
         Assert.True(r.Code == 0, r.Err);
         (string Slug, string[] Flags)[] separate =
         [
             ("none", []), ("layer-1", ["--exit", "layer:1"]), ("layer-2+naavit", ["--exit", "layer:2", "--naavit"]), ("naavit", ["--naavit"]),
             ("skip-attn-2-3", ["--skip-attn", "2-3"]), ("attn-0.5", ["--exit", "attn:0.5"]), ("eas-eas", ["--eas", easPath]),
+            ("gate-gates", ["--exit", "gate:" + gatePath]),
         ];
         foreach (var (slug, flags) in separate)
         {
@@ -95,8 +104,9 @@ public sealed class EvalCliTests
         }
         // The settings really differ (else the equality above says nothing).
         var none = Read(dir.File("cmp.none.jsonl"));
-        foreach (var slug in new[] { "layer-1", "naavit", "skip-attn-2-3", "eas-eas" })
+        foreach (var slug in new[] { "layer-1", "naavit", "skip-attn-2-3", "eas-eas", "gate-gates" })
             Assert.Contains(Read(dir.File($"cmp.{slug}.jsonl")), kv => (string?)kv.Value["metadata"]!["prefill_logits_fnv1a"] != (string?)none[kv.Key]["metadata"]!["prefill_logits_fnv1a"]);
+        Assert.Contains(Read(dir.File("cmp.gate-gates.jsonl")).Values, l => l["metadata"]!["exit_layer"] is not null);   // the gates fired
         // Agreement with none is recorded against the none answers.
         foreach (var (key, line) in Read(dir.File("cmp.layer-1.jsonl")))
             Assert.Equal((string?)line["text"] == (string?)none[key]["text"], (bool)line["metadata"]!["same_text_as_none"]!);
