@@ -26,7 +26,7 @@ internal static class ServeCommand
         var modelId = new Option<string>("--model-id") { Description = "The model name clients use (default: the model folder's name)" };
         var style = new Option<string>("--prompt-style") { Description = "template (the model's chat template; the default when it has one), llava or vicuna" };
         var imageMode = new Option<string>("--image-mode") { Description = "clip or pad (LLaVA-1.5: pad to a square first)", DefaultValueFactory = _ => "clip" };
-        var maxNew = new Option<int>("--max-new-tokens", "-n") { Description = "Most tokens per answer when a request does not say", DefaultValueFactory = _ => 256 };
+        var maxNew = new Option<int?>("--max-new-tokens", "-n") { Description = "Most tokens per answer when a request does not say (default: the model's generation_config.json, else 256)" };
         var device = new BackendOptions();
         var noMmap = NoMmapOption.Create();
         style.AcceptOnlyFromAmong("template", "llava", "vicuna");

@@ -1,23 +1,31 @@
 // The one place where Microsoft.Extensions.AI's ChatOptions become the engine's generation settings.
 // Every ChatOptions property is either mapped or rejected with a NotSupportedException that names it;
 // KnownProperties lists them all so a test notices when a new Abstractions version adds one.
-// Options the sampler does not have yet (frequency/presence penalties, stop sequences) are accepted only
-// at their neutral values.
+// What a request leaves unset comes from the model's generation_config.json exactly as the library resolves
+// it (GenerationConfig.ResolveSampling; the new-token limit and end-of-sequence ids through Generator), so a
+// request overrides only what it sets. Sampling settings ChatOptions has no property for (min-p, HF's
+// repetition penalty, logprobs) come in AdditionalProperties under their OpenAI/HF names.
+// A value out of range is an ArgumentOutOfRangeException whose ParamName is the ChatOptions property (or the
+// AdditionalProperties key) and whose message is the library's problem text (InvalidOptionException.Problem).
 using System.Globalization;
 using System.Text.Json;
 using Microsoft.Extensions.AI;
 using VteKernels.Engine;
 using VteKernels.Engine.Eas;
 using VteKernels.Engine.Exit;
+using VteKernels.Models;
 
 namespace VteKernels.Extensions.AI;
 
 /// <summary>A request's settings after mapping.</summary>
-/// <param name="Sampling">Temperature, top-k, top-p and seed.</param>
-/// <param name="MaxOutputTokens">Most tokens to generate.</param>
+/// <param name="Sampling">Every sampling value: the request's, the rest the model's generation config.</param>
+/// <param name="MaxOutputTokens">Most tokens to generate; null: the model's generation config (else the library's default).</param>
+/// <param name="StopSequences">Strings that end the answer (never part of it).</param>
+/// <param name="TopLogprobs">Null: no logprobs; else each token's logprob and this many alternatives (0..20).</param>
 /// <param name="Methods">Exit, NAAViT, EAS and trace of this request.</param>
 /// <param name="Instructions">ChatOptions.Instructions: a system message put before the conversation, or null.</param>
-internal sealed record MappedOptions(SamplingOptions Sampling, int MaxOutputTokens, VteMethods Methods, string? Instructions);
+internal sealed record MappedOptions(SamplingOptions Sampling, int? MaxOutputTokens, IReadOnlyList<string> StopSequences, int? TopLogprobs,
+    VteMethods Methods, string? Instructions);
 
 internal static class ChatOptionsMapping
 {
@@ -33,14 +41,13 @@ internal static class ChatOptionsMapping
         nameof(ChatOptions.RawRepresentationFactory), nameof(ChatOptions.AdditionalProperties),
     ];
 
-    /// <summary>Maps <paramref name="o"/> over the client's defaults.</summary>
+    /// <summary>Maps <paramref name="o"/> over the client's defaults and the model's generation config.</summary>
     /// <exception cref="NotSupportedException">An option the engine does not have.</exception>
-    /// <exception cref="ArgumentOutOfRangeException">A value out of range.</exception>
-    /// <exception cref="InvalidInputException">The request names another model, or a method setting is malformed.</exception>
-    public static MappedOptions Map(ChatOptions? o, VteChatClientOptions client, string modelId)
+    /// <exception cref="ArgumentOutOfRangeException">A value out of range (ParamName: the ChatOptions property or AdditionalProperties key).</exception>
+    /// <exception cref="InvalidInputException">The request names another model, or a setting in AdditionalProperties is malformed.</exception>
+    public static MappedOptions Map(ChatOptions? o, VteChatClientOptions client, GenerationConfig generation, string modelId)
     {
-        if (o is null) return new MappedOptions(new SamplingOptions(), client.DefaultMaxOutputTokens, client.Methods, null);
-
+        o ??= new ChatOptions();
         if (o.ConversationId is not null)
             throw Unsupported(nameof(o.ConversationId), "the client keeps no server-side conversations; send the whole conversation (the KV cache is reused when it continues the previous one)");
         if (o.Reasoning is not null) throw Unsupported(nameof(o.Reasoning), "the model has no reasoning controls");
@@ -53,39 +60,62 @@ internal static class ChatOptionsMapping
         if (o.RawRepresentationFactory is not null)
             throw Unsupported(nameof(o.RawRepresentationFactory), "the engine has no provider-specific request object");
         // AllowMultipleToolCalls only qualifies tools, which are rejected above; alone it changes nothing.
-        if (o.FrequencyPenalty is float fp && fp != 0)
-            throw Unsupported(nameof(o.FrequencyPenalty), "the sampler has no frequency penalty yet (0 is accepted)");
-        if (o.PresencePenalty is float pp && pp != 0)
-            throw Unsupported(nameof(o.PresencePenalty), "the sampler has no presence penalty yet (0 is accepted)");
-        if (o.StopSequences is { Count: > 0 })
-            throw Unsupported(nameof(o.StopSequences), "stop strings are not supported yet; generation ends at the model's end-of-sequence token or the token limit");
         if (o.ModelId is not null && o.ModelId != modelId)
             throw new InvalidInputException($"model '{o.ModelId}' is not served here (this client serves '{modelId}')");
 
+        var extra = Sampling(o.AdditionalProperties);
         int? seed = null;
         if (o.Seed is long s)
         {
-            if (s is < int.MinValue or > int.MaxValue) throw new ArgumentOutOfRangeException(nameof(o.Seed), s, "seed must fit in 32 bits");
+            if (s is < int.MinValue or > int.MaxValue) throw OutOfRange(nameof(o.Seed), Inv($"must fit in 32 bits, got {s}"));
             seed = (int)s;
         }
-        var sampling = new SamplingOptions
+        var request = new SamplingRequest
         {
-            Temperature = o.Temperature ?? 0f,
-            TopP = o.TopP ?? 1f,
-            TopK = o.TopK ?? 0,
-            Seed = seed,
+            Temperature = o.Temperature, TopP = o.TopP, TopK = o.TopK, Seed = seed,
+            FrequencyPenalty = o.FrequencyPenalty, PresencePenalty = o.PresencePenalty,
+            MinP = extra.MinP, RepetitionPenalty = extra.RepetitionPenalty,
         };
+        int? max = o.MaxOutputTokens ?? client.DefaultMaxOutputTokens;
+        if (max < 1) throw OutOfRange(nameof(o.MaxOutputTokens), Inv($"must be at least 1, got {max}"));
+        IReadOnlyList<string> stops = o.StopSequences is { } list ? [.. list] : [];
+        var sampling = generation.ResolveSampling(request);
         try
         {
-            sampling.Validate();
+            // The generator's own checks, with the names this client is asked in.
+            new GenerationOptions { Sampling = sampling, StopSequences = stops, TopLogprobs = extra.TopLogprobs ?? 0 }.Validate();
         }
         catch (InvalidOptionException e)
         {
-            throw new ArgumentOutOfRangeException(e.Option, e.Message);   // this client's contract: out of range is an ArgumentException
+            throw OutOfRange(OptionName(e.Option), e.Problem);
         }
-        int max = o.MaxOutputTokens ?? client.DefaultMaxOutputTokens;
-        if (max < 1) throw new ArgumentOutOfRangeException(nameof(o.MaxOutputTokens), max, "MaxOutputTokens must be at least 1");
-        return new MappedOptions(sampling, max, Methods(o.AdditionalProperties, client), o.Instructions);
+        return new MappedOptions(sampling, max, stops, extra.TopLogprobs, Methods(o.AdditionalProperties, client), o.Instructions);
+    }
+
+    /// <summary>The ChatOptions property (or AdditionalProperties key) a library option comes from.</summary>
+    private static string OptionName(string libraryOption) => libraryOption switch
+    {
+        nameof(SamplingOptions.MinP) => VteChatKeys.MinP,
+        nameof(SamplingOptions.RepetitionPenalty) => VteChatKeys.RepetitionPenalty,
+        nameof(GenerationOptions.TopLogprobs) => VteChatKeys.TopLogprobs,
+        nameof(GenerationOptions.MaxNewTokens) => nameof(ChatOptions.MaxOutputTokens),
+        _ => libraryOption,   // Temperature, TopP, TopK, FrequencyPenalty, PresencePenalty, StopSequences: same names
+    };
+
+    /// <summary>.NET's form: the message is the problem, the parameter the option ("must be in (0, 1] ..., got 7 (Parameter 'TopP')").</summary>
+    private static ArgumentOutOfRangeException OutOfRange(string option, string problem) => new(option, problem);
+
+    /// <summary>The sampling keys of AdditionalProperties: min_p, repetition_penalty, logprobs, top_logprobs (null when absent).</summary>
+    private static (float? MinP, float? RepetitionPenalty, int? TopLogprobs) Sampling(AdditionalPropertiesDictionary? props)
+    {
+        if (props is null) return default;
+        float? minP = props.TryGetValue(VteChatKeys.MinP, out var m) ? Number(VteChatKeys.MinP, m) : null;
+        float? repetition = props.TryGetValue(VteChatKeys.RepetitionPenalty, out var r) ? Number(VteChatKeys.RepetitionPenalty, r) : null;
+        bool logprobs = props.TryGetValue(VteChatKeys.Logprobs, out var l) && Flag(VteChatKeys.Logprobs, l);
+        int? top = props.TryGetValue(VteChatKeys.TopLogprobs, out var t) ? Integer(VteChatKeys.TopLogprobs, t) : null;
+        // As OpenAI's API: top_logprobs asks for alternatives of the logprobs, so it needs logprobs.
+        if (top is not null && !logprobs) throw new InvalidInputException($"{VteChatKeys.TopLogprobs} needs {VteChatKeys.Logprobs} set to true");
+        return (minP, repetition, logprobs ? top ?? 0 : null);
     }
 
     /// <summary>The methods of a request: the client's defaults with the request's vte.* keys applied.</summary>
@@ -123,6 +153,8 @@ internal static class ChatOptionsMapping
                 case VteChatKeys.SkipAttention:
                     m = m with { Eas = SkipList(Text(key, value), client.Methods.Eas) };
                     break;
+                case VteChatKeys.MinP or VteChatKeys.RepetitionPenalty or VteChatKeys.Logprobs or VteChatKeys.TopLogprobs:
+                    break;   // sampling, read by Sampling
                 default:
                     throw Unsupported($"{nameof(ChatOptions.AdditionalProperties)}[\"{key}\"]",
                         $"unknown key (the engine reads {string.Join(", ", VteChatKeys.RequestKeys)})");
@@ -174,6 +206,27 @@ internal static class ChatOptionsMapping
         JsonElement { ValueKind: JsonValueKind.False } => false,
         _ => throw new InvalidInputException($"{key} must be true or false, not {Describe(value)}"),
     };
+
+    private static float Number(string key, object? value) => value switch
+    {
+        float f => f,
+        double d => (float)d,
+        int i => i,
+        long l => l,
+        decimal d => (float)d,
+        JsonElement { ValueKind: JsonValueKind.Number } e => e.GetSingle(),
+        _ => throw new InvalidInputException($"{key} must be a number, not {Describe(value)}"),
+    };
+
+    private static int Integer(string key, object? value) => value switch
+    {
+        int i => i,
+        long l when l is >= int.MinValue and <= int.MaxValue => (int)l,
+        JsonElement { ValueKind: JsonValueKind.Number } e when e.TryGetInt32(out int i) => i,
+        _ => throw new InvalidInputException($"{key} must be an integer, not {Describe(value)}"),
+    };
+
+    private static string Inv(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
 
     private static string Describe(object? value) => value switch
     {

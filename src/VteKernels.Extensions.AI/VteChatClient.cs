@@ -4,8 +4,9 @@
 // client keeps one InferenceSession: when a request's prompt shares a prefix with the tokens it holds (the
 // previous prompt and answer, same methods) and no new image follows it, the cache is cut back to that prefix
 // and only the rest is prefilled.
-// Cancellation is checked before the prefill and between generated tokens.
-using System.Diagnostics;
+// Generation runs on the library's Generator: what a request leaves unset is the model's generation_config.json,
+// stop strings are held back while streaming and never reach the text, and cancellation is checked before each
+// image and decoder layer of the prefill (the session rolls back) and between tokens.
 using System.Runtime.CompilerServices;
 using Microsoft.Extensions.AI;
 using VteKernels.Backends;
@@ -21,7 +22,7 @@ public sealed class VteChatClient : IChatClient
 {
     private readonly VteChatClientOptions _options;
     private readonly ConversationPrompt _prompt;
-    private readonly int[] _stopTokens;
+    private readonly int[]? _stopTokens;
     private readonly bool _ownsModel;
     private readonly SemaphoreSlim _gate = new(1, 1);
     private InferenceSession? _session;
@@ -46,7 +47,8 @@ public sealed class VteChatClient : IChatClient
         ArgumentNullException.ThrowIfNull(tokenizer);
         ArgumentNullException.ThrowIfNull(modelDir);
         _options = options ?? new VteChatClientOptions();
-        ArgumentOutOfRangeException.ThrowIfLessThan(_options.DefaultMaxOutputTokens, 1, nameof(options));
+        if (_options.DefaultMaxOutputTokens < 1)
+            throw new ArgumentOutOfRangeException(nameof(options), _options.DefaultMaxOutputTokens, "DefaultMaxOutputTokens must be at least 1");
         Model = model;
         Tokenizer = tokenizer;
         _ownsModel = ownsModel;
@@ -60,7 +62,8 @@ public sealed class VteChatClient : IChatClient
         var template = style == PromptStyle.Template ? ChatTemplate.Parse(source!) : null;
         var clip = MultimodalPrompt.PreprocessingFor(modelDir, model.Config, _options.PadImages);
         _prompt = new ConversationPrompt(model.Config, tokenizer, clip, style, template, _options.AllowFileUris);
-        _stopTokens = model.Config.Text.EosTokenId is int eos ? [eos] : [.. tokenizer.EosIds];
+        // The model's generation config names the end-of-sequence ids (or config.json does); a model with neither ends at the tokenizer's.
+        _stopTokens = model.GenerationConfig.EosTokenIds.Count > 0 ? null : [.. tokenizer.EosIds];
     }
 
     /// <summary>Loads the model in <paramref name="modelDir"/> on <paramref name="backend"/> and its tokenizer; the client owns (and disposes) the model.</summary>
@@ -111,17 +114,19 @@ public sealed class VteChatClient : IChatClient
     public async Task<ChatResponse> GetResponseAsync(IEnumerable<Microsoft.Extensions.AI.ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
     {
         var text = new System.Text.StringBuilder();
+        var tokens = new List<GeneratedToken>();
         ChatResponseUpdate? last = null;
         await foreach (var u in GetStreamingResponseAsync(messages, options, cancellationToken).ConfigureAwait(false))
         {
             text.Append(u.Text);
+            tokens.AddRange(TokensOf(u.AdditionalProperties));
             last = u;
         }
         var usage = last!.Contents.OfType<UsageContent>().Single().Details;
         return new ChatResponse(new Microsoft.Extensions.AI.ChatMessage(ChatRole.Assistant, text.ToString()) { MessageId = last.MessageId })
         {
-            ResponseId = last.ResponseId, ModelId = ModelId, CreatedAt = last.CreatedAt, FinishReason = last.FinishReason,
-            Usage = usage, AdditionalProperties = last.AdditionalProperties,
+            ResponseId = last.ResponseId, ModelId = ModelId, CreatedAt = last.CreatedAt, FinishReason = last.FinishReason, Usage = usage,
+            AdditionalProperties = new AdditionalPropertiesDictionary { [VteChatKeys.Report] = last.AdditionalProperties![VteChatKeys.Report], [VteChatKeys.Tokens] = tokens },
         };
     }
 
@@ -139,7 +144,7 @@ public sealed class VteChatClient : IChatClient
     {
         ArgumentNullException.ThrowIfNull(messages);
         ObjectDisposedException.ThrowIf(_disposed, this);
-        var mapped = ChatOptionsMapping.Map(options, _options, ModelId);
+        var mapped = ChatOptionsMapping.Map(options, _options, Model.GenerationConfig, ModelId);
         var full = _prompt.Build(messages, mapped.Instructions);
         int context = Model.Config.Text.MaxPositionEmbeddings, n = full.TokenIds.Length;
         if (n > context)
@@ -154,49 +159,53 @@ public sealed class VteChatClient : IChatClient
             var m = mapped.Methods;
             var generation = new GenerationOptions
             {
-                // The last token is sampled, not decoded, so a prompt of n tokens leaves room for context - n + 1.
-                MaxNewTokens = Math.Min(mapped.MaxOutputTokens, context - n + 1),
-                Sampling = mapped.Sampling, StopTokens = _stopTokens,
-                Prefill = new PrefillOptions { Exit = m.Exit, ExitKvMode = m.ExitKv, Naavit = m.Naavit, Trace = m.Trace },
+                // Null: the model's generation config, as the library resolves it; the generator ends at the context's end.
+                MaxNewTokens = mapped.MaxOutputTokens, Sampling = mapped.Sampling, StopTokens = _stopTokens,
+                StopSequences = mapped.StopSequences, Logprobs = mapped.TopLogprobs is not null, TopLogprobs = mapped.TopLogprobs ?? 0,
+                Prefill = new PrefillOptions { Exit = m.Exit, ExitKvMode = m.ExitKv, Naavit = m.Naavit, Trace = m.Trace, Progress = _options.PrefillProgress },
             };
             string responseId = "chatcmpl-" + Guid.NewGuid().ToString("N"), messageId = "msg-" + Guid.NewGuid().ToString("N");
             var created = DateTimeOffset.UtcNow;
-            var decoder = Tokenizer.CreateStreamingDecoder();
-            var clock = Stopwatch.StartNew();
-            TimeSpan first = default;
-            GeneratedToken? last = null;
-            int count = 0;
-            var stream = Generator.Stream(session, step, generation, cancellationToken: cancellationToken);
+            var pending = new List<GeneratedToken>();
+            // The generator checks the token between decoder layers of the prefill and between tokens.
+            var stream = Generator.Stream(session, step, generation, Tokenizer, cancellationToken);
             await foreach (var t in stream.ConfigureAwait(false))
             {
-                if (t.Index == 0) first = clock.Elapsed;
-                last = t;
-                count++;
-                var piece = decoder.Push(t.Id);
-                if (piece.Length > 0)
-                    yield return new ChatResponseUpdate(ChatRole.Assistant, piece) { ResponseId = responseId, MessageId = messageId, CreatedAt = created, ModelId = ModelId };
+                pending.Add(t);
+                // t.Text is final text only: never part of a stop string, never half a character.
+                if (t.Text.Length == 0) continue;
+                yield return new ChatResponseUpdate(ChatRole.Assistant, t.Text)
+                {
+                    ResponseId = responseId, MessageId = messageId, CreatedAt = created, ModelId = ModelId,
+                    AdditionalProperties = new AdditionalPropertiesDictionary { [VteChatKeys.Tokens] = pending.ToArray() },
+                };
+                pending.Clear();
             }
+            var result = stream.Result!;
             // The generator ends a cancelled request with a result; this client's contract is OperationCanceledException.
-            if (stream.Result?.FinishReason == FinishReason.Cancelled) cancellationToken.ThrowIfCancellationRequested();
-            var total = clock.Elapsed;
-            bool stop = last?.IsStop == true;
+            if (result.FinishReason == FinishReason.Cancelled)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                throw new OperationCanceledException("the generation was cancelled");
+            }
+            bool stop = result.FinishReason == FinishReason.Stop;
             var report = new VteRequestReport
             {
-                Prefill = session.LastReport!, PromptTokens = n, CachedTokens = cached, CompletionTokens = count,
-                TimeToFirstToken = first, Total = total, FinishReason = stop ? "stop" : "length",
+                Prefill = result.Report!, PromptTokens = n, CachedTokens = cached, CompletionTokens = result.Usage.CompletionTokens,
+                CompletionIds = result.Ids, TimeToFirstToken = result.Timings.FirstToken, Total = result.Timings.Total,
+                FinishReason = stop ? "stop" : "length", StopReason = result.StopReason,
             };
-            var contents = new List<AIContent>();
-            if (decoder.Flush() is { Length: > 0 } rest) contents.Add(new TextContent(rest));
-            contents.Add(new UsageContent(new UsageDetails
+            var usage = new UsageContent(new UsageDetails
             {
-                InputTokenCount = n, CachedInputTokenCount = cached, OutputTokenCount = count, TotalTokenCount = n + count,
-            }));
+                InputTokenCount = n, CachedInputTokenCount = cached, OutputTokenCount = result.Usage.CompletionTokens,
+                TotalTokenCount = n + result.Usage.CompletionTokens,
+            });
             finished = true;
-            yield return new ChatResponseUpdate(ChatRole.Assistant, contents)
+            yield return new ChatResponseUpdate(ChatRole.Assistant, [usage])
             {
                 ResponseId = responseId, MessageId = messageId, CreatedAt = created, ModelId = ModelId,
                 FinishReason = stop ? ChatFinishReason.Stop : ChatFinishReason.Length,
-                AdditionalProperties = new AdditionalPropertiesDictionary { [VteChatKeys.Report] = report },
+                AdditionalProperties = new AdditionalPropertiesDictionary { [VteChatKeys.Report] = report, [VteChatKeys.Tokens] = pending.ToArray() },
             };
         }
         finally
@@ -206,6 +215,10 @@ public sealed class VteChatClient : IChatClient
             _gate.Release();
         }
     }
+
+    /// <summary>The generated tokens under <see cref="VteChatKeys.Tokens"/> in an update's or a response's additional properties (empty when there are none).</summary>
+    public static IReadOnlyList<GeneratedToken> TokensOf(AdditionalPropertiesDictionary? properties) =>
+        properties?.TryGetValue(VteChatKeys.Tokens, out var t) == true && t is IReadOnlyList<GeneratedToken> list ? list : [];
 
     /// <summary>
     /// The session for <paramref name="methods"/> and what to prefill into it: when the cache was made with the same methods

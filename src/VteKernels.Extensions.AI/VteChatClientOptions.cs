@@ -47,8 +47,11 @@ public sealed record VteChatClientOptions
     /// <summary>Pad images to a square of the mean colour before CLIP preprocessing, as the original LLaVA-1.5 does.</summary>
     public bool PadImages { get; init; }
 
-    /// <summary>Most tokens per answer when the request does not say (ChatOptions.MaxOutputTokens).</summary>
-    public int DefaultMaxOutputTokens { get; init; } = 256;
+    /// <summary>
+    /// Most tokens per answer when the request does not say (ChatOptions.MaxOutputTokens); null (the default): the model's
+    /// generation_config.json (max_new_tokens, or max_length minus the prompt), else <see cref="Engine.GenerationOptions.DefaultMaxNewTokens"/>.
+    /// </summary>
+    public int? DefaultMaxOutputTokens { get; init; }
 
     /// <summary>Accept <c>file://</c> image URIs (UriContent) and read them from this machine's disk. Off by default; remote URLs are never fetched.</summary>
     public bool AllowFileUris { get; init; }
@@ -58,6 +61,13 @@ public sealed record VteChatClientOptions
     /// that must not open files on a client's behalf replaces it.
     /// </summary>
     public Func<string, ExitGates> LoadGates { get; init; } = ExitGates.Load;
+
+    /// <summary>
+    /// Told (decoder layers done, decoder layers) before each decoder layer of every request's prefill, on the thread that
+    /// runs it (a <see cref="Progress{T}"/> posts it to its own context); null: nobody listens. A cancelled request stops
+    /// at the next of these points.
+    /// </summary>
+    public IProgress<(int Done, int Total)>? PrefillProgress { get; init; }
 }
 
 /// <summary>Keys of <see cref="Microsoft.Extensions.AI.ChatOptions.AdditionalProperties"/> (requests) and of the responses' additional properties.</summary>
@@ -81,11 +91,30 @@ public static class VteChatKeys
     /// <summary>Reuse the KV cache of the previous request where the prompts agree (a bool; default true).</summary>
     public const string ReuseCache = "vte.reuse_cache";
 
+    /// <summary>HF's min-p filter, 0..1 (a number; 0: off). Not a ChatOptions property, so it comes here.</summary>
+    public const string MinP = "min_p";
+
+    /// <summary>HF's repetition penalty, over prompt and answer (a number above 0; 1: off).</summary>
+    public const string RepetitionPenalty = "repetition_penalty";
+
+    /// <summary>Report each generated token's log-probability (a bool): see <see cref="Tokens"/>.</summary>
+    public const string Logprobs = "logprobs";
+
+    /// <summary>How many most likely alternatives to report per token, 0..20 (an integer; needs <see cref="Logprobs"/>).</summary>
+    public const string TopLogprobs = "top_logprobs";
+
     /// <summary>Response key of the <see cref="VteRequestReport"/> (on ChatResponse and on the final streaming update).</summary>
     public const string Report = "vte.report";
 
+    /// <summary>
+    /// Response key of the generated tokens (an <c>IReadOnlyList&lt;GeneratedToken&gt;</c>: ids, stop flag and, when asked
+    /// for, logprobs): on each streaming update the tokens generated since the previous one, on ChatResponse all of them.
+    /// Every token counted in the usage is there, an end-of-sequence token and the tokens of a stop string included.
+    /// </summary>
+    public const string Tokens = "vte.tokens";
+
     /// <summary>The request keys, for messages.</summary>
-    public static IReadOnlyList<string> RequestKeys { get; } = [Exit, ExitKv, Naavit, SkipAttention, Trace, ReuseCache];
+    public static IReadOnlyList<string> RequestKeys { get; } = [Exit, ExitKv, Naavit, SkipAttention, Trace, ReuseCache, MinP, RepetitionPenalty, Logprobs, TopLogprobs];
 }
 
 /// <summary>The prompt does not fit in the model's context.</summary>

@@ -31,12 +31,18 @@ public sealed record VteRequestReport
     /// <summary>Decode speed after the first token (0 with fewer than two tokens).</summary>
     public double DecodeTokensPerSecond => CompletionTokens > 1 && Total > TimeToFirstToken ? (CompletionTokens - 1) / (Total - TimeToFirstToken).TotalSeconds : 0;
 
-    /// <summary>"stop" (end-of-sequence token) or "length" (token limit or the context's end).</summary>
+    /// <summary>The generated token ids (an end-of-sequence token and the tokens of a stop string included).</summary>
+    public IReadOnlyList<int> CompletionIds { get; init; } = [];
+
+    /// <summary>"stop" (end-of-sequence token or stop string) or "length" (token limit or the context's end).</summary>
     public required string FinishReason { get; init; }
+
+    /// <summary>The end in words, as the generator says it: "stop token 2", "stop string &quot;###&quot;", "max new tokens (24)", "context full (1024 tokens)".</summary>
+    public string StopReason { get; init; } = "";
 
     /// <summary>One line for logs.</summary>
     public string Summary() => FormattableString.Invariant(
-        $"{Prefill.Summary()}; prompt {PromptTokens} tokens ({CachedTokens} cached); {CompletionTokens} generated ({FinishReason}); first token {TimeToFirstToken.TotalMilliseconds:F0} ms; decode {DecodeTokensPerSecond:F1} tok/s");
+        $"{Prefill.Summary()}; prompt {PromptTokens} tokens ({CachedTokens} cached); {CompletionTokens} generated ({FinishReason}: {StopReason}); first token {TimeToFirstToken.TotalMilliseconds:F0} ms; decode {DecodeTokensPerSecond:F1} tok/s");
 
     /// <summary>The report as JSON: the prefill trace's fields (format vte-prefill-trace/1, so `vte plot` reads it) and the generation's.</summary>
     public JsonObject ToJson()
@@ -50,7 +56,9 @@ public sealed record VteRequestReport
         o["time_to_first_token_ms"] = TimeToFirstToken.TotalMilliseconds;
         o["total_ms"] = Total.TotalMilliseconds;
         o["decode_tokens_per_second"] = DecodeTokensPerSecond;
+        o["completion_ids"] = new JsonArray([.. CompletionIds.Select(id => (JsonNode)id)]);
         o["finish_reason"] = FinishReason;
+        o["stop_reason"] = StopReason;
         o["summary"] = Summary();
         return o;
     }

@@ -1,5 +1,9 @@
 // Reads an OpenAI chat-completions request body into Microsoft.Extensions.AI messages and options, checking
-// every field's type so a bad request gets a 400 naming the field. Content parts: "text" and "image_url"
+// every field's type so a bad request gets a 400 naming the field. Sampling: temperature, top_p, seed,
+// max_completion_tokens (or the older max_tokens), frequency_penalty, presence_penalty, stop (a string or up
+// to 4, as OpenAI allows), logprobs + top_logprobs, and the extensions top_k, min_p, repetition_penalty (as
+// vLLM takes them); their ranges are the library's, checked by the chat client, and FieldOf names the field
+// the client's option came from so its errors name the request's field. Content parts: "text" and "image_url"
 // (data: URIs; file:// URLs become UriContent, which the chat client accepts only when file URLs are
 // allowed; http(s) URLs are refused here, since the engine never fetches). The methods come in an extra
 // "vte" object: {"exit": "layer:16", "exit_kv": "keep", "naavit": false, "skip_attn": "20-31", "trace": true,
@@ -12,9 +16,27 @@ using VteKernels.Extensions.AI;
 namespace VteKernels.Server;
 
 /// <summary>A parsed chat-completions request.</summary>
-internal sealed record ChatCompletionRequest(string? Model, IReadOnlyList<ChatMessage> Messages, ChatOptions Options, bool Stream)
+internal sealed record ChatCompletionRequest(string? Model, IReadOnlyList<ChatMessage> Messages, ChatOptions Options, bool Stream, bool Logprobs,
+    string MaxTokensField)
 {
+    /// <summary>OpenAI's limit on stop sequences.</summary>
+    public const int MaxStopSequences = 4;
+
     private static readonly string[] VteFields = ["exit", "exit_kv", "naavit", "skip_attn", "trace", "reuse_cache"];
+
+    /// <summary>The request field a chat-client option (an ArgumentException's ParamName) came from.</summary>
+    public string? FieldOf(string? option) => option switch
+    {
+        nameof(ChatOptions.Temperature) => "temperature",
+        nameof(ChatOptions.TopP) => "top_p",
+        nameof(ChatOptions.TopK) => "top_k",
+        nameof(ChatOptions.Seed) => "seed",
+        nameof(ChatOptions.FrequencyPenalty) => "frequency_penalty",
+        nameof(ChatOptions.PresencePenalty) => "presence_penalty",
+        nameof(ChatOptions.StopSequences) => "stop",
+        nameof(ChatOptions.MaxOutputTokens) => MaxTokensField,
+        _ => option,   // min_p, repetition_penalty, top_logprobs: the client's keys are the field names
+    };
 
     /// <exception cref="ApiError">The body is not a valid request.</exception>
     public static ChatCompletionRequest Parse(JsonElement root)
@@ -33,11 +55,13 @@ internal sealed record ChatCompletionRequest(string? Model, IReadOnlyList<ChatMe
         options.Temperature = OptionalFloat(root, "temperature");
         options.TopP = OptionalFloat(root, "top_p");
         options.TopK = OptionalInt(root, "top_k");
-        options.MaxOutputTokens = OptionalInt(root, "max_completion_tokens") ?? OptionalInt(root, "max_tokens");
+        int? maxCompletion = OptionalInt(root, "max_completion_tokens"), maxTokens = OptionalInt(root, "max_tokens");
+        options.MaxOutputTokens = maxCompletion ?? maxTokens;
+        string maxField = maxCompletion is not null ? "max_completion_tokens" : "max_tokens";
         options.Seed = OptionalLong(root, "seed");
         options.FrequencyPenalty = OptionalFloat(root, "frequency_penalty");
         options.PresencePenalty = OptionalFloat(root, "presence_penalty");
-        if (root.TryGetProperty("stop", out var stop) && stop.ValueKind != JsonValueKind.Null)
+        if (Field(root, "stop") is { } stop)
         {
             options.StopSequences = stop.ValueKind switch
             {
@@ -46,23 +70,34 @@ internal sealed record ChatCompletionRequest(string? Model, IReadOnlyList<ChatMe
                     : throw ApiError.BadField("stop", "'stop' must be a string or an array of strings")).ToList(),
                 _ => throw ApiError.BadField("stop", $"'stop' must be a string or an array of strings, not {Kind(stop)}"),
             };
+            if (options.StopSequences.Count > MaxStopSequences)
+                throw ApiError.BadField("stop", $"'stop' takes at most {MaxStopSequences} sequences, got {options.StopSequences.Count}");
+        }
+        var props = new AdditionalPropertiesDictionary();
+        if (OptionalFloat(root, "min_p") is float minP) props[VteChatKeys.MinP] = minP;
+        if (OptionalFloat(root, "repetition_penalty") is float repetition) props[VteChatKeys.RepetitionPenalty] = repetition;
+        bool logprobs = OptionalBool(root, "logprobs") ?? false;
+        if (logprobs) props[VteChatKeys.Logprobs] = true;
+        if (OptionalInt(root, "top_logprobs") is int top)
+        {
+            if (!logprobs) throw ApiError.BadField("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+            props[VteChatKeys.TopLogprobs] = top;
         }
         if (OptionalInt(root, "n") is int n && n != 1) throw new ApiError(400, "'n' must be 1: one answer per request", "n", "unsupported_value");
-        if (OptionalBool(root, "logprobs") == true) throw new ApiError(400, "'logprobs' is not supported yet", "logprobs", "unsupported_parameter");
         if (root.TryGetProperty("tools", out var tools) && tools.ValueKind == JsonValueKind.Array && tools.GetArrayLength() > 0)
             throw new ApiError(400, "'tools' are not supported: the engine does no tool calling", "tools", "unsupported_parameter");
         if (root.TryGetProperty("response_format", out var format) && format.ValueKind == JsonValueKind.Object
             && format.TryGetProperty("type", out var formatType) && formatType.ValueKind == JsonValueKind.String && formatType.GetString() != "text")
             throw new ApiError(400, "'response_format' other than text is not supported", "response_format", "unsupported_value");
         bool stream = OptionalBool(root, "stream") ?? false;
-        if (root.TryGetProperty("vte", out var vte) && vte.ValueKind != JsonValueKind.Null) options.AdditionalProperties = Methods(vte);
-        return new ChatCompletionRequest(model, messages, options, stream);
+        if (Field(root, "vte") is { } vte) Methods(vte, props);
+        if (props.Count > 0) options.AdditionalProperties = props;
+        return new ChatCompletionRequest(model, messages, options, stream, logprobs, maxField);
     }
 
-    private static AdditionalPropertiesDictionary Methods(JsonElement vte)
+    private static void Methods(JsonElement vte, AdditionalPropertiesDictionary props)
     {
         if (vte.ValueKind != JsonValueKind.Object) throw ApiError.BadField("vte", $"'vte' must be an object, not {Kind(vte)}");
-        var props = new AdditionalPropertiesDictionary();
         foreach (var p in vte.EnumerateObject())
         {
             string param = "vte." + p.Name;
@@ -80,7 +115,6 @@ internal sealed record ChatCompletionRequest(string? Model, IReadOnlyList<ChatMe
                     throw new ApiError(400, $"unknown field '{param}' (the vte object takes {string.Join(", ", VteFields)})", param, "unknown_parameter");
             }
         }
-        return props;
     }
 
     private static ChatMessage Message(JsonElement m, int index)

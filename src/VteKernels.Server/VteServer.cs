@@ -1,6 +1,8 @@
 // `vte serve`'s HTTP face on ASP.NET Core (Kestrel, from the shared framework): OpenAI's chat-completions API
 // over a VteChatClient, plus GET /v1/models, GET /health and the web page at "/". Requests run one at a time
-// on the model (RequestQueue); a client that disconnects cancels its request (HttpContext.RequestAborted).
+// on the model (RequestQueue); a client that disconnects cancels its request (HttpContext.RequestAborted, which
+// the chat client's generator checks between decoder layers of the prefill and between tokens, so the model
+// is free almost at once), and /health counts it as cancelled as soon as the disconnect is noticed.
 // Every failure is answered in OpenAI's error shape: 400 for bad requests (and prompts over the context),
 // 401 for a wrong API key, 404 for an unknown model, 413 for a body over the limit, 503 for a full queue.
 // Streaming answers wait for the first token before sending headers, so errors found by the prefill (a bad
@@ -139,6 +141,8 @@ public sealed class VteServer : IAsyncDisposable
     {
         app.Use(async (ctx, next) =>
         {
+            var outcome = new Outcome();
+            ctx.Items[typeof(Outcome)] = outcome;
             try
             {
                 if (ctx.Request.Path.StartsWithSegments("/v1") && _options.ApiKey is string key
@@ -148,17 +152,17 @@ public sealed class VteServer : IAsyncDisposable
             }
             catch (ApiError e)
             {
-                if (e.Status == 503) Interlocked.Increment(ref _refused); else Interlocked.Increment(ref _failed);
+                if (outcome.End()) Interlocked.Increment(ref e.Status == 503 ? ref _refused : ref _failed);
                 await WriteError(ctx, e).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
             {
-                Interlocked.Increment(ref _cancelled);
+                if (outcome.End()) Interlocked.Increment(ref _cancelled);
                 Log(ctx, "cancelled: the client disconnected");
             }
             catch (BadHttpRequestException e)
             {
-                Interlocked.Increment(ref _failed);
+                if (outcome.End()) Interlocked.Increment(ref _failed);
                 await WriteError(ctx, e.StatusCode == 413 ? TooLarge() : new ApiError(e.StatusCode, e.Message)).ConfigureAwait(false);
             }
         });
@@ -230,6 +234,8 @@ public sealed class VteServer : IAsyncDisposable
     private async Task ChatCompletions(HttpContext ctx)
     {
         var ct = ctx.RequestAborted;
+        // A disconnect counts as soon as it is noticed (the work it cancels may still be finishing its layer).
+        using var abort = ct.Register(() => { if (OutcomeOf(ctx).End()) Interlocked.Increment(ref _cancelled); });
         var body = await ReadBody(ctx.Request, ct).ConfigureAwait(false);
         ChatCompletionRequest request;
         try
@@ -260,7 +266,7 @@ public sealed class VteServer : IAsyncDisposable
                     {
                         ["index"] = 0,
                         ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = response.Text, ["refusal"] = null },
-                        ["logprobs"] = null,
+                        ["logprobs"] = request.Logprobs ? new OpenAiLogprobs(_client.Tokenizer).Next(VteChatClient.TokensOf(response.AdditionalProperties)) : null,
                         ["finish_reason"] = response.FinishReason?.Value,
                     }),
                     ["usage"] = Usage(response.Usage),
@@ -269,7 +275,7 @@ public sealed class VteServer : IAsyncDisposable
                 Served(ctx, report);
             }
         }
-        catch (Exception e) when (Translate(e) is ApiError api)
+        catch (Exception e) when (Translate(e, request) is ApiError api)
         {
             throw api;
         }
@@ -286,6 +292,7 @@ public sealed class VteServer : IAsyncDisposable
         ctx.Response.Headers["X-Accel-Buffering"] = "no";
         bool firstChunk = true;
         VteRequestReport? report = null;
+        var logprobs = request.Logprobs ? new OpenAiLogprobs(_client.Tokenizer) : null;
         try
         {
             for (; more; more = await updates.MoveNextAsync().ConfigureAwait(false))
@@ -295,7 +302,11 @@ public sealed class VteServer : IAsyncDisposable
                 if (firstChunk) delta["role"] = "assistant";
                 firstChunk = false;
                 if (u.Text.Length > 0) delta["content"] = u.Text;
-                await Event(ctx, Chunk(u, new JsonObject { ["index"] = 0, ["delta"] = delta, ["logprobs"] = null, ["finish_reason"] = u.FinishReason?.Value }), ct).ConfigureAwait(false);
+                var choice = new JsonObject
+                {
+                    ["index"] = 0, ["delta"] = delta, ["logprobs"] = logprobs?.Next(VteChatClient.TokensOf(u.AdditionalProperties)), ["finish_reason"] = u.FinishReason?.Value,
+                };
+                await Event(ctx, Chunk(u, choice), ct).ConfigureAwait(false);
                 if (u.FinishReason is not null)
                 {
                     report = Report(u.AdditionalProperties);
@@ -306,10 +317,10 @@ public sealed class VteServer : IAsyncDisposable
                 }
             }
         }
-        catch (Exception e) when (e is not OperationCanceledException && Translate(e) is ApiError api)
+        catch (Exception e) when (e is not OperationCanceledException && Translate(e, request) is ApiError api)
         {
             // Headers are gone: the error travels as an event, as OpenAI's streams carry errors.
-            Interlocked.Increment(ref _failed);
+            if (OutcomeOf(ctx).End()) Interlocked.Increment(ref _failed);
             await Event(ctx, api.ToJson(), ct).ConfigureAwait(false);
             Log(ctx, $"{api.Status} during the stream: {api.Message}");
             return;
@@ -340,14 +351,19 @@ public sealed class VteServer : IAsyncDisposable
     private static VteRequestReport? Report(AdditionalPropertiesDictionary? props) =>
         props is not null && props.TryGetValue(VteChatKeys.Report, out var r) ? r as VteRequestReport : null;
 
-    /// <summary>The HTTP error for an exception from the chat client; null for cancellation and for bugs (which become 500s).</summary>
-    internal static ApiError? Translate(Exception e) => e switch
+    /// <summary>
+    /// The HTTP error for an exception from the chat client; null for cancellation and for bugs (which become 500s).
+    /// An option out of range names the request's field (<paramref name="request"/> knows which field each option came from).
+    /// </summary>
+    internal static ApiError? Translate(Exception e, ChatCompletionRequest? request = null) => e switch
     {
         ApiError a => a,
         ContextLengthException c => new ApiError(400, c.Message, "messages", "context_length_exceeded"),
         ImageFormatException i => new ApiError(400, $"an image could not be read: {i.Message}", "messages", "invalid_image"),
         NotSupportedException n => new ApiError(400, n.Message, null, "unsupported_parameter"),
-        ArgumentException a => new ApiError(400, a.Message.Split(" (Parameter")[0], a.ParamName, "invalid_value"),
+        ArgumentException a when (request?.FieldOf(a.ParamName) ?? a.ParamName) is string field =>
+            new ApiError(400, $"'{field}' {a.Message.Split(" (Parameter")[0]}", field, "invalid_value"),
+        ArgumentException a => new ApiError(400, a.Message, null, "invalid_value"),
         VteException v => new ApiError(400, v.Message, null, "invalid_request"),
         OperationCanceledException => null,
         _ => new ApiError(500, $"internal error: {e.GetType().Name}: {e.Message}", null, "internal_error", "server_error"),
@@ -398,8 +414,19 @@ public sealed class VteServer : IAsyncDisposable
 
     private void Served(HttpContext ctx, VteRequestReport? report)
     {
-        Interlocked.Increment(ref _served);
+        if (OutcomeOf(ctx).End()) Interlocked.Increment(ref _served);
         Log(ctx, "200 " + (report?.Summary() ?? ""));
+    }
+
+    private static Outcome OutcomeOf(HttpContext ctx) => (Outcome)ctx.Items[typeof(Outcome)]!;
+
+    /// <summary>How a request ended, counted once: the first of served, failed, refused or cancelled.</summary>
+    private sealed class Outcome
+    {
+        private int _ended;
+
+        /// <summary>True the first time only.</summary>
+        public bool End() => Interlocked.Exchange(ref _ended, 1) == 0;
     }
 
     private void Log(HttpContext ctx, string what)

@@ -80,4 +80,16 @@ internal static class Gpu
     {
         if (!Kernels.NvrtcCompiler.IsAvailable(out var reason)) Assert.Skip($"needs NVRTC: {reason}");
     }
+
+    /// <summary>
+    /// Skips the calling test unless a real NVRTC loads here (one that emits PTX and cubins): the CPU
+    /// emulator's NVRTC builds C++ instead. CI compiles every kernel with the real NVRTC in the run without
+    /// the emulator.
+    /// </summary>
+    public static void RequireRealNvrtc()
+    {
+        RequireNvrtc();
+        if (Kernels.NvrtcCompiler.Instance.IsEmulator)
+            Assert.Skip($"needs a real NVRTC to emit PTX; this one is the CPU emulator's ({Kernels.NvrtcCompiler.Instance.LoadedFrom})");
+    }
 }

@@ -3,7 +3,8 @@
 // NVRTC compiles static_asserts of every size and offset generated from the C# layouts
 // (Marshal.SizeOf / Marshal.OffsetOf): a successful compile proves the C compiler lays the structs out as
 // .NET does. Without headers NVRTC has no offsetof (nor __builtin_offsetof), but its front end folds the
-// classic address-of-member-of-null-pointer form to a constant, which is what VTE_OFFSETOF spells. A
+// classic address-of-member-of-null-pointer form to a constant, which is what VTE_OFFSETOF spells (the CPU
+// emulator's NVRTC, g++, does not fold it and uses __builtin_offsetof). A
 // deliberately wrong assert must fail, or the check would prove nothing.
 using System.Runtime.InteropServices;
 using System.Text;
@@ -53,7 +54,7 @@ public sealed class ParamLayoutTests
 
     internal static string StaticAsserts(IEnumerable<Type> types, Func<Type, string, long, long>? tamper = null)
     {
-        var sb = new StringBuilder("#include \"vte_params.h\"\n#define VTE_OFFSETOF(T, f) ((unsigned long long)&(((T*)0)->f))\n");
+        var sb = new StringBuilder("#include \"vte_params.h\"\n#if defined(VTE_CUDA_EMULATOR)\n#define VTE_OFFSETOF(T, f) __builtin_offsetof(T, f)\n#else\n#define VTE_OFFSETOF(T, f) ((unsigned long long)&(((T*)0)->f))\n#endif\n");
         foreach (var t in types)
         {
             long size = Marshal.SizeOf(t);

@@ -1,8 +1,11 @@
 // VteChatClient through Microsoft.Extensions.AI's interface, in-process: images anywhere in a conversation,
-// the chat template, the option mapping (every ChatOptions property mapped or rejected), usage and finish
-// reasons, per-request methods and their report, KV-cache reuse against a fresh run, cancellation, GetService.
+// the chat template, the option mapping (every ChatOptions property mapped or rejected; penalties, min-p,
+// stop strings and logprobs give exactly the library Generator's tokens; generation_config.json defaults),
+// usage and finish reasons, per-request methods and their report, KV-cache reuse against a fresh run,
+// cancellation between tokens and between decoder layers of the prefill, GetService.
 using Microsoft.Extensions.AI;
 using VteKernels.Engine;
+using VteKernels.Models;
 using VteKernels.Engine.Exit;
 using VteKernels.Extensions.AI;
 using VteKernels.Text;
@@ -27,7 +30,8 @@ public sealed class ChatClientTests
         Assert.Equal(report.CompletionTokens, response.Usage.OutputTokenCount);
         Assert.Equal(response.Usage.InputTokenCount + response.Usage.OutputTokenCount, response.Usage.TotalTokenCount);
         Assert.True(report.CompletionTokens <= 6);
-        Assert.Equal(report.CompletionTokens == 6 && report.FinishReason == "length" ? ChatFinishReason.Length : ChatFinishReason.Stop, response.FinishReason);
+        Assert.Equal(report.FinishReason == "length" ? ChatFinishReason.Length : ChatFinishReason.Stop, response.FinishReason);
+        Assert.Equal(report.CompletionIds, VteChatClient.TokensOf(response.AdditionalProperties).Select(t => t.Id));
         // The prompt is the model's chat template with the image expanded: the session holds exactly those tokens first.
         var template = ChatTemplate.Parse(MultimodalPrompt.FindChatTemplate(TinyModel.Dir, TinyModel.Tokenizer)!);
         var text = template.Render([new Text.ChatMessage("user", "What is in the picture?", 1)], true, new Dictionary<string, object?> { ["bos_token"] = "<s>", ["eos_token"] = "</s>" });
@@ -111,7 +115,6 @@ public sealed class ChatClientTests
 
     public static TheoryData<string> UnsupportedOptions => new()
     {
-        nameof(ChatOptions.FrequencyPenalty), nameof(ChatOptions.PresencePenalty), nameof(ChatOptions.StopSequences),
         nameof(ChatOptions.Tools), nameof(ChatOptions.ResponseFormat), nameof(ChatOptions.ConversationId),
         nameof(ChatOptions.ToolMode), nameof(ChatOptions.AllowBackgroundResponses), nameof(ChatOptions.RawRepresentationFactory),
         nameof(ChatOptions.Reasoning), nameof(ChatOptions.AdditionalProperties),
@@ -124,9 +127,6 @@ public sealed class ChatClientTests
         var o = new ChatOptions();
         switch (name)
         {
-            case nameof(ChatOptions.FrequencyPenalty): o.FrequencyPenalty = 0.5f; break;
-            case nameof(ChatOptions.PresencePenalty): o.PresencePenalty = 0.5f; break;
-            case nameof(ChatOptions.StopSequences): o.StopSequences = ["\n"]; break;
             case nameof(ChatOptions.Tools): o.Tools = [AIFunctionFactory.Create(() => 1, "one")]; break;
             case nameof(ChatOptions.ResponseFormat): o.ResponseFormat = ChatResponseFormat.Json; break;
             case nameof(ChatOptions.ConversationId): o.ConversationId = "c1"; break;
@@ -139,7 +139,7 @@ public sealed class ChatClientTests
         var e = await Assert.ThrowsAsync<NotSupportedException>(() => client.GetResponseAsync([User("hi")], o, TestContext.Current.CancellationToken));
         Assert.Contains("ChatOptions." + name, e.Message);
         // Neutral values are accepted.
-        await client.GetResponseAsync([User("hi")], new ChatOptions { FrequencyPenalty = 0, PresencePenalty = 0, StopSequences = [], MaxOutputTokens = 1 }, TestContext.Current.CancellationToken);
+        await client.GetResponseAsync([User("hi")], new ChatOptions { Tools = [], ToolMode = ChatToolMode.None, ResponseFormat = ChatResponseFormat.Text, MaxOutputTokens = 1 }, TestContext.Current.CancellationToken);
     }
 
     [Fact]
@@ -159,6 +159,165 @@ public sealed class ChatClientTests
         await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => client.GetResponseAsync([User("x")], new ChatOptions { Seed = 1L << 40 }, ct));
         var one = await client.GetResponseAsync([User("x")], new ChatOptions { MaxOutputTokens = 1 }, ct);
         Assert.Equal(1, one.Usage!.OutputTokenCount);
+    }
+
+    public static TheoryData<string, float, float, float, float, float, float, int> OutOfRange => new()
+    {
+        // option, temperature, top_p, frequency, presence, min_p, repetition, top_logprobs
+        { nameof(ChatOptions.Temperature), -1, 1, 0, 0, 0, 1, 0 },
+        { nameof(ChatOptions.TopP), 0, 0, 0, 0, 0, 1, 0 },
+        { nameof(ChatOptions.FrequencyPenalty), 0, 1, 2.5f, 0, 0, 1, 0 },
+        { nameof(ChatOptions.PresencePenalty), 0, 1, 0, -3, 0, 1, 0 },
+        { VteChatKeys.MinP, 1, 1, 0, 0, 1.5f, 1, 0 },
+        { VteChatKeys.RepetitionPenalty, 0, 1, 0, 0, 0, 0, 0 },
+        { VteChatKeys.TopLogprobs, 0, 1, 0, 0, 0, 1, 21 },
+    };
+
+    [Theory, MemberData(nameof(OutOfRange))]
+    public async Task A_value_out_of_range_names_its_option(string option, float temperature, float topP, float frequency, float presence, float minP, float repetition, int top)
+    {
+        using var client = TinyModel.Client();
+        var o = new ChatOptions
+        {
+            Temperature = temperature, TopP = topP, FrequencyPenalty = frequency, PresencePenalty = presence,
+            AdditionalProperties = new() { [VteChatKeys.MinP] = minP, [VteChatKeys.RepetitionPenalty] = repetition, [VteChatKeys.Logprobs] = true, [VteChatKeys.TopLogprobs] = top },
+        };
+        var e = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => client.GetResponseAsync([User("x")], o, TestContext.Current.CancellationToken));
+        Assert.Equal(option, e.ParamName);
+        Assert.StartsWith("must ", e.Message);
+    }
+
+    /// <summary>The client's answer to a text question against the library's own Generator on the same prompt with <paramref name="library"/>.</summary>
+    private static async Task<(ChatResponse Chat, GenerationResult Library)> AgainstTheLibrary(VteChatClient client, string question, ChatOptions options, GenerationOptions library)
+    {
+        var ct = TestContext.Current.CancellationToken;
+        options = options.Clone();
+        // A fresh prefill, as the library's run has.
+        (options.AdditionalProperties ??= new())[VteChatKeys.ReuseCache] = false;
+        var chat = await client.GetResponseAsync([User(question)], options, ct);
+        var report = (VteRequestReport)chat.AdditionalProperties![VteChatKeys.Report]!;
+        var prompt = PromptInput.TextOnly([.. client.Session!.Tokens.Take(report.PromptTokens)]);
+        using var session = client.Model.CreateSession();
+        return (chat, await Generator.GenerateAsync(session, prompt, library, client.Tokenizer, ct));
+    }
+
+    public static TheoryData<string> SamplingCases => new() { "frequency", "presence", "repetition", "min_p sampled", "all sampled" };
+
+    [Theory, MemberData(nameof(SamplingCases))]
+    public async Task Penalties_and_min_p_give_the_library_generators_tokens(string name)
+    {
+        using var client = TinyModel.Client();
+        var (chatOptions, request) = name switch
+        {
+            // Greedy answers of the random model do not repeat a token within 16, so positive penalties change nothing
+            // there; negative ones (and a repetition penalty below 1) favour what came before and change the answer.
+            "frequency" => (new ChatOptions { FrequencyPenalty = -2f }, new SamplingRequest { FrequencyPenalty = -2f }),
+            "presence" => (new ChatOptions { PresencePenalty = -1.5f }, new SamplingRequest { PresencePenalty = -1.5f }),
+            "repetition" => (new ChatOptions { AdditionalProperties = new() { [VteChatKeys.RepetitionPenalty] = 0.3 } }, new SamplingRequest { RepetitionPenalty = 0.3f }),
+            "min_p sampled" => (new ChatOptions { Temperature = 1.2f, Seed = 3, AdditionalProperties = new() { [VteChatKeys.MinP] = 0.3f } },
+                new SamplingRequest { Temperature = 1.2f, Seed = 3, MinP = 0.3f }),
+            _ => (new ChatOptions { Temperature = 0.9f, TopK = 40, TopP = 0.95f, Seed = 11, FrequencyPenalty = 0.7f, PresencePenalty = 0.3f, AdditionalProperties = new() { [VteChatKeys.MinP] = 0.01, [VteChatKeys.RepetitionPenalty] = 1.2f } },
+                new SamplingRequest { Temperature = 0.9f, TopK = 40, TopP = 0.95f, Seed = 11, FrequencyPenalty = 0.7f, PresencePenalty = 0.3f, MinP = 0.01f, RepetitionPenalty = 1.2f }),
+        };
+        chatOptions.MaxOutputTokens = 16;
+        var sampling = TinyModel.Model.GenerationConfig.ResolveSampling(request);
+        var (chat, library) = await AgainstTheLibrary(client, "Describe the picture in many words", chatOptions, new GenerationOptions { MaxNewTokens = 16, Sampling = sampling });
+        var ids = VteChatClient.TokensOf(chat.AdditionalProperties).Select(t => t.Id).ToArray();
+        Assert.Equal(library.Ids, ids);
+        Assert.Equal(library.Text, chat.Text);
+        Assert.Equal(library.Ids, ((VteRequestReport)chat.AdditionalProperties![VteChatKeys.Report]!).CompletionIds);
+        // The option changed something: the same request without it gives other tokens.
+        var plain = chatOptions.Clone();
+        (plain.FrequencyPenalty, plain.PresencePenalty, plain.AdditionalProperties) = (null, null, null);
+        var without = await client.GetResponseAsync([User("Describe the picture in many words")], plain, TestContext.Current.CancellationToken);
+        Assert.NotEqual(ids, VteChatClient.TokensOf(without.AdditionalProperties).Select(t => t.Id).ToArray());
+    }
+
+    [Fact]
+    public async Task Stop_sequences_never_reach_the_text_streamed_or_not()
+    {
+        using var client = TinyModel.Client();
+        var ct = TestContext.Current.CancellationToken;
+        var question = "Tell me a long story";
+        var free = await client.GetResponseAsync([User(question)], new ChatOptions { MaxOutputTokens = 40 }, ct);
+        // A stop string taken from the middle of the free answer (two characters, so it usually spans a token boundary).
+        int at = free.Text.Length / 2;
+        while (at + 2 < free.Text.Length && (free.Text[at] == '\uFFFD' || free.Text[at + 1] == '\uFFFD')) at++;
+        Assert.True(at + 2 <= free.Text.Length, $"no stop string in '{free.Text}'");
+        string stop = free.Text.Substring(at, 2);
+        string expected = free.Text[..free.Text.IndexOf(stop, StringComparison.Ordinal)];
+        var options = new ChatOptions { MaxOutputTokens = 40, StopSequences = [stop, "a string that never comes"] };
+        var stopped = await client.GetResponseAsync([User(question)], options, ct);
+        Assert.Equal(expected, stopped.Text);
+        Assert.Equal(ChatFinishReason.Stop, stopped.FinishReason);
+        Assert.Contains("stop string", ((VteRequestReport)stopped.AdditionalProperties![VteChatKeys.Report]!).StopReason);
+        var pieces = new List<string>();
+        ChatFinishReason? finish = null;
+        await foreach (var u in client.GetStreamingResponseAsync([User(question)], options, ct))
+        {
+            pieces.Add(u.Text);
+            finish ??= u.FinishReason;
+        }
+        Assert.Equal(expected, string.Concat(pieces));
+        Assert.DoesNotContain(pieces, p => p.Contains(stop, StringComparison.Ordinal));
+        Assert.Equal(ChatFinishReason.Stop, finish);
+        // The library's generator with the same stop strings gives the same text and tokens.
+        var (chat, library) = await AgainstTheLibrary(client, question, options, new GenerationOptions { MaxNewTokens = 40, StopSequences = [stop, "a string that never comes"] });
+        Assert.Equal(library.Text, chat.Text);
+        Assert.Equal(library.Ids, VteChatClient.TokensOf(chat.AdditionalProperties).Select(t => t.Id));
+        Assert.Equal(FinishReason.Stop, library.FinishReason);
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => client.GetResponseAsync([User(question)], new ChatOptions { StopSequences = [""] }, ct));
+    }
+
+    [Fact]
+    public async Task Logprobs_are_the_library_generators()
+    {
+        using var client = TinyModel.Client();
+        var options = new ChatOptions { MaxOutputTokens = 8, AdditionalProperties = new() { [VteChatKeys.Logprobs] = true, [VteChatKeys.TopLogprobs] = 3 } };
+        var (chat, library) = await AgainstTheLibrary(client, "What is it?", options, new GenerationOptions { MaxNewTokens = 8, Logprobs = true, TopLogprobs = 3 });
+        var tokens = VteChatClient.TokensOf(chat.AdditionalProperties);
+        Assert.Equal(library.Tokens.Count, tokens.Count);
+        Assert.Equal(chat.Usage!.OutputTokenCount, tokens.Count);
+        for (int i = 0; i < tokens.Count; i++)
+        {
+            Assert.Equal(library.Tokens[i].Id, tokens[i].Id);
+            Assert.Equal(library.Tokens[i].Logprob, tokens[i].Logprob);
+            Assert.Equal(library.Tokens[i].TopLogprobs, tokens[i].TopLogprobs!);
+            Assert.Equal(3, tokens[i].TopLogprobs!.Count);
+        }
+        // Without the key there are none; top_logprobs alone is refused.
+        var plain = await client.GetResponseAsync([User("What is it?")], new ChatOptions { MaxOutputTokens = 2 }, TestContext.Current.CancellationToken);
+        Assert.All(VteChatClient.TokensOf(plain.AdditionalProperties), t => Assert.Null(t.Logprob));
+        await Assert.ThrowsAsync<InvalidInputException>(() => client.GetResponseAsync([User("x")], new ChatOptions { AdditionalProperties = new() { [VteChatKeys.TopLogprobs] = 2 } }, TestContext.Current.CancellationToken));
+    }
+
+    [Fact]
+    public async Task Unset_options_come_from_generation_config_json_as_the_library_resolves_them()
+    {
+        // A copy of the tiny model whose generation_config.json samples and limits the answer.
+        var dir = Path.Combine(Path.GetTempPath(), "vtekernels-server-tests", Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        try
+        {
+            foreach (var f in Directory.EnumerateFiles(TinyModel.Dir)) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+            File.WriteAllText(Path.Combine(dir, "generation_config.json"),
+                """{"do_sample": true, "temperature": 0.8, "top_k": 30, "top_p": 0.9, "repetition_penalty": 1.4, "max_new_tokens": 5, "eos_token_id": 2}""");
+            using var model = LlavaModel.Load(dir, new VteKernels.Backends.Cpu.CpuBackend());
+            using var client = new VteChatClient(model, TinyModel.Tokenizer, dir);
+            var (chat, library) = await AgainstTheLibrary(client, "Describe it", new ChatOptions { Seed = 9 }, new GenerationOptions { Sampling = model.GenerationConfig.Sampling with { Seed = 9 } });
+            Assert.Equal(library.Ids, VteChatClient.TokensOf(chat.AdditionalProperties).Select(t => t.Id));
+            Assert.Equal(5, library.MaxNewTokens);
+            Assert.True(chat.Usage!.OutputTokenCount <= 5);
+            // A request overrides single values: temperature 0 is greedy, the repetition penalty stays the file's.
+            var greedy = model.GenerationConfig.ResolveSampling(new SamplingRequest { Temperature = 0 });
+            Assert.Equal(1.4f, greedy.RepetitionPenalty);
+            var (chat2, library2) = await AgainstTheLibrary(client, "Describe it", new ChatOptions { Temperature = 0, MaxOutputTokens = 7 }, new GenerationOptions { Sampling = greedy, MaxNewTokens = 7 });
+            Assert.Equal(library2.Ids, VteChatClient.TokensOf(chat2.AdditionalProperties).Select(t => t.Id));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
     }
 
     [Fact]
@@ -231,6 +390,34 @@ public sealed class ChatClientTests
         Assert.Equal(0, ((VteRequestReport)after.AdditionalProperties![VteChatKeys.Report]!).CachedTokens);
     }
 
+    [Theory, InlineData(false), InlineData(true)]
+    public async Task Cancellation_during_the_prefill_stops_before_the_next_decoder_layer(bool streaming)
+    {
+        using var cts = new CancellationTokenSource();
+        var seen = new List<(int Done, int Total)>();
+        bool armed = true;
+        // The hook cancels while the prefill stands before layer 1; the check before layer 2 must end it.
+        var hook = new PrefillHook(p =>
+        {
+            lock (seen) seen.Add(p);
+            if (p.Done == 1 && armed) { armed = false; cts.Cancel(); }
+        });
+        using var client = TinyModel.Client(new VteChatClientOptions { PrefillProgress = hook });
+        var question = new[] { User("Compare these pictures.", 8) };   // 512 image tokens, 8 checks in the vision tower
+        var options = new ChatOptions { MaxOutputTokens = 50 };
+        int updates = 0;
+        if (streaming)
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => { await foreach (var _ in client.GetStreamingResponseAsync(question, options, cts.Token)) updates++; });
+        else
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => client.GetResponseAsync(question, options, cts.Token));
+        Assert.Equal(0, updates);
+        Assert.Equal([(0, 4), (1, 4)], seen);   // layers 2 and 3 never ran
+        var after = await client.GetResponseAsync([User("q", 1)], new ChatOptions { MaxOutputTokens = 2 }, TestContext.Current.CancellationToken);
+        Assert.Equal(ChatRole.Assistant, after.Messages[0].Role);
+        Assert.Equal([(0, 4), (1, 4), (0, 4), (1, 4), (2, 4), (3, 4)], seen);
+        Assert.Equal(0, ((VteRequestReport)after.AdditionalProperties![VteChatKeys.Report]!).CachedTokens);
+    }
+
     [Fact]
     public async Task Bad_conversations_and_images_get_typed_errors()
     {
@@ -275,4 +462,10 @@ public sealed class ChatClientTests
         Assert.Same(client.Session, chat.GetService<InferenceSession>());
         Assert.Null(chat.GetService<LlavaModel>("key"));
     }
+}
+
+/// <summary>A prefill progress hook that runs on the prefill's own thread (Progress&lt;T&gt; would post it elsewhere).</summary>
+internal sealed class PrefillHook(Action<(int Done, int Total)> report) : IProgress<(int Done, int Total)>
+{
+    public void Report((int Done, int Total) value) => report(value);
 }

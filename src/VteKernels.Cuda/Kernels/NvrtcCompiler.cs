@@ -29,6 +29,12 @@ internal sealed class NvrtcCompiler
     /// <summary>"11.8".</summary>
     public string Version => $"{Major}.{Minor}";
 
+    /// <summary>
+    /// True when this is the CPU emulator's NVRTC (tools/cuda-emu, version 12.99, which no real NVRTC has):
+    /// it builds kernels as C++ for the CPU and produces no PTX.
+    /// </summary>
+    public bool IsEmulator => Major == 12 && Minor == 99;
+
     /// <summary>The file NVRTC was loaded from.</summary>
     public string LoadedFrom { get; }
 

@@ -242,7 +242,7 @@ public sealed class InferenceSession : IDisposable
         CheckLength(1);
         var x = _model.Embed([tokenId], [], []);
         var hidden = outputHiddenStates ? new List<float[]>() : null;
-        var y = _model.Decoder(x, new DecoderPass
+        using var y = _model.Decoder(x, new DecoderPass
         {
             Positions = [Position], Cache = Cache, HiddenStates = hidden, Eas = Options.Eas, PiaMode = Options.PiaMode, Pia = _pia,
             Observer = observer is null ? null : new DecoderObservation(observer, _model.Backend, cfg.Text, DecoderStep.Decode),

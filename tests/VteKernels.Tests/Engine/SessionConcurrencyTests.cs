@@ -83,6 +83,7 @@ public sealed class SessionConcurrencyTests
         Assert.Contains("InferenceSession.Prefill was called while another step of the same session is running", e.Message);
         Assert.Throws<InvalidOperationException>(() => session.Decode(ids[0]));
         Assert.Throws<InvalidOperationException>(() => session.Reset());
+        Assert.Contains("InferenceSession.Truncate was called while", Assert.Throws<InvalidOperationException>(() => session.Truncate(0)).Message);
         backend.Release();
         running.Join();
         Assert.Null(failure);

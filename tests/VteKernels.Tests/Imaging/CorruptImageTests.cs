@@ -290,6 +290,10 @@ public sealed class CorruptImageTests
         var e = Assert.Throws<ImageFormatException>(() => ImageDecoder.Load(path));
         Assert.StartsWith("broken.png: PNG: ", e.Message);
         Assert.Equal(path, e.FilePath);
+        // zlib's own refusals (a preset dictionary, FDICT) were a ZLibException without the file's name.
+        var fdict = dir.File("fdict.png");
+        File.WriteAllBytes(fdict, CasesByName["png zlib preset dictionary (FDICT)"].Make());
+        Assert.StartsWith("fdict.png: PNG: ", Assert.Throws<ImageFormatException>(() => ImageDecoder.Load(fdict)).Message);
         Assert.Throws<FileNotFoundException>(() => ImageDecoder.Load(dir.File("missing.jpg")));
     }
 
