@@ -33,21 +33,29 @@ internal sealed class ExitOptions
 
     public (ExitPolicy Policy, ExitKvMode Mode, string? TraceFile) Read(ParseResult p)
     {
-        ExitPolicy policy;
-        try
-        {
-            policy = ExitPolicy.Parse(p.GetValue(Exit)!, ExitGates.Load);
-        }
-        catch (FormatException e)
-        {
-            throw new UsageException(e.Message);
-        }
-        var mode = p.GetValue(KvMode) == "drop" ? ExitKvMode.DropAll : ExitKvMode.KeepEarly;
+        var policy = ReadPolicy(p);
+        var mode = ReadKvMode(p);
         var trace = p.GetValue(Trace);
         if (trace is not null && !trace.EndsWith(".json", StringComparison.OrdinalIgnoreCase))
             throw new UsageException($"--trace '{trace}': the trace is JSON; give a file name ending in .json");
         return (policy, mode, trace);
     }
+
+    /// <summary>The --exit policy (gate files loaded).</summary>
+    public ExitPolicy ReadPolicy(ParseResult p)
+    {
+        try
+        {
+            return ExitPolicy.Parse(p.GetValue(Exit)!, ExitGates.Load);
+        }
+        catch (FormatException e)
+        {
+            throw new UsageException(e.Message);
+        }
+    }
+
+    /// <summary>The --exit-kv mode.</summary>
+    public ExitKvMode ReadKvMode(ParseResult p) => p.GetValue(KvMode) == "drop" ? ExitKvMode.DropAll : ExitKvMode.KeepEarly;
 
     public static void WriteTrace(string path, PrefillReport report, IReadOnlyDictionary<string, string> context)
     {

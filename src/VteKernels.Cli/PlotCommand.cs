@@ -25,7 +25,7 @@ internal static class PlotCommand
             var ext = Path.GetExtension(outPath).ToLowerInvariant();
             if (ext is not (".svg" or ".png")) throw new UsageException($"--out '{outPath}': the chart is written as .svg or .png");
             var data = TraceData.Read(path);
-            var chart = Chart.Build(data);
+            var chart = TraceChart.Build(data);
             var full = Path.GetFullPath(outPath);
             Directory.CreateDirectory(Path.GetDirectoryName(full)!);
             if (ext == ".svg") File.WriteAllText(full, chart.ToSvg());
@@ -68,19 +68,11 @@ internal sealed record TraceData(string Policy, int? ExitLayer, double?[] Mass, 
     }
 }
 
-/// <summary>A chart as a list of shapes in pixel coordinates, rendered to SVG or PNG.</summary>
-internal sealed class Chart
+/// <summary>The trace plot: attention mass per layer, each head faintly, the gate, the exit.</summary>
+internal static class TraceChart
 {
-    public const int Width = 800, Height = 460;
+    private const int Width = Chart.DefaultWidth, Height = Chart.DefaultHeight;
     private const int Left = 70, Right = 30, Top = 62, Bottom = 60;
-
-    private abstract record Shape(uint Color);
-    private sealed record Line(double X0, double Y0, double X1, double Y1, double Thickness, uint Color, bool Dashed = false) : Shape(Color);
-    private sealed record Box(double X0, double Y0, double X1, double Y1, uint Color) : Shape(Color);
-    private sealed record Dot(double X, double Y, double Radius, uint Color) : Shape(Color);
-    private sealed record Label(double X, double Y, string Text, uint Color, int Scale, bool Centered) : Shape(Color);
-
-    private readonly List<Shape> _shapes = [];
 
     // Colours as 0xRRGGBB.
     private const uint Ink = 0x202020, Grid = 0xE0E0E0, HeadColor = 0xB8C8E8, MeanColor = 0x1F5FBF, GateColor = 0xE07B00, ExitColor = 0xC62828, Shade = 0xF6E3E3;
@@ -94,55 +86,106 @@ internal sealed class Chart
         double Y(double v) => Top + plotH * (1 - v);
 
         if (d.ExitLayer is int k && k < layers)
-            c._shapes.Add(new Box(Math.Max(Left, X(k - 0.5)), Top, Left + plotW, Top + plotH, Shade));
+            c.Box(Math.Max(Left, X(k - 0.5)), Top, Left + plotW, Top + plotH, Shade);
         for (int i = 0; i <= 4; i++)
         {
             double v = i / 4.0;
-            c._shapes.Add(new Line(Left, Y(v), Left + plotW, Y(v), 1, Grid));
-            c._shapes.Add(new Label(Left - 8, Y(v) - 4, v.ToString("0.00", CultureInfo.InvariantCulture), Ink, 1, false));
+            c.Line(Left, Y(v), Left + plotW, Y(v), 1, Grid);
+            c.Label(Left - 8, Y(v) - 4, v.ToString("0.00", CultureInfo.InvariantCulture), Ink, 1, TextAnchor.End);
         }
         int step = Math.Max(1, (int)Math.Ceiling(layers / 16.0));
         for (int l = 0; l < layers; l += step)
-            c._shapes.Add(new Label(X(l), Top + plotH + 8, l.ToString(CultureInfo.InvariantCulture), Ink, 1, true));
-        c._shapes.Add(new Line(Left, Top + plotH, Left + plotW, Top + plotH, 1.5, Ink));
-        c._shapes.Add(new Line(Left, Top, Left, Top + plotH, 1.5, Ink));
+            c.Label(X(l), Top + plotH + 8, l.ToString(CultureInfo.InvariantCulture), Ink, 1, TextAnchor.Middle);
+        c.Line(Left, Top + plotH, Left + plotW, Top + plotH, 1.5, Ink);
+        c.Line(Left, Top, Left, Top + plotH, 1.5, Ink);
 
         int heads = d.PerHead.Max(h => h.Length);
-        for (int h = 0; h < heads; h++) c.Series(d.PerHead.Select(p => h < p.Length ? p[h] : null).ToArray(), X, Y, 1, HeadColor, dots: false);
-        c.Series(d.Mass, X, Y, 2.5, MeanColor, dots: true);
-        if (d.GateProbability.Any(g => g is not null)) c.Series(d.GateProbability, X, Y, 2, GateColor, dots: true, dashed: true);
+        for (int h = 0; h < heads; h++) Series(c, d.PerHead.Select(p => h < p.Length ? p[h] : null).ToArray(), X, Y, 1, HeadColor, dots: false);
+        Series(c, d.Mass, X, Y, 2.5, MeanColor, dots: true);
+        if (d.GateProbability.Any(g => g is not null)) Series(c, d.GateProbability, X, Y, 2, GateColor, dots: true, dashed: true);
         if (d.ExitLayer is int e && e < layers)
         {
             double xe = Math.Max(Left, X(e - 0.5));
-            c._shapes.Add(new Line(xe, Top, xe, Top + plotH, 2, ExitColor, Dashed: true));
-            c._shapes.Add(new Label(xe + 6, Top + plotH - 16, $"EXIT AFTER {e} LAYERS", ExitColor, 1, false));
+            c.Line(xe, Top, xe, Top + plotH, 2, ExitColor, dashed: true);
+            c.Label(xe + 6, Top + plotH - 16, $"EXIT AFTER {e} LAYERS", ExitColor, 1);
         }
 
-        c._shapes.Add(new Label(Width / 2.0, 10, "TEXT-TO-IMAGE ATTENTION MASS PER LAYER", Ink, 2, true));
-        c._shapes.Add(new Label(Width / 2.0, Height - 22, $"DECODER LAYER   (POLICY {d.Policy.ToUpperInvariant()})", Ink, 1, true));
+        c.Label(Width / 2.0, 10, "TEXT-TO-IMAGE ATTENTION MASS PER LAYER", Ink, 2, TextAnchor.Middle);
+        c.Label(Width / 2.0, Height - 22, $"DECODER LAYER   (POLICY {d.Policy.ToUpperInvariant()})", Ink, 1, TextAnchor.Middle);
         // Legend in one row between the title and the plot.
         double lx = Left, ly = Top - 24;
-        c._shapes.Add(new Line(lx, ly + 3, lx + 24, ly + 3, 2.5, MeanColor));
-        c._shapes.Add(new Label(lx + 30, ly, "MEAN OVER HEADS", Ink, 1, false));
-        c._shapes.Add(new Line(lx + 150, ly + 3, lx + 174, ly + 3, 1, HeadColor));
-        c._shapes.Add(new Label(lx + 180, ly, "EACH HEAD", Ink, 1, false));
+        c.Line(lx, ly + 3, lx + 24, ly + 3, 2.5, MeanColor);
+        c.Label(lx + 30, ly, "MEAN OVER HEADS", Ink);
+        c.Line(lx + 150, ly + 3, lx + 174, ly + 3, 1, HeadColor);
+        c.Label(lx + 180, ly, "EACH HEAD", Ink);
         if (d.GateProbability.Any(g => g is not null))
         {
-            c._shapes.Add(new Line(lx + 260, ly + 3, lx + 284, ly + 3, 2, GateColor, Dashed: true));
-            c._shapes.Add(new Label(lx + 290, ly, "GATE EXIT PROBABILITY", Ink, 1, false));
+            c.Line(lx + 260, ly + 3, lx + 284, ly + 3, 2, GateColor, dashed: true);
+            c.Label(lx + 290, ly, "GATE EXIT PROBABILITY", Ink);
         }
         return c;
     }
 
-    private void Series(double?[] values, Func<double, double> x, Func<double, double> y, double thickness, uint color, bool dots, bool dashed = false)
+    private static void Series(Chart c, double?[] values, Func<double, double> x, Func<double, double> y, double thickness, uint color, bool dots, bool dashed = false)
     {
         for (int i = 0; i + 1 < values.Length; i++)
             if (values[i] is double a && values[i + 1] is double b)
-                _shapes.Add(new Line(x(i), y(Math.Clamp(a, 0, 1)), x(i + 1), y(Math.Clamp(b, 0, 1)), thickness, color, dashed));
+                c.Line(x(i), y(Math.Clamp(a, 0, 1)), x(i + 1), y(Math.Clamp(b, 0, 1)), thickness, color, dashed);
         if (dots)
             for (int i = 0; i < values.Length; i++)
-                if (values[i] is double v) _shapes.Add(new Dot(x(i), y(Math.Clamp(v, 0, 1)), thickness + 1.5, color));
+                if (values[i] is double v) c.Dot(x(i), y(Math.Clamp(v, 0, 1)), thickness + 1.5, color);
     }
+}
+
+/// <summary>Where a label's x coordinate sits on its text.</summary>
+internal enum TextAnchor
+{
+    /// <summary>The text starts at x.</summary>
+    Start,
+
+    /// <summary>The text is centred on x.</summary>
+    Middle,
+
+    /// <summary>The text ends at x.</summary>
+    End,
+}
+
+/// <summary>
+/// A chart as a list of shapes in pixel coordinates (lines, boxes, dots, labels in a 5x7 font), rendered to
+/// SVG or, by the small rasterizer below, to PNG. The trace plot and `vte eval`'s Pareto chart draw on it.
+/// </summary>
+internal sealed class Chart(int width = Chart.DefaultWidth, int height = Chart.DefaultHeight)
+{
+    public const int DefaultWidth = 800, DefaultHeight = 460;
+
+    private abstract record Shape(uint Color);
+    private sealed record LineShape(double X0, double Y0, double X1, double Y1, double Thickness, uint Color, bool Dashed) : Shape(Color);
+    private sealed record BoxShape(double X0, double Y0, double X1, double Y1, uint Color) : Shape(Color);
+    private sealed record DotShape(double X, double Y, double Radius, uint Color) : Shape(Color);
+    private sealed record LabelShape(double X, double Y, string Text, uint Color, int Scale, TextAnchor Anchor) : Shape(Color);
+
+    private readonly List<Shape> _shapes = [];
+
+    public int Width { get; } = width;
+
+    public int Height { get; } = height;
+
+    /// <summary>A straight line; colours are 0xRRGGBB.</summary>
+    public void Line(double x0, double y0, double x1, double y1, double thickness, uint color, bool dashed = false) =>
+        _shapes.Add(new LineShape(x0, y0, x1, y1, thickness, color, dashed));
+
+    /// <summary>A filled rectangle.</summary>
+    public void Box(double x0, double y0, double x1, double y1, uint color) => _shapes.Add(new BoxShape(x0, y0, x1, y1, color));
+
+    /// <summary>A filled disc.</summary>
+    public void Dot(double x, double y, double radius, uint color) => _shapes.Add(new DotShape(x, y, radius, color));
+
+    /// <summary>Text with its top at <paramref name="y"/>; the PNG draws it upper-case in the 5x7 font at <paramref name="scale"/>.</summary>
+    public void Label(double x, double y, string text, uint color, int scale = 1, TextAnchor anchor = TextAnchor.Start) =>
+        _shapes.Add(new LabelShape(x, y, text, color, scale, anchor));
+
+    /// <summary>Pixel width of <paramref name="text"/> in the PNG font.</summary>
+    public static double TextWidth(string text, int scale = 1) => text.Length * 6 * scale;
 
     // ------------------------------------------------------------------ SVG
 
@@ -157,17 +200,17 @@ internal sealed class Chart
             string col = $"#{s.Color:x6}";
             switch (s)
             {
-                case Box b:
+                case BoxShape b:
                     sb.Append(ci, $"<rect x=\"{b.X0:F1}\" y=\"{b.Y0:F1}\" width=\"{b.X1 - b.X0:F1}\" height=\"{b.Y1 - b.Y0:F1}\" fill=\"{col}\"/>\n");
                     break;
-                case Line l:
+                case LineShape l:
                     sb.Append(ci, $"<line x1=\"{l.X0:F1}\" y1=\"{l.Y0:F1}\" x2=\"{l.X1:F1}\" y2=\"{l.Y1:F1}\" stroke=\"{col}\" stroke-width=\"{l.Thickness:F1}\"{(l.Dashed ? " stroke-dasharray=\"6 4\"" : "")}/>\n");
                     break;
-                case Dot d:
+                case DotShape d:
                     sb.Append(ci, $"<circle cx=\"{d.X:F1}\" cy=\"{d.Y:F1}\" r=\"{d.Radius:F1}\" fill=\"{col}\"/>\n");
                     break;
-                case Label t:
-                    string anchor = t.Centered ? "middle" : t.X < Left ? "end" : "start";
+                case LabelShape t:
+                    string anchor = t.Anchor switch { TextAnchor.Middle => "middle", TextAnchor.End => "end", _ => "start" };
                     double size = 11 * t.Scale;
                     sb.Append(ci, $"<text x=\"{t.X:F1}\" y=\"{t.Y + size * 0.8:F1}\" font-size=\"{size:F0}\" text-anchor=\"{anchor}\" fill=\"{col}\">{System.Security.SecurityElement.Escape(t.Text.ToLowerInvariant())}</text>\n");
                     break;
@@ -187,17 +230,17 @@ internal sealed class Chart
         {
             switch (s)
             {
-                case Box b:
+                case BoxShape b:
                     for (int y = (int)b.Y0; y < (int)b.Y1; y++)
                         for (int x = (int)b.X0; x < (int)b.X1; x++) Plot(px, x, y, b.Color);
                     break;
-                case Line l:
+                case LineShape l:
                     DrawLine(px, l);
                     break;
-                case Dot d:
+                case DotShape d:
                     Disc(px, d.X, d.Y, d.Radius, d.Color);
                     break;
-                case Label t:
+                case LabelShape t:
                     DrawText(px, t);
                     break;
             }
@@ -205,19 +248,19 @@ internal sealed class Chart
         return Png.Encode(px, Width, Height);
     }
 
-    private static void Plot(uint[] px, int x, int y, uint color)
+    private void Plot(uint[] px, int x, int y, uint color)
     {
         if ((uint)x < Width && (uint)y < Height) px[y * Width + x] = color;
     }
 
-    private static void Disc(uint[] px, double cx, double cy, double r, uint color)
+    private void Disc(uint[] px, double cx, double cy, double r, uint color)
     {
         for (int y = (int)Math.Floor(cy - r); y <= (int)Math.Ceiling(cy + r); y++)
             for (int x = (int)Math.Floor(cx - r); x <= (int)Math.Ceiling(cx + r); x++)
                 if ((x - cx) * (x - cx) + (y - cy) * (y - cy) <= r * r) Plot(px, x, y, color);
     }
 
-    private static void DrawLine(uint[] px, Line l)
+    private void DrawLine(uint[] px, LineShape l)
     {
         double len = Math.Sqrt((l.X1 - l.X0) * (l.X1 - l.X0) + (l.Y1 - l.Y0) * (l.Y1 - l.Y0));
         int steps = Math.Max(1, (int)(len * 2));
@@ -229,11 +272,11 @@ internal sealed class Chart
         }
     }
 
-    private static void DrawText(uint[] px, Label t)
+    private void DrawText(uint[] px, LabelShape t)
     {
         int scale = t.Scale, advance = 6 * scale;
         double width = t.Text.Length * advance;
-        double x0 = t.Centered ? t.X - width / 2 : t.X < Left ? t.X - width : t.X;
+        double x0 = t.Anchor switch { TextAnchor.Middle => t.X - width / 2, TextAnchor.End => t.X - width, _ => t.X };
         for (int i = 0; i < t.Text.Length; i++)
         {
             var glyph = Font5x7.Glyph(char.ToUpperInvariant(t.Text[i]));
@@ -274,6 +317,7 @@ internal static class Font5x7
         ['-'] = [0, 0, 0, 0x1F, 0, 0, 0], ['_'] = [0, 0, 0, 0, 0, 0, 0x1F], ['/'] = [0x01, 0x01, 0x02, 0x04, 0x08, 0x10, 0x10],
         ['('] = [0x02, 0x04, 0x08, 0x08, 0x08, 0x04, 0x02], [')'] = [0x08, 0x04, 0x02, 0x02, 0x02, 0x04, 0x08],
         ['%'] = [0x18, 0x19, 0x02, 0x04, 0x08, 0x13, 0x03], [','] = [0, 0, 0, 0, 0x0C, 0x04, 0x08],
+        ['+'] = [0, 0x04, 0x04, 0x1F, 0x04, 0x04, 0],
     };
 
     private static readonly byte[] Unknown = [0x1F, 0x11, 0x11, 0x11, 0x11, 0x11, 0x1F];

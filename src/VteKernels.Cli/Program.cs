@@ -48,6 +48,7 @@ internal static partial class Program
             TokenizeCommand.Create(stdout, stdin ?? Console.In),
             ChatCommand.Create(stdout, stderr, () => stdin ?? Console.In),
             TrainGateCommand.Create(stdout, stderr),
+            EvalCommand.Create(stdout, stderr),
             ServeCommand.Create(stdout),
         };
         var parse = root.Parse(args);

@@ -52,6 +52,9 @@ internal sealed class DecoderPass
     /// <summary>Told (layers done, layers) before every layer (null: nobody listens).</summary>
     public IProgress<(int Done, int Total)>? Progress { get; init; }
 
+    /// <summary>The research observer's side of the loop (null: none).</summary>
+    public Observers.DecoderObservation? Observer { get; init; }
+
     public bool Skips(int layer) => Eas?.Skips(layer) == true;
 
     /// <summary>The point between layers: throws when cancelled, reports progress.</summary>

@@ -11,6 +11,7 @@ using System.Diagnostics;
 using VteKernels.Backends;
 using VteKernels.Engine.Eas;
 using VteKernels.Engine.Exit;
+using VteKernels.Engine.Observers;
 using VteKernels.Engine.Vision;
 
 namespace VteKernels.Engine;
@@ -146,6 +147,7 @@ public sealed class InferenceSession : IDisposable
                 Positions = positions, Cache = Cache, HiddenStates = hidden, Exit = run, RowMap = rowMap,
                 Naavit = naavit, Eas = Options.Eas, PiaMode = Options.PiaMode, Pia = _pia, LayerMacs = layerMacs,
                 LayerVisualRows = _model.Vision.LayerRows(encoded), Cancellation = cancellationToken, Progress = options.Progress,
+                Observer = options.Observer is { } o ? new DecoderObservation(o, _model.Backend, cfg.Text, DecoderStep.Prefill) : null,
             };
             x = _model.Text.Run(x, pass);
             try
@@ -216,7 +218,12 @@ public sealed class InferenceSession : IDisposable
     /// <summary>Feeds one token and returns the next-token logits.</summary>
     /// <exception cref="InvalidInputException">The id is outside the vocabulary or the context is full.</exception>
     /// <exception cref="InvalidOperationException">Another step of this session is running on another thread.</exception>
-    public StepResult Decode(int tokenId, bool outputHiddenStates = false)
+    public StepResult Decode(int tokenId, bool outputHiddenStates = false) => Decode(tokenId, null, outputHiddenStates);
+
+    /// <summary>Feeds one token with <paramref name="observer"/> watching every layer, and returns the next-token logits.</summary>
+    /// <exception cref="InvalidInputException">The id is outside the vocabulary or the context is full.</exception>
+    /// <exception cref="InvalidOperationException">Another step of this session is running on another thread.</exception>
+    public StepResult Decode(int tokenId, IDecoderObserver? observer, bool outputHiddenStates = false)
     {
         using var step = Step("Decode");
         var cfg = _model.Config;
@@ -226,7 +233,11 @@ public sealed class InferenceSession : IDisposable
         CheckLength(1);
         var x = _model.Text.Embed([tokenId], [], []);
         var hidden = outputHiddenStates ? new List<float[]>() : null;
-        using var y = _model.Text.Run(x, new DecoderPass { Positions = [Position], Cache = Cache, HiddenStates = hidden, Eas = Options.Eas, PiaMode = Options.PiaMode, Pia = _pia });
+        using var y = _model.Text.Run(x, new DecoderPass
+        {
+            Positions = [Position], Cache = Cache, HiddenStates = hidden, Eas = Options.Eas, PiaMode = Options.PiaMode, Pia = _pia,
+            Observer = observer is null ? null : new DecoderObservation(observer, _model.Backend, cfg.Text, DecoderStep.Decode),
+        });
         _tokens.Add(tokenId);
         return new StepResult(_model.Text.Head(y, 1, hidden)) { HiddenStates = hidden, Rows = [Position - 1] };
     }

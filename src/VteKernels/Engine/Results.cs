@@ -34,6 +34,12 @@ public sealed record PrefillOptions
 
     /// <summary>Checked before each image and each decoder layer: a cancelled prefill stops between layers and leaves the sequence as it was.</summary>
     public CancellationToken CancellationToken { get; init; }
+
+    /// <summary>
+    /// Sees every decoder layer of the prefill: its input rows, the rows that query, the exit decision and, when its
+    /// <see cref="Observers.IDecoderObserver.Capture"/> asks, the hidden states and attention probabilities (null: none).
+    /// </summary>
+    public Observers.IDecoderObserver? Observer { get; init; }
 }
 
 /// <summary>Methods that hold for a whole sequence.</summary>

@@ -144,6 +144,35 @@ public static class Npy
         ArgumentNullException.ThrowIfNull(path);
         CheckShape(data.Length, shape);
         using var fs = new FileStream(Path.GetFullPath(path), FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16);
+        WriteFloat32(fs, data, shape);
+    }
+
+    /// <summary>Writes a C-order float32 array to <paramref name="stream"/> in the .npy layout of <see cref="Write(string, ReadOnlySpan{float}, ReadOnlySpan{int})"/>.</summary>
+    /// <exception cref="ArgumentException">A dimension is negative or the shape does not hold <paramref name="data"/>.Length elements.</exception>
+    public static void Write(Stream stream, ReadOnlySpan<float> data, ReadOnlySpan<int> shape)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        CheckShape(data.Length, shape);
+        WriteFloat32(stream, data, shape);
+    }
+
+    /// <summary>Writes a C-order int32 array ('&lt;i4') to <paramref name="stream"/> as a version 1.0 .npy.</summary>
+    /// <exception cref="ArgumentException">A dimension is negative or the shape does not hold <paramref name="data"/>.Length elements.</exception>
+    public static void WriteInt32(Stream stream, ReadOnlySpan<int> data, ReadOnlySpan<int> shape)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        CheckShape(data.Length, shape);
+        WriteHeader(stream, "<i4", shape);
+        Span<byte> b = stackalloc byte[4];
+        foreach (var v in data)
+        {
+            BinaryPrimitives.WriteInt32LittleEndian(b, v);
+            stream.Write(b);
+        }
+    }
+
+    private static void WriteFloat32(Stream fs, ReadOnlySpan<float> data, ReadOnlySpan<int> shape)
+    {
         WriteHeader(fs, "<f4", shape);
         if (BitConverter.IsLittleEndian)
         {

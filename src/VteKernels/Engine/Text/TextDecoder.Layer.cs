@@ -48,6 +48,7 @@ internal sealed partial class TextDecoder
         using (values)
         {
             int cached = keys.Rows - n;   // keys before this step's rows
+            pass.Observer?.Attention(layer, q, keys, cached);                                                  // observer: the probabilities
             if (all)
             {
                 B.Attention(q, t.NumHeads, keys, values, t.NumKvHeads, t.HeadDim, AttentionMask.Causal, a);

@@ -99,6 +99,7 @@ internal sealed partial class TextDecoder
                 // Rows that issue queries and run the FFN: all of them, or with NAAViT the non-visual ones.
                 var active = pass.Naavit && run is { Spans.Count: > 0 } ? Runs(x.Rows, run.Spans) : [(0, x.Rows)];
                 run?.BeginLayer(x.Rows);
+                pass.Observer?.BeginLayer(l, x, active, skip, pass);                                          // observer: the layer's input
                 var pia = PiaFor(w, x, l, pass, skip);
                 long macs = 0;
                 if (!skip)
@@ -106,9 +107,11 @@ internal sealed partial class TextDecoder
                 using (var xs = Gather(x, active, run))
                 using (var f = FeedForward(w, xs ?? x, skip, pia, ref macs)) AddRows(x, f, active);            // x = h + Ffn(Norm(h))
                 if (pass.LayerMacs is not null) pass.LayerMacs[l] = macs;
-                if (run is not null && run.EndLayer(l, () => GateInput(x, run.Spans)))                        // the exit check
+                bool exits = run is not null && run.EndLayer(l, () => GateInput(x, run.Spans));                 // the exit check
+                pass.Observer?.EndLayer(l, exits || (pass.Naavit && l == _text.Length - 1 && run is { Spans.Count: > 0 }), run?.Layers[^1]);   // observer: the decision
+                if (exits)
                 {
-                    if (run.KvMode == ExitKvMode.DropAll)
+                    if (run!.KvMode == ExitKvMode.DropAll)
                         for (int e = 0; e <= l; e++)
                             if (!pass.Skips(e))   // skipped layers hold no cache
                                 pass.Cache.RemoveRanges(e, run.VisualKeys(e));   // every image span in one compaction
