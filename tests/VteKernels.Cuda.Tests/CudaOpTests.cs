@@ -379,29 +379,39 @@ public sealed class CudaOpTests
     /// (<paramref name="keyEnd"/>).
     /// </summary>
     internal static double[] NaiveAttention(float[] q, int nq, int qHeads, float[] k, float[] v, int nk, int kvHeads, int headDim, AttentionMask mask,
-        int[]? keyEnd = null)
+        int[]? keyEnd = null) =>
+        NaiveAttention<double>(q, nq, qHeads, k, v, nk, kvHeads, headDim, mask, keyEnd);
+
+    /// <summary>
+    /// Attention computed in <typeparamref name="T"/> in key order (scores scaled by 1/√headDim, softmax, weighted
+    /// sum) over the visible keys: the causal suffix mask and, when given, per-query key limits.
+    /// </summary>
+    internal static T[] NaiveAttention<T>(float[] q, int nq, int qHeads, float[] k, float[] v, int nk, int kvHeads, int headDim, AttentionMask mask,
+        int[]? keyEnd) where T : System.Numerics.IFloatingPointIeee754<T>
     {
-        var o = new double[q.Length];
+        static T Of(float x) => T.CreateTruncating(x);
+        var o = new T[q.Length];
         int group = qHeads / kvHeads;
-        var s = new double[nk];
+        var s = new T[nk];
+        T scale = T.One / T.Sqrt(T.CreateTruncating(headDim));
         for (int i = 0; i < nq; i++)
             for (int h = 0; h < qHeads; h++)
             {
                 int g = h / group, visible = mask == AttentionMask.Causal ? nk - nq + i + 1 : nk;
                 if (keyEnd is not null) visible = Math.Min(visible, keyEnd[i]);
-                double max = double.NegativeInfinity, sum = 0;
+                T max = T.NegativeInfinity, sum = T.Zero;
                 for (int j = 0; j < visible; j++)
                 {
-                    double dot = 0;
-                    for (int d = 0; d < headDim; d++) dot += (double)q[(i * qHeads + h) * headDim + d] * k[(j * kvHeads + g) * headDim + d];
-                    s[j] = dot / Math.Sqrt(headDim);
-                    max = Math.Max(max, s[j]);
+                    T dot = T.Zero;
+                    for (int d = 0; d < headDim; d++) dot += Of(q[(i * qHeads + h) * headDim + d]) * Of(k[(j * kvHeads + g) * headDim + d]);
+                    s[j] = dot * scale;
+                    max = T.Max(max, s[j]);
                 }
-                for (int j = 0; j < visible; j++) sum += s[j] = Math.Exp(s[j] - max);
+                for (int j = 0; j < visible; j++) sum += s[j] = T.Exp(s[j] - max);
                 for (int d = 0; d < headDim; d++)
                 {
-                    double acc = 0;
-                    for (int j = 0; j < visible; j++) acc += s[j] / sum * v[(j * kvHeads + g) * headDim + d];
+                    T acc = T.Zero;
+                    for (int j = 0; j < visible; j++) acc += s[j] / sum * Of(v[(j * kvHeads + g) * headDim + d]);
                     o[(i * qHeads + h) * headDim + d] = acc;
                 }
             }

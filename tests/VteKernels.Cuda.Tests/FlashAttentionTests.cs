@@ -167,35 +167,8 @@ public sealed class FlashAttentionTests
     /// summing 577-641 float32 terms alone exceeds its bound.)
     /// </summary>
     internal static float[] Naive(float[] q, int nq, int qHeads, float[] k, float[] v, int nk, int kvHeads, int headDim, AttentionMask mask,
-        int[]? keyEnd, DType dtype)
-    {
-        var o = new float[q.Length];
-        int group = qHeads / kvHeads;
-        var s = new float[nk];
-        float scale = 1f / MathF.Sqrt(headDim);
-        for (int i = 0; i < nq; i++)
-            for (int h = 0; h < qHeads; h++)
-            {
-                int g = h / group, visible = mask == AttentionMask.Causal ? nk - nq + i + 1 : nk;
-                if (keyEnd is not null) visible = Math.Min(visible, keyEnd[i]);
-                float max = float.NegativeInfinity, sum = 0;
-                for (int j = 0; j < visible; j++)
-                {
-                    float dot = 0;
-                    for (int d = 0; d < headDim; d++) dot += q[(i * qHeads + h) * headDim + d] * k[(j * kvHeads + g) * headDim + d];
-                    s[j] = dot * scale;
-                    max = MathF.Max(max, s[j]);
-                }
-                for (int j = 0; j < visible; j++) sum += s[j] = MathF.Exp(s[j] - max);
-                for (int d = 0; d < headDim; d++)
-                {
-                    float acc = 0;
-                    for (int j = 0; j < visible; j++) acc += s[j] / sum * v[(j * kvHeads + g) * headDim + d];
-                    o[(i * qHeads + h) * headDim + d] = RoundTo(acc, dtype);
-                }
-            }
-        return o;
-    }
+        int[]? keyEnd, DType dtype) =>
+        [.. CudaOpTests.NaiveAttention<float>(q, nq, qHeads, k, v, nk, kvHeads, headDim, mask, keyEnd).Select(x => RoundTo(x, dtype))];
 
     /// <summary>Attention in float64 over the visible keys (the causal suffix mask, per-query key limits).</summary>
     internal static double[] Reference(float[] q, int nq, int qHeads, float[] k, float[] v, int nk, int kvHeads, int headDim,
