@@ -20,12 +20,23 @@
 // * flash_decode_merge: one block per (query, head) rescales the splits' partials by exp(max_s - max) and
 //   sums them: out = sum_s acc_s w_s / sum_s sum_s w_s.
 //
-// The split count is chosen on the host (CudaBackend.FlashDecodeSplits) from nk and the SM count so that
-// long caches give several blocks per SM; the workspace traffic (rows * splits * (head_dim + 2) floats,
-// written once and read once) stays a few percent of the K/V bytes because a split holds at least 128 keys.
+// The split count is chosen on the host (CudaBackend.FlashDecodeSplits) from nk, the SM count and the split
+// kernel's occupancy so that long caches fill one full wave of blocks; the workspace traffic (rows * splits *
+// (head_dim + 2) floats, written once and read once) stays a few percent of the K/V bytes because a split
+// holds at least 128 keys.
 // Shared memory: 8 * 1024 floats of slot accumulators (q, 8 x 256 floats, shares that space) and the
-// slots' max/sum, 40 KiB in all. None of this has run on a GPU yet: tile and split choices are starting
-// points to be measured (bench `kernels`).
+// slots' max/sum, 40 KiB in all.
+//
+// Registers and loads in flight (desk review of NVRTC 11.8's sm_90 cubin with ptxas -v and nvdisasm, not a
+// measurement): with a 128-thread bound alone the split kernel took 137 registers (bf16; f16 136, f32 143),
+// 3 blocks per SM. It now declares FLASH_DECODE_MIN_BLOCKS = 4 blocks per SM in its launch bounds (at most
+// 128 registers: bf16 128, f16 127, f32 128, no spills on sm_80 or sm_90) and the host sizes the splits by
+// the driver's occupancy answer (CudaBackend.FlashDecodeSplits). Each step takes FLASH_DECODE_KEYS keys per
+// slot and issues all their K and V loads (raw 16-byte packs, 8 registers a key) before the first FMA: in the
+// bf16 SASS the four LDG.E.NA.128 of a step come before its first FFMA, 64 bytes in flight per thread, 32 KiB
+// per SM at 4 blocks (one key, 16 KiB at 3 blocks, before). f32 keeps one key per step: two keys spill 24 bytes
+// at the 128-register cap. None of this has run on a GPU yet: tile and split choices are starting points to
+// be measured (bench `kernels`).
 #include "common.cuh"
 
 constexpr int FLASH_DECODE_THREADS = 128;
@@ -34,6 +45,8 @@ constexpr int FLASH_DECODE_ROWS = 8;             // (query, head) rows per block
 constexpr int FLASH_DECODE_MAX_HEAD_DIM = 256;
 constexpr int FLASH_DECODE_MAX_SPLITS = 1024;    // the merge's shared weight array; CudaBackend mirrors it
 constexpr int FLASH_DECODE_MAX_SLOTS = FLASH_DECODE_THREADS; // one lane per key when a row is one pack
+constexpr int FLASH_DECODE_MIN_BLOCKS = 4;       // split blocks per SM the register budget must allow (<= 128 registers)
+constexpr int FLASH_DECODE_KEYS = kPack == 4 ? 1 : 2; // keys per slot per step, all their loads issued before the first use (f32: 1, see above)
 // Packs of one K row a lane holds: bf16/f16 d = 256 is 32 packs (1 per lane), f32 d = 256 is 64 (2).
 constexpr int FLASH_DECODE_PACKS = (FLASH_DECODE_MAX_HEAD_DIM / kPack + 31) / 32;
 // slots * head_dim <= 1024: slots = 128 / lanes_per_key and head_dim <= lanes_per_key * kPack when
@@ -43,20 +56,19 @@ static_assert(FLASH_DECODE_THREADS % 32 == 0, "whole warps");
 static_assert(FLASH_DECODE_ROWS * FLASH_DECODE_MAX_HEAD_DIM <= FLASH_DECODE_ROWS * FLASH_DECODE_SLOT_ELEMS, "q fits the shared accumulators");
 static_assert(FLASH_DECODE_PACKS >= 1 && FLASH_DECODE_PACKS * 32 * kPack >= FLASH_DECODE_MAX_HEAD_DIM, "a warp covers a row");
 
-// kPack elements of a row starting at d0, as float32: one 16-byte streaming load, or scalar loads with
-// zeros past head_dim.
-__device__ __forceinline__ void flash_decode_load(const T* row, int d0, int hd, bool vec, float (&out)[kPack])
+// One 16-byte pack of a row starting at d0, as stored (kPack elements of T): a streaming load, or scalar loads
+// with zeros past head_dim. Raw packs keep a key's K and V in 8 registers until they are used.
+__device__ __forceinline__ Pack16 flash_decode_load(const T* row, int d0, int hd, bool vec)
 {
-    if (vec)
-    {
-        unpack(load_pack_stream(row + d0), out);
-        return;
-    }
+    if (vec) return load_pack_stream(row + d0);
+    Pack16 v;
+    T* e = reinterpret_cast<T*>(v.w);
 #pragma unroll
-    for (int e = 0; e < kPack; e++) out[e] = d0 + e < hd ? to_float(row[d0 + e]) : 0.0f;
+    for (int i = 0; i < kPack; i++) e[i] = d0 + i < hd ? row[d0 + i] : from_float<T>(0.0f);
+    return v;
 }
 
-extern "C" __global__ void __launch_bounds__(FLASH_DECODE_THREADS) VTE_ENTRY(flash_decode_split)(const FlashDecodeParams p)
+extern "C" __global__ void __launch_bounds__(FLASH_DECODE_THREADS, FLASH_DECODE_MIN_BLOCKS) VTE_ENTRY(flash_decode_split)(const FlashDecodeParams p)
 {
     __shared__ float slotAcc[FLASH_DECODE_ROWS * FLASH_DECODE_SLOT_ELEMS]; // q while walking, then accumulators
     __shared__ float slotMax[FLASH_DECODE_MAX_SLOTS * FLASH_DECODE_ROWS];
@@ -80,14 +92,6 @@ extern "C" __global__ void __launch_bounds__(FLASH_DECODE_THREADS) VTE_ENTRY(fla
     const int sub = lane % lanesPerKey, slot = warp * slotsPerWarp + lane / lanesPerKey;
     const int qdim = packsPerRow * kPack; // q row length in shared memory, zero-padded past hd
 
-    // Rows t of this kv head are (query i = t / group, head g * group + t % group); each sees keys < visible.
-    int visible[FLASH_DECODE_ROWS];
-#pragma unroll
-    for (int r = 0; r < FLASH_DECODE_ROWS; r++)
-    {
-        const int i = (firstRow + r) / group;
-        visible[r] = r < rows ? (p.causal ? p.nk - p.nq + i + 1 : p.nk) : 0;
-    }
     for (int x = threadIdx.x; x < rows * qdim; x += FLASH_DECODE_THREADS)
     {
         const int r = x / qdim, d = x % qdim, t = firstRow + r;
@@ -112,32 +116,39 @@ extern "C" __global__ void __launch_bounds__(FLASH_DECODE_THREADS) VTE_ENTRY(fla
             for (int e = 0; e < kPack; e++) acc[r][u][e] = 0.0f;
     }
 
-    // The loop bound is uniform over the block, so every lane reaches every shuffle.
-    for (int base = start; base < end; base += slots)
+    // A step takes FLASH_DECODE_KEYS keys per slot (base + kk * slots + slot) and issues all their K and V
+    // loads before the first use. The loop bound is uniform over the block, so every lane reaches every
+    // shuffle.
+    for (int base = start; base < end; base += slots * FLASH_DECODE_KEYS)
     {
-        const int j = base + slot;
-        const bool valid = j < end;
-        float kv[FLASH_DECODE_PACKS][kPack], vv[FLASH_DECODE_PACKS][kPack];
+        Pack16 kr[FLASH_DECODE_KEYS][FLASH_DECODE_PACKS], vr[FLASH_DECODE_KEYS][FLASH_DECODE_PACKS];
 #pragma unroll
-        for (int u = 0; u < FLASH_DECODE_PACKS; u++)
+        for (int kk = 0; kk < FLASH_DECODE_KEYS; kk++)
         {
-            const int pk = sub + u * lanesPerKey;
-            if (valid && pk < packsPerRow)
-            {
-                flash_decode_load(kBase + (long long)j * p.kv_stride, pk * kPack, hd, vec, kv[u]);
-                flash_decode_load(vBase + (long long)j * p.kv_stride, pk * kPack, hd, vec, vv[u]);
-            }
-            else
-            {
+            const int j = base + kk * slots + slot;
 #pragma unroll
-                for (int e = 0; e < kPack; e++) kv[u][e] = vv[u][e] = 0.0f;
+            for (int u = 0; u < FLASH_DECODE_PACKS; u++)
+            {
+                const int pk = sub + u * lanesPerKey;
+                if (j < end && pk < packsPerRow)
+                {
+                    kr[kk][u] = flash_decode_load(kBase + (long long)j * p.kv_stride, pk * kPack, hd, vec);
+                    vr[kk][u] = flash_decode_load(vBase + (long long)j * p.kv_stride, pk * kPack, hd, vec);
+                }
+                else
+                {
+#pragma unroll
+                    for (int w = 0; w < 4; w++) kr[kk][u].w[w] = vr[kk][u].w[w] = 0u; // zeros in every dtype
+                }
             }
         }
 #pragma unroll
         for (int r = 0; r < FLASH_DECODE_ROWS; r++)
         {
             if (r >= rows) break; // uniform
-            float dot = 0.0f;
+            float dot[FLASH_DECODE_KEYS];
+#pragma unroll
+            for (int kk = 0; kk < FLASH_DECODE_KEYS; kk++) dot[kk] = 0.0f;
 #pragma unroll
             for (int u = 0; u < FLASH_DECODE_PACKS; u++)
             {
@@ -145,20 +156,58 @@ extern "C" __global__ void __launch_bounds__(FLASH_DECODE_THREADS) VTE_ENTRY(fla
                 if (pk < packsPerRow)
                 {
 #pragma unroll
-                    for (int e = 0; e < kPack; e++) dot = fmaf(qs[r * qdim + pk * kPack + e], kv[u][e], dot);
+                    for (int kk = 0; kk < FLASH_DECODE_KEYS; kk++)
+                    {
+                        float kf[kPack];
+                        unpack(kr[kk][u], kf);
+#pragma unroll
+                        for (int e = 0; e < kPack; e++) dot[kk] = fmaf(qs[r * qdim + pk * kPack + e], kf[e], dot[kk]);
+                    }
                 }
             }
-            for (int o = lanesPerKey >> 1; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-            if (valid && j < visible[r])
+            for (int o = lanesPerKey >> 1; o > 0; o >>= 1)
+#pragma unroll
+                for (int kk = 0; kk < FLASH_DECODE_KEYS; kk++) dot[kk] += __shfl_xor_sync(0xffffffffu, dot[kk], o);
+
+            // Rows t of this kv head are (query i = t / group, head g * group + t % group); each sees keys < visible.
+            const int visible = p.causal ? p.nk - p.nq + (firstRow + r) / group + 1 : p.nk;
+            bool ok[FLASH_DECODE_KEYS], any = false;
+            float nm = m[r];
+#pragma unroll
+            for (int kk = 0; kk < FLASH_DECODE_KEYS; kk++)
             {
-                const float nm = fmaxf(m[r], dot);
-                const float c = expf(m[r] - nm), pj = expf(dot - nm);
-                s[r] = fmaf(s[r], c, pj);
+                const int j = base + kk * slots + slot;
+                ok[kk] = j < end && j < visible;
+                if (ok[kk]) nm = fmaxf(nm, dot[kk]);
+                any = any || ok[kk];
+            }
+            if (any) // nm is finite: one exp rescales the row once per step
+            {
+                const float c = expf(m[r] - nm);
+                float pj[FLASH_DECODE_KEYS];
+                float sum = s[r] * c;
+#pragma unroll
+                for (int kk = 0; kk < FLASH_DECODE_KEYS; kk++)
+                {
+                    pj[kk] = ok[kk] ? expf(dot[kk] - nm) : 0.0f;
+                    sum += pj[kk];
+                }
+                s[r] = sum;
                 m[r] = nm;
 #pragma unroll
                 for (int u = 0; u < FLASH_DECODE_PACKS; u++)
+                {
 #pragma unroll
-                    for (int e = 0; e < kPack; e++) acc[r][u][e] = fmaf(acc[r][u][e], c, pj * vv[u][e]);
+                    for (int e = 0; e < kPack; e++) acc[r][u][e] *= c;
+#pragma unroll
+                    for (int kk = 0; kk < FLASH_DECODE_KEYS; kk++)
+                    {
+                        float vf[kPack];
+                        unpack(vr[kk][u], vf);
+#pragma unroll
+                        for (int e = 0; e < kPack; e++) acc[r][u][e] = fmaf(pj[kk], vf[e], acc[r][u][e]);
+                    }
+                }
             }
         }
     }

@@ -160,4 +160,37 @@ public sealed class CudaEmulatorTests
         Assert.Equal("CUDA_ERROR_LAUNCH_FAILED", e.CodeName);
         Assert.Contains("results differ between the schedules", e.Message);
     }
+
+    [Fact]
+    public void OccupancyAnswersFromTheLaunchBoundsAndSharedMemory()
+    {
+        // Registers are modelled as the most ptxas may use under the bounds: (256) alone 255 (one block of 8
+        // warps per SM), (256, 4) 64, (128, 4) 128; shared memory takes 1 KiB more per block out of 228 KiB.
+        const string kernels = """
+            #include "common.cuh"
+            extern "C" __global__ void __launch_bounds__(256) VTE_ENTRY(add)(const AddParams p) { }
+            extern "C" __global__ void __launch_bounds__(256, 4) VTE_ENTRY(occ_min4)(const AddParams p) { }
+            extern "C" __global__ void __launch_bounds__(128, 4) VTE_ENTRY(occ_smem40)(const AddParams p)
+            {
+                __shared__ float s[10240]; // 40 KiB, read back so that it is not optimised away
+                s[threadIdx.x] = (float)threadIdx.x;
+                __syncthreads();
+                if (threadIdx.x == 0) static_cast<T*>(p.y)[0] = from_float<T>(s[127]);
+            }
+            extern "C" __global__ void VTE_ENTRY(occ_unbounded)(const AddParams p) { }
+            """;
+        using var b = Emulator(DType.F32, new Dictionary<string, string> { ["add.cu"] = kernels });
+        int Blocks(string entry, int threads, long dynamicShared = 0) =>
+            KernelLaunch.MaxActiveBlocksPerMultiprocessor(b.FunctionOf(KernelCatalog.Add, entry), entry, threads, dynamicShared);
+        Assert.Equal(1, Blocks("add", 256));
+        Assert.Equal(0, Blocks("add", 512));              // beyond the bound: no block launches
+        Assert.Equal(4, Blocks("occ_min4", 256));
+        Assert.Equal(8, Blocks("occ_min4", 128));         // 64 registers x 4 warps: 8 blocks (65536 / 8192)
+        Assert.Equal(2, Blocks("occ_min4", 256, 100 << 10)); // 228 KiB / (100 + 1) KiB
+        Assert.Equal(0, Blocks("occ_min4", 256, 228 << 10)); // beyond 227 KiB per block
+        Assert.Equal(4, Blocks("occ_smem40", 128));       // registers: 4; 40 KiB shared alone would allow 5
+        Assert.Equal(3, Blocks("occ_smem40", 128, 20 << 10)); // static and dynamic: 228 / (40 + 20 + 1)
+        Assert.Equal(2, Blocks("occ_unbounded", 128));    // 255 registers: 8192 per warp, 8 warps, 2 blocks of 4
+        Assert.Equal(0, Blocks("occ_unbounded", 2048));
+    }
 }

@@ -93,17 +93,19 @@ public sealed class FlashDecodeTests
          Random(nk * kvHeads * headDim, seed + 2, dtype));
 
     [Theory]
-    [InlineData(1, 2, 132, 1)]        // one key: one split
-    [InlineData(255, 2, 132, 2)]      // at most one split per 128 keys
-    [InlineData(256, 2, 132, 2)]
-    [InlineData(4097, 8, 132, 33)]    // 33 = ceil(4097 / 128) < 4 * 132 / 8 = 66
-    [InlineData(33000, 8, 132, 66)]   // 4 blocks per SM on an H100
-    [InlineData(33000, 32, 132, 17)]  // many heads: fewer splits
-    [InlineData(33000, 1000, 132, 1)] // the heads alone fill the GPU
-    [InlineData(1 << 20, 1, 1000, 1024)] // capped by the merge's shared weights
-    public void SplitCountFillsTheGpuWithinItsLimits(int nk, int blocksPerSplit, int sms, int expected)
+    [InlineData(1, 2, 132, 4, 1)]         // one key: one split
+    [InlineData(255, 2, 132, 4, 2)]       // at most one split per 128 keys
+    [InlineData(256, 2, 132, 4, 2)]
+    [InlineData(4097, 8, 132, 4, 33)]     // 33 = ceil(4097 / 128) < 4 * 132 / 8 = 66
+    [InlineData(33000, 8, 132, 4, 66)]    // 4 blocks per SM on an H100/H200: 528 blocks, one wave
+    [InlineData(33000, 32, 132, 4, 16)]   // 32 kv heads: 512 blocks of 528 slots, not 17 x 32 = 544 (a second wave)
+    [InlineData(33000, 32, 132, 3, 12)]   // 137 registers (3 blocks per SM): 384 blocks of 396 slots
+    [InlineData(33000, 5, 7, 4, 5)]       // floor(28 / 5)
+    [InlineData(33000, 1000, 132, 4, 1)]  // the heads alone fill the GPU
+    [InlineData(1 << 20, 1, 1000, 4, 1024)] // capped by the merge's shared weights
+    public void SplitCountFillsOneWaveWithinItsLimits(int nk, int blocksPerSplit, int sms, int blocksPerSm, int expected)
     {
-        int splits = CudaBackend.FlashDecodeSplits(nk, blocksPerSplit, sms);
+        int splits = CudaBackend.FlashDecodeSplits(nk, blocksPerSplit, sms, blocksPerSm);
         Assert.Equal(expected, splits);
     }
 
@@ -113,24 +115,44 @@ public sealed class FlashDecodeTests
         foreach (int nk in new[] { 1, 2, 7, 127, 128, 129, 255, 256, 257, 641, 4097, 33000, 131073 })
             foreach (int blocks in new[] { 1, 2, 3, 8, 32, 64 })
                 foreach (int sms in new[] { 1, 46, 108, 132 })
-                {
-                    int splits = CudaBackend.FlashDecodeSplits(nk, blocks, sms);
-                    int chunk = (nk + splits - 1) / splits;
-                    string context = $"nk={nk} blocks={blocks} sms={sms}: {splits} splits of {chunk}";
-                    Assert.InRange(splits, 1, CudaBackend.FlashDecodeMaxSplits);
-                    Assert.True((splits - 1) * chunk < nk, context);                  // the last split is not empty
-                    Assert.True(splits == 1 || chunk >= CudaBackend.FlashDecodeMinKeysPerSplit / 2, context); // ceil rounding can halve it at worst
-                    Assert.True(splits * blocks <= Math.Max(blocks, CudaBackend.FlashDecodeBlocksPerSm * sms + blocks), context);
-                }
-        Assert.Throws<ArgumentOutOfRangeException>(() => CudaBackend.FlashDecodeSplits(0, 1, 1));
-        Assert.Throws<ArgumentOutOfRangeException>(() => CudaBackend.FlashDecodeSplits(1, 0, 1));
-        Assert.Throws<ArgumentOutOfRangeException>(() => CudaBackend.FlashDecodeSplits(1, 1, 0));
+                    foreach (int perSm in new[] { 1, 3, 4, 5 })
+                    {
+                        int splits = CudaBackend.FlashDecodeSplits(nk, blocks, sms, perSm);
+                        int chunk = (nk + splits - 1) / splits;
+                        string context = $"nk={nk} blocks={blocks} sms={sms} perSm={perSm}: {splits} splits of {chunk}";
+                        Assert.InRange(splits, 1, CudaBackend.FlashDecodeMaxSplits);
+                        Assert.True((splits - 1) * chunk < nk, context);                  // the last split is not empty
+                        Assert.True(splits == 1 || chunk >= CudaBackend.FlashDecodeMinKeysPerSplit / 2, context); // ceil rounding can halve it at worst
+                        Assert.True(splits == 1 || splits * blocks <= perSm * sms, context); // one wave
+                    }
+        Assert.Throws<ArgumentOutOfRangeException>(() => CudaBackend.FlashDecodeSplits(0, 1, 1, 1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => CudaBackend.FlashDecodeSplits(1, 0, 1, 1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => CudaBackend.FlashDecodeSplits(1, 1, 0, 1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => CudaBackend.FlashDecodeSplits(1, 1, 1, 0));
+    }
+
+    // The occupancy the split count is sized by: at least what the kernel's __launch_bounds__(128, 4) guarantees on
+    // any device; exactly 4 on the emulator, which models the registers as the bound's 128 (40 KiB of shared
+    // memory alone would allow 5).
+    [Theory, Trait("Category", "Gpu")]
+    [InlineData(DType.BF16)]
+    [InlineData(DType.F32)]
+    public void SplitKernelOccupancyIsAtLeastItsLaunchBound(DType dtype)
+    {
+        using var b = Gpu.Backend(dtype);
+        int blocks = b.FlashDecodeBlocksPerSm();
+        Assert.True(blocks >= CudaBackend.FlashDecodeMinBlocksPerSm, $"{blocks} split blocks per SM");
+        if (Gpu.Emulated) Assert.Equal(CudaBackend.FlashDecodeMinBlocksPerSm, blocks);
+        Assert.Equal(blocks, b.FlashDecodeBlocksPerSm()); // asked once
+        int splits = CudaBackend.FlashDecodeSplits(33000, 32, b.Info.MultiprocessorCount, blocks);
+        Assert.True(splits * 32 <= blocks * b.Info.MultiprocessorCount);
     }
 
     [Theory]
     [InlineData("FLASH_DECODE_ROWS", CudaBackend.FlashDecodeRows)]
     [InlineData("FLASH_DECODE_MAX_SPLITS", CudaBackend.FlashDecodeMaxSplits)]
     [InlineData("FLASH_DECODE_MAX_HEAD_DIM", 256)]
+    [InlineData("FLASH_DECODE_MIN_BLOCKS", CudaBackend.FlashDecodeMinBlocksPerSm)]
     public void HostConstantsMirrorTheKernelSource(string name, int value)
     {
         var source = KernelSources.Kernel(KernelCatalog.FlashDecode.File);

@@ -72,7 +72,10 @@ public sealed class KernelPtxTests
             var source = KernelSources.Kernel(spec.File);
             var constant = Assert.Single(Regex.Matches(source, @"constexpr int (\w+_THREADS) = (\d+);"));
             Assert.True(int.Parse(constant.Groups[2].Value) == spec.Threads, $"{spec.File}: {constant.Value} but the catalog launches {spec.Threads}");
-            var bounds = Regex.Matches(source, @"__launch_bounds__\((\w+)\)").Select(m => m.Groups[1].Value).Distinct().ToArray();
+            // __launch_bounds__(THREADS) or (THREADS, MIN_BLOCKS): the first argument is always the constant.
+            var all = Regex.Matches(source, @"__launch_bounds__\(").Count;
+            var bounds = Regex.Matches(source, @"__launch_bounds__\((\w+)(?:\s*,\s*\w+)?\)").Select(m => m.Groups[1].Value).ToArray();
+            Assert.True(bounds.Length == all, $"{spec.File}: a __launch_bounds__ that is not (THREADS) or (THREADS, MIN_BLOCKS)");
             Assert.All(bounds, b => Assert.Equal(constant.Groups[1].Value, b));
         }
     }

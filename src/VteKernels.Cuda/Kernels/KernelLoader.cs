@@ -120,6 +120,19 @@ internal sealed class KernelLoader : IDisposable
 /// <summary>Kernel launches with one by-value parameter struct.</summary>
 internal static class KernelLaunch
 {
+    /// <summary>
+    /// How many blocks of <paramref name="blockSize"/> threads of <paramref name="function"/> one SM holds at once
+    /// (cuOccupancyMaxActiveBlocksPerMultiprocessor: from the kernel's registers and shared memory, plus
+    /// <paramref name="dynamicSharedBytes"/>); 0 when such a block cannot launch at all.
+    /// </summary>
+    /// <exception cref="CudaException">The driver call failed.</exception>
+    public static int MaxActiveBlocksPerMultiprocessor(nint function, string name, int blockSize, long dynamicSharedBytes = 0)
+    {
+        CudaCheck.Driver(cuOccupancyMaxActiveBlocksPerMultiprocessor(out int blocks, function, blockSize, (nuint)dynamicSharedBytes),
+            nameof(cuOccupancyMaxActiveBlocksPerMultiprocessor), name);
+        return blocks;
+    }
+
     /// <summary>Queues <paramref name="function"/> on <paramref name="stream"/> with <paramref name="args"/> as its only parameter.</summary>
     public static unsafe void Launch<TParams>(nint function, string name, uint gridX, uint gridY, uint blockX, nint stream, TParams args)
         where TParams : unmanaged

@@ -30,7 +30,7 @@
 namespace vte_emu
 {
 // Bumped whenever the layout below changes: the module loader rejects modules built for another ABI.
-constexpr int kAbiVersion = 4;
+constexpr int kAbiVersion = 5;
 constexpr std::uintptr_t kStackBytes = std::uintptr_t(1) << 16; // per fiber, aligned to its size
 constexpr std::uintptr_t kLaneSlot = kStackBytes - 8;           // the top word (the stack starts below it: one page)
 
@@ -75,6 +75,7 @@ struct KernelDesc
     int abi;
     const char* name;
     int max_threads;           // __launch_bounds__ maximum, 0 when the kernel declares none
+    int min_blocks;            // __launch_bounds__ minimum blocks per SM, 0 when the kernel declares none
     int param_count;
     const unsigned* param_sizes;
     void (*invoke)(void** params);
@@ -415,11 +416,12 @@ template <typename... A, void (*f)(A...)> struct Invoker<void (*)(A...), f>
 
 #define VTE_EMU_STR2(x) #x
 #define VTE_EMU_STR(x) VTE_EMU_STR2(x)
-#define VTE_EMU_KERNEL2(fn, bound)                                                                                       \
+#define VTE_EMU_KERNEL2(fn, bound, min_blocks)                                                                           \
     extern "C" __attribute__((visibility("default"))) const ::vte_emu::KernelDesc __vte_emu_kernel_##fn = {               \
-        ::vte_emu::kAbiVersion, #fn, (int)(bound), ::vte_emu::Invoker<decltype(&fn), &fn>::count,                        \
+        ::vte_emu::kAbiVersion, #fn, (int)(bound), (int)(min_blocks), ::vte_emu::Invoker<decltype(&fn), &fn>::count,     \
         ::vte_emu::Invoker<decltype(&fn), &fn>::sizes(), &::vte_emu::Invoker<decltype(&fn), &fn>::invoke};
-// The NVRTC stand-in appends one VTE_EMU_KERNEL(name, bound) line per __global__ function it finds.
-#define VTE_EMU_KERNEL(fn, bound) VTE_EMU_KERNEL2(fn, bound)
+// The NVRTC stand-in appends one VTE_EMU_KERNEL(name, max threads, min blocks) line per __global__ function it
+// finds (0 for a bound the kernel does not declare).
+#define VTE_EMU_KERNEL(fn, bound, min_blocks) VTE_EMU_KERNEL2(fn, bound, min_blocks)
 
 #endif // VTE_CUDA_EMU_RUNTIME

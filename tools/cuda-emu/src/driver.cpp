@@ -7,7 +7,9 @@
 // too much shared memory (CUDA_ERROR_INVALID_VALUE), copies that leave a live allocation, including freed
 // ones (CUDA_ERROR_INVALID_VALUE), pageable copies and allocations inside a capture
 // (CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, which invalidates it), and after a failed launch the context's
-// sticky error from every later call.
+// sticky error from every later call. Occupancy (cuOccupancyMaxActiveBlocksPerMultiprocessor) answers from
+// an sm_90 SM's limits, the kernel's static shared memory and a register count modelled from its
+// __launch_bounds__ (modelled_registers).
 #include "emu.hpp"
 
 #include <chrono>
@@ -694,10 +696,43 @@ Function* function_of(Context* ctx, void* handle)
             if (fn.get() == f && f->magic == kMagicFunction) return f;
     return nullptr;
 }
+
+// Registers per thread. The emulator allocates none, so a kernel's count is modelled as the most ptxas may
+// give it under its __launch_bounds__(max threads, min blocks): 65536 / (min blocks * max threads rounded
+// up to a warp), rounded down to a multiple of 8 and at most 255; 255 without a bound (ptxas's ceiling). A
+// real compile uses that many or fewer, so the occupancy below is what a GPU guarantees for the same bounds
+// (a lower bound of what it reports): __launch_bounds__(128, 4) answers 128 registers and 4 blocks per SM.
+int modelled_registers(const vte_emu::KernelDesc* d)
+{
+    if (d->max_threads <= 0) return 255;
+    const long long threads = ((long long)d->max_threads + 31) / 32 * 32;
+    const long long cap = 65536 / (std::max(1, d->min_blocks) * threads);
+    return (int)std::min<long long>(255, cap & ~7ll);
+}
+
+// cuOccupancyMaxActiveBlocksPerMultiprocessor on the emulated device, with the limits of an sm_90 SM (H100 /
+// H200, CUDA occupancy calculator for compute capability 9.0): 64 warps, 32 blocks, 65536 registers
+// allocated per warp in units of 256 (registers per thread rounded up to 8), 228 KiB of shared memory with
+// 1 KiB reserved per block and allocations rounded up to 128 bytes, at most 227 KiB per block. The
+// registers are modelled_registers'; the shared memory is the kernel's static __shared__ bytes plus
+// `dynamic`. A block larger than the kernel's bound (or 1024 threads) cannot launch: 0 blocks.
+int occupancy_blocks(const Function* f, int block_size, long long dynamic)
+{
+    const int max_threads = f->desc->max_threads > 0 ? std::min(1024, f->desc->max_threads) : 1024;
+    if (block_size <= 0 || block_size > max_threads) return 0;
+    const long long smem = (long long)f->static_shared + dynamic;
+    if (smem > kSharedOptin) return 0;
+    const int warps = (block_size + 31) / 32;
+    const int by_warps = 64 / warps;
+    const int regs_per_warp = (modelled_registers(f->desc) * 32 + 255) / 256 * 256;
+    const int by_registers = 65536 / regs_per_warp / warps;
+    const long long by_shared = 228ll * 1024 / ((smem + 127) / 128 * 128 + 1024);
+    return (int)std::min<long long>({32, by_warps, by_registers, by_shared});
+}
 } // namespace
 
-// CU_FUNC_ATTRIBUTE_*: 0 max threads per block, 1 static shared bytes, 2 const, 3 local, 4 registers,
-// 5 PTX version, 6 binary version, 8 max dynamic shared bytes.
+// CU_FUNC_ATTRIBUTE_*: 0 max threads per block, 1 static shared bytes, 2 const, 3 local, 4 registers
+// (modelled_registers), 5 PTX version, 6 binary version, 8 max dynamic shared bytes.
 API CUresult cuFuncGetAttribute(int* value, int attribute, void* function)
 {
     NEED_CONTEXT(ctx);
@@ -708,7 +743,8 @@ API CUresult cuFuncGetAttribute(int* value, int attribute, void* function)
     {
     case 0: *value = f->desc->max_threads > 0 ? std::min(1024, f->desc->max_threads) : 1024; return CUDA_SUCCESS;
     case 1: *value = f->static_shared; return CUDA_SUCCESS;
-    case 2: case 3: case 4: *value = 0; return CUDA_SUCCESS;
+    case 2: case 3: *value = 0; return CUDA_SUCCESS;
+    case 4: *value = modelled_registers(f->desc); return CUDA_SUCCESS;
     case 5: case 6: *value = 90; return CUDA_SUCCESS;
     case 8: *value = f->max_dynamic_shared; return CUDA_SUCCESS;
     default: return CUDA_ERROR_INVALID_VALUE;
@@ -722,6 +758,16 @@ API CUresult cuFuncSetAttribute(void* function, int attribute, int value)
     if (f == nullptr) return CUDA_ERROR_INVALID_HANDLE;
     if (attribute != 8 || value < 0 || value + f->static_shared > kSharedOptin) return CUDA_ERROR_INVALID_VALUE;
     f->max_dynamic_shared = value;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, void* function, int block_size, std::size_t dynamic_shared)
+{
+    NEED_CONTEXT(ctx);
+    Function* f = function_of(ctx, function);
+    if (f == nullptr) return CUDA_ERROR_INVALID_HANDLE;
+    if (blocks == nullptr) return CUDA_ERROR_INVALID_VALUE;
+    *blocks = occupancy_blocks(f, block_size, dynamic_shared > (std::size_t)kSharedOptin ? (long long)kSharedOptin + 1 : (long long)dynamic_shared);
     return CUDA_SUCCESS;
 }
 

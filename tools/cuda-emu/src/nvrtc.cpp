@@ -156,7 +156,7 @@ std::string strip_comments(const std::string& s)
     return r;
 }
 
-// One VTE_EMU_KERNEL(name, bound) line per __global__ function: `extern "C" __global__ void
+// One VTE_EMU_KERNEL(name, max threads, min blocks) line per __global__ function: `extern "C" __global__ void
 // __launch_bounds__(N) name(` with the name an identifier or a macro call (VTE_ENTRY(rms_norm)).
 std::string kernel_descriptors(const std::string& source)
 {
@@ -165,10 +165,16 @@ std::string kernel_descriptors(const std::string& source)
     const std::string text = strip_comments(source);
     for (auto it = std::sregex_iterator(text.begin(), text.end(), kernel); it != std::sregex_iterator(); ++it)
     {
-        std::string bound = (*it)[1].matched ? (*it)[1].str() : "0";
+        std::string bound = (*it)[1].matched ? (*it)[1].str() : "0", minBlocks = "0";
         auto comma = bound.find(',');
-        if (comma != std::string::npos) bound = bound.substr(0, comma); // (max threads, min blocks per SM)
-        out += "VTE_EMU_KERNEL(" + (*it)[2].str() + ", " + bound + ")\n";
+        if (comma != std::string::npos) // (max threads, min blocks per SM[, max blocks per cluster])
+        {
+            minBlocks = bound.substr(comma + 1);
+            bound = bound.substr(0, comma);
+            auto second = minBlocks.find(',');
+            if (second != std::string::npos) minBlocks = minBlocks.substr(0, second);
+        }
+        out += "VTE_EMU_KERNEL(" + (*it)[2].str() + ", " + bound + ", " + minBlocks + ")\n";
     }
     return out;
 }
