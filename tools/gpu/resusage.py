@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Registers, shared memory, stack frame and spills of every kernel in every dtype, as ptxas reports them.
 
-    python3 tools/gpu/resusage.py [--arch sm_90] [--compiler nvcc|nvrtc|auto] [--cubins DIR] [--jobs N]
+    python3 tools/gpu/resusage.py [--arch sm_90] [--compiler nvcc|nvrtc|auto] [--cubins DIR] [--jobs N] [--dtypes BF16,F16,F32] [--tsv PATH]
 
 With nvcc (the GPU host's CUDA 13): `nvcc -arch=sm_90 -cubin -lineinfo -std=c++17 -Ikernels -Inative
 -DVTE_DTYPE_<T> -Xptxas -v` per (kernel file, dtype), the cubins kept in --cubins for cuobjdump. Without nvcc
@@ -120,12 +120,14 @@ def main():
     ap.add_argument("--cubins", default=None)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--tsv", default=None)
+    ap.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated subset of BF16,F16,F32")
     a = ap.parse_args()
     compiler = a.compiler if a.compiler != "auto" else ("nvcc" if shutil.which("nvcc") else "nvrtc")
     build = nvcc_build if compiler == "nvcc" else nvrtc_build
     if a.cubins:
         os.makedirs(a.cubins, exist_ok=True)
-    jobs = [(f, entries, d) for f, entries in catalog() for d in DTYPES]
+    dtypes = [d for d in a.dtypes.split(",") if d in DTYPES]
+    jobs = [(f, entries, d) for f, entries in catalog() for d in dtypes]
     if not jobs:
         print("error: no kernels found in KernelCatalog.cs")
         return 1
