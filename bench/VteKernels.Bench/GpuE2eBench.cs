@@ -1,7 +1,7 @@
 // `gpu-e2e`: the whole engine on the CUDA backend at LLaVA-1.5-7B's shape beside HF transformers, in one run:
 //
 //   dotnet run -c Release --project bench/VteKernels.Bench -- gpu-e2e [--small] [--layers N] [--model DIR] [--write-only]
-//       [--no-hf] [--decode N] [--samples N] [--out bench/results/gpu-e2e.json]
+//       [--no-hf] [--hf-timeout S] [--decode N] [--samples N] [--out bench/results/gpu-e2e.json]
 //
 // Model: random bf16 weights in the llava-hf layout, written by the code behind `vte synth` (SyntheticModel) into
 // --model (default: a temporary folder) unless a model of the same preset is there already; the write is timed
@@ -41,13 +41,14 @@ internal static class GpuE2eBench
 
     public static int Run(string[] args)
     {
-        if (GpuBenchArgs.Parse(args, Path.Combine("bench", "results", "gpu-e2e.json"), "--layers=", "--model=", "--write-only", "--no-hf", "--decode=", "--samples=") is not { } a)
+        if (GpuBenchArgs.Parse(args, Path.Combine("bench", "results", "gpu-e2e.json"), "--layers=", "--model=", "--write-only", "--no-hf", "--decode=", "--samples=", "--hf-timeout=") is not { } a)
             return 2;
         int layers = a.Extra.TryGetValue("--layers", out var l) ? int.Parse(l, System.Globalization.CultureInfo.InvariantCulture) : 32;
         int decode = a.Extra.TryGetValue("--decode", out var d) ? int.Parse(d, System.Globalization.CultureInfo.InvariantCulture) : a.Small ? 4 : 64;
         int samples = a.Extra.TryGetValue("--samples", out var s) ? int.Parse(s, System.Globalization.CultureInfo.InvariantCulture) : a.Small ? 1 : 5;
         // LLaVA's layout at 7B; with --small a shorter one (the emulator runs a 159-token prefill in ~9 s).
         int prefix = a.Small ? 5 : 35, question = a.Small ? 12 : 60;
+        int hfTimeout = a.Extra.TryGetValue("--hf-timeout", out var ht) ? int.Parse(ht, System.Globalization.CultureInfo.InvariantCulture) : 300;
         var preset = a.Small ? SynthPreset.Get("tiny") : Preset(layers);
         var dir = a.Extra.TryGetValue("--model", out var m) ? m : Path.Combine(Path.GetTempPath(), $"vte-gpu-e2e-{preset.Name}");
         double writeSeconds = EnsureModel(preset, dir);
@@ -87,7 +88,7 @@ internal static class GpuE2eBench
             Console.WriteLine($"greedy tokens, CUDA vs CPU backend: first {lead} of {ours.Length} equal");
             if (lead == 0) failures.Add("the first greedy token differs from the CPU backend's");
         }
-        var hf = a.Extra.ContainsKey("--no-hf") || a.NoTorch ? (null, "--no-hf") : HfPeer.Run(dir, ids, prompt, cfg, decode, samples);
+        var hf = a.Extra.ContainsKey("--no-hf") || a.NoTorch ? (null, "--no-hf") : HfPeer.Run(dir, ids, prompt, cfg, decode, samples, hfTimeout);
         int hfLead = 0;
         if (hf.Result is { } h)
         {
@@ -266,7 +267,7 @@ internal static class GpuE2eBench
     {
         public sealed record Result(int[] Tokens, double TtftMs, double DecodeTokS, double LoadSeconds, string Versions);
 
-        public static (Result? Result, string Why) Run(string dir, List<int> ids, PromptInput prompt, LlavaConfig cfg, int decode, int samples)
+        public static (Result? Result, string Why) Run(string dir, List<int> ids, PromptInput prompt, LlavaConfig cfg, int decode, int samples, int timeoutSeconds)
         {
             var script = FindScript("hf_llava_peer.py");
             if (script is null) return (null, "tools/bench/hf_llava_peer.py not found");
@@ -286,10 +287,10 @@ internal static class GpuE2eBench
                 using var p = Process.Start(start)!;
                 var stderr = p.StandardError.ReadToEndAsync();
                 string stdout = p.StandardOutput.ReadToEnd();
-                if (!p.WaitForExit(TimeSpan.FromMinutes(6)))
+                if (!p.WaitForExit(TimeSpan.FromSeconds(timeoutSeconds)))
                 {
                     p.Kill(entireProcessTree: true);
-                    return (null, "hf_llava_peer.py ran past 6 minutes");
+                    return (null, $"hf_llava_peer.py ran past --hf-timeout {timeoutSeconds} s");
                 }
                 foreach (var line in stderr.Result.Split('\n').Where(x => x.StartsWith("hf:", StringComparison.Ordinal))) Console.WriteLine($"  {line}");
                 var last = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault() ?? "";
