@@ -177,13 +177,13 @@ xunit() { # name timeout_s args...
   local name=$1 t=$2; shift 2
   timeout -k 5 "$t" dotnet "$TESTS" -noLogo -noColor -xml "$W/t-$name.xml" "$@" > "$W/t-$name.log" 2>&1
   local rc=$?
-  echo "t-$name: exit $rc$([ $rc -eq 124 ] && echo " (ran past ${t} s)") $(grep -E 'Total:' "$W/t-$name.log" | tail -1)"
+  echo "t-$name: exit $rc$([ $rc -eq 124 ] && echo " (ran past ${t} s)") $(grep -E 'Total:' "$W/t-$name.log" | tail -1)" | tee -a "$W/tests-exits.txt"
 }
 export -f xunit
 step_tests() {
   local F="-class $NS.FlashAttentionTests -class $NS.FlashDecodeTests" MO="-class $NS.CudaModelTests -class $NS.CudaOpTests"
   local REST="-class- $NS.FlashAttentionTests -class- $NS.FlashDecodeTests -class- $NS.CudaModelTests -class- $NS.CudaOpTests"
-  local t=170
+  local t=165
   if [ "$MODE" = emulator ] && [ "$FULL_TESTS" = 0 ]; then
     # Tiny selections that still run every process's code path on the emulator (each class's routing tests,
     # one model case per exit mode, the op tests that touch each kernel family).
@@ -193,6 +193,9 @@ step_tests() {
     MO="$MO -method $NS.CudaModelTests.PrefillThenDecodeEqualsOneLongerPrefill -method $NS.CudaModelTests.DeviceStringNamesTheGpuAndItsMemory"
     REST="-class $NS.CudaDriverTests -class $NS.CudaGraphTests -class $NS.CudaKvCacheTests -class $NS.CudaCliTests -class $NS.GpuGateTests"
     REST="$REST -class $NS.KernelPtxTests -class $NS.ParamLayoutTests"
+    # Its bound on an event-timed kernel (<= 10 s) is a wall-clock figure the emulator misses when other work
+    # shares the cores (24.5 s seen at load 25); the GPU pass runs it. Another filter kind: AND-ed with the classes.
+    REST="$REST -method- $NS.CudaDriverTests.EventsTimeQueuedWork"
     t=240
   fi
   # shellcheck disable=SC2086
@@ -207,7 +210,7 @@ step_tests() {
   # The expected files by name: a process that died or ran out of time leaves none, and that fails the step.
   python3 tools/gpu/testsummary.py --mode "$MODE" "$W"/t-{fused,model-op-fused0,model-op-fused1,rest}.xml > "$W/tests-summary.txt" 2>&1; rc=$?
   cat "$W/tests-summary.txt"
-  echo "--- show ---"; grep -E ': exit [1-9]' "$W/tests.log"; cat "$W/tests-summary.txt"
+  echo "--- show ---"; grep -E ': exit [1-9]' "$W/tests-exits.txt"; cat "$W/tests-summary.txt"
   note "$(tail -1 "$W/tests-summary.txt")"
   exit $rc
 }
@@ -237,11 +240,11 @@ step_sanitizers() {
     if [ "$MODE" = gpu ]; then
       local extra=""; [ $tool = racecheck ] && extra="--racecheck-report hazard"
       # shellcheck disable=SC2086
-      timeout -k 5 170 compute-sanitizer --tool $tool $extra --target-processes all --print-limit 30 --log-file "$W/san-$tool.txt" \
+      timeout -k 5 165 compute-sanitizer --tool $tool $extra --target-processes all --print-limit 30 --log-file "$W/san-$tool.txt" \
         dotnet "$TESTS" -noLogo -noColor -xml "$W/san-$tool.xml" $sel > "$W/san-$tool.log" 2>&1 &
     else
       # shellcheck disable=SC2086
-      timeout -k 5 170 dotnet "$TESTS" -noLogo -noColor -xml "$W/san-$tool.xml" $sel > "$W/san-$tool.log" 2>&1 &
+      timeout -k 5 165 dotnet "$TESTS" -noLogo -noColor -xml "$W/san-$tool.xml" $sel > "$W/san-$tool.log" 2>&1 &
     fi
   done
   wait
@@ -277,7 +280,8 @@ step_bench_kernels() {
 }
 step_bench_e2e() {
   [ -f "$W/model/config.json" ] || { note "no model: the synth step did not finish"; exit 1; }
-  local args="--layers $E2E_LAYERS"; [ "$E2E_SIZE" = small ] && args="--small"
+  # HF transformers gets 80 s (load + 1 + 5 greedy runs); past that the step still records our figures.
+  local args="--layers $E2E_LAYERS --hf-timeout 80"; [ "$E2E_SIZE" = small ] && args="--small"
   # shellcheck disable=SC2086
   dotnet "$BENCH" gpu-e2e $args --model "$W/model" --out "$W/gpu-e2e.json"; rc=$?
   echo "--- show ---"; exit $rc
@@ -290,9 +294,9 @@ step_ncu() {
   if [ "$MODE" = gpu ]; then
     command -v ncu >/dev/null || { note "no ncu on the GPU host"; exit 1; }
     # Launches before the profiled one: the correctness checks' and the warm-up's; any launch at the shape will do.
-    timeout -k 5 60 ncu --clock-control none --target-processes all -k regex:'^flash_attention_bf16$' --launch-skip 3 --launch-count 1 $SEC -o "$W/ncu-flash-attention" \
+    timeout -k 5 28 ncu --clock-control none --target-processes all -k regex:'^flash_attention_bf16$' --launch-skip 3 --launch-count 1 $SEC -o "$W/ncu-flash-attention" \
       dotnet "$BENCH" attention --only prefill4k --no-torch --out "$W/ncu-attention.json" > "$W/ncu-flash-attention.log" 2>&1 || rc=1
-    timeout -k 5 60 ncu --clock-control none --target-processes all -k regex:'^flash_decode_split_bf16$' --launch-skip 2 --launch-count 1 $SEC -o "$W/ncu-decode" \
+    timeout -k 5 28 ncu --clock-control none --target-processes all -k regex:'^flash_decode_split_bf16$' --launch-skip 2 --launch-count 1 $SEC -o "$W/ncu-decode" \
       dotnet "$BENCH" attention --only decode32k --no-torch --out "$W/ncu-decode.json" > "$W/ncu-decode.log" 2>&1 || rc=1
     for r in "$W"/ncu-*.ncu-rep; do [ -f "$r" ] && ncu --import "$r" --csv --page details > "${r%.ncu-rep}.csv" 2>&1; done
     ls "$W"/ncu-flash-attention.ncu-rep "$W"/ncu-decode.ncu-rep >/dev/null 2>&1 || rc=1
@@ -315,8 +319,8 @@ export -f step_env step_resources step_synth step_tests step_oracle step_sanitiz
 export BENCH TESTS
 
 # ==== the pass ====
-# Budgets (GPU host): the parallel phase ~200 s, benchmarks ~220 s, ncu ~80 s: ~500 s in all.
-if [ "$MODE" = gpu ]; then B_PAR=200 B_ATT=50 B_KER=45 B_E2E=150 B_NCU=80; else B_PAR=420 B_ATT=180 B_KER=180 B_E2E=240 B_NCU=240; fi
+# Budgets (GPU host; caps, not estimates): the parallel phase 180 s, benchmarks 245 s, ncu 60 s: under 500 s with env.
+if [ "$MODE" = gpu ]; then B_PAR=180 B_ATT=45 B_KER=40 B_E2E=160 B_NCU=60; else B_PAR=420 B_ATT=180 B_KER=180 B_E2E=240 B_NCU=240; fi
 STEP=env run_step env 30 'STEP=env step_env'
 # CPU and copy-engine work first, beside the tests: nvcc, the e2e model's weights.
 start_step resources "$B_PAR" 'STEP=resources step_resources'
