@@ -9,9 +9,10 @@
 // marked "stream": their figure includes launch overhead and the copy). Median of 9 samples (5 with
 // --quick) after a warm-up that loads the modules and makes the GEMM plans.
 //
-//   dotnet run -c Release --project bench/VteKernels.Bench -- kernels [--quick] [--out bench/results/cuda-kernels.json]
+//   dotnet run -c Release --project bench/VteKernels.Bench -- kernels [--quick] [--small] [--out bench/results/cuda-kernels.json]
 //
-// Without a usable GPU it prints one "error:" line and exits 2.
+// --small: the same rows at tiny widths (d 256, FFN 352, 16 rows, a 256^3 reference GEMM) for the CPU emulator,
+// which proves the harness and never the speed. Without a usable GPU it prints one "error:" line and exits 2.
 using System.Text.Encodings.Web;
 using System.Text.Json;
 using VteKernels;
@@ -26,8 +27,18 @@ internal static class KernelsBench
     private sealed record Row(string Kernel, string Shape, string Mode, int Reps, double MedianMs, double MinMs,
         double GBps, double PercentOfCopy, double Tflops, double PercentOfGemm);
 
-    public static int Run(bool quick, string outPath)
+    /// <summary>The widths of one run: LLaVA-1.5-7B's, or tiny ones with --small.</summary>
+    private sealed record Dims(int N, int D, int Ffn, int Vocab, int ClipRows, int ClipDim, int Image, int Gemm)
     {
+        public static readonly Dims SevenB = new(640, 4096, 11008, 32064, 577, 1024, 336, 8192);
+        public static readonly Dims Small = new(16, 256, 352, 512, 17, 64, 56, 256);
+    }
+
+    public static int Run(string[] args)
+    {
+        if (GpuBenchArgs.Parse(args, Path.Combine("bench", "results", "cuda-kernels.json")) is not { } a) return 2;
+        bool quick = a.Quick;
+        string outPath = a.OutPath;
         CudaBackend b;
         try
         {
@@ -44,29 +55,29 @@ internal static class KernelsBench
             b.LoadKernels();
             Console.WriteLine($"kernels: {b.KernelStats.Compiled} compiled by NVRTC, {b.KernelStats.CacheHits} from the cache, {b.KernelStats.Fatbins} fatbins");
             if (!CheckCorrectness(b)) return 1;
-            var bench = new Bench(b, quick);
+            var bench = new Bench(b, quick, a.Small ? Dims.Small : Dims.SevenB);
             return bench.RunAll(outPath);
         }
     }
 
-    private sealed class Bench(CudaBackend b, bool quick)
+    private sealed class Bench(CudaBackend b, bool quick, Dims z)
     {
-        private readonly int _samples = quick ? 5 : 9;
+        private readonly int _samples = z == Dims.Small ? 3 : quick ? 5 : 9;
         private readonly List<Row> _rows = [];
         private double _copyGBps, _gemmTflops;
 
         public int RunAll(string outPath)
         {
-            _copyGBps = GpuTiming.CopyGBps(b, quick, _samples);
+            _copyGBps = GpuTiming.CopyGBps(b, quick, _samples, z == Dims.Small);
             Console.WriteLine($"device-to-device copy: {_copyGBps:F0} GB/s (read + write bytes)");
-            _gemmTflops = MeasureGemm("reference gemm 8192^3", 8192, 8192, 8192, record: false);
-            Console.WriteLine($"cuBLASLt bf16 GEMM 8192^3: {_gemmTflops:F1} TFLOP/s");
+            _gemmTflops = MeasureGemm($"reference gemm {z.Gemm}^3", z.Gemm, z.Gemm, z.Gemm, record: false);
+            Console.WriteLine($"cuBLASLt bf16 GEMM {z.Gemm}^3: {_gemmTflops:F1} TFLOP/s");
             Console.WriteLine();
 
-            const int n = 640, d = 4096, ffn = 11008, vocab = 32064;
+            int n = z.N, d = z.D, ffn = z.Ffn, vocab = z.Vocab, heads = d / 128, cr = z.ClipRows, cd = z.ClipDim, img = z.Image, patches = (img / 14) * (img / 14);
             var g4096 = Vector(d);
-            var g1024 = Vector(1024);
-            var b1024 = Vector(1024);
+            var g1024 = Vector(cd);
+            var b1024 = Vector(cd);
             using (var x = Filled(n, d))
             using (var y = Filled(n, d))
             using (var z = Filled(n, d))
@@ -75,7 +86,7 @@ internal static class KernelsBench
                 Graph("add_rms_norm", $"[{n}, {d}]", Bytes(4 * n * d), () => b.AddRmsNorm(x, y, g4096, 1e-5f, z));
                 Graph("add", $"[{n}, {d}]", Bytes(3 * n * d), () => b.Add(x, y, z));
                 var positions = Enumerable.Range(0, n).ToArray();
-                Graph("rope (q)", $"[{n}, 32 x 128]", Bytes(2 * n * d), () => b.Rope(x, 32, 128, positions, 10000f));
+                Graph("rope (q)", $"[{n}, {heads} x 128]", Bytes(2 * n * d), () => b.Rope(x, heads, 128, positions, 10000f));
                 var ids = Enumerable.Range(0, n).Select(i => i * 37 % vocab).ToArray();
                 var table = b.Upload(RandomWeight("embed", vocab, d));
                 Stream("embedding", $"{n} ids x {d}", Bytes(2 * n * d), () => b.Embedding(table, ids, y));
@@ -88,15 +99,15 @@ internal static class KernelsBench
                 Graph("gelu", $"[{n}, {ffn}]", Bytes(2 * n * ffn), () => b.Gelu(h));
                 Graph("quick_gelu", $"[{n}, {ffn}]", Bytes(2 * n * ffn), () => b.QuickGelu(h));
             }
-            using (var x = Filled(577, 1024))
-            using (var y = Filled(577, 1024))
-                Graph("layer_norm", "[577, 1024]", Bytes(2 * 577 * 1024), () => b.LayerNorm(x, g1024, b1024, 1e-5f, y));
-            using (var patches = Filled(576, 1024))
+            using (var x = Filled(cr, cd))
+            using (var y = Filled(cr, cd))
+                Graph("layer_norm", $"[{cr}, {cd}]", Bytes(2 * cr * cd), () => b.LayerNorm(x, g1024, b1024, 1e-5f, y));
+            using (var pt = Filled(patches, cd))
             {
-                var conv = b.Upload(RandomWeight("conv", 1024, 3 * 14 * 14));
-                var pixels = new float[3 * 336 * 336];
-                Stream("im2col + gemm (patch embed)", "[3, 336, 336] p14 -> [576, 1024]", 3 * 336 * 336 * 4 + Bytes(576 * 588 * 2 + 1024 * 588 + 576 * 1024),
-                    () => b.PatchEmbed(pixels, 3, 336, 336, 14, conv, patches));
+                var conv = b.Upload(RandomWeight("conv", cd, 3 * 14 * 14));
+                var pixels = new float[3 * img * img];
+                Stream("im2col + gemm (patch embed)", $"[3, {img}, {img}] p14 -> [{patches}, {cd}]", 3 * img * img * 4 + Bytes(patches * 588 * 2 + cd * 588 + patches * cd),
+                    () => b.PatchEmbed(pixels, 3, img, img, 14, conv, pt));
             }
 
             // Decode: GEMV against cuBLASLt on the same shapes.
@@ -118,7 +129,7 @@ internal static class KernelsBench
             }
 
             // Prefill GEMMs.
-            foreach (var (name, m, inF, outF) in new[] { ("q_proj", n, d, d), ("gate/up", n, d, ffn), ("down", n, ffn, d), ("clip fc1", 577, 1024, 4096) })
+            foreach (var (name, m, inF, outF) in new[] { ("q_proj", n, d, d), ("gate/up", n, d, ffn), ("down", n, ffn, d), ("clip fc1", cr, cd, 4 * cd) })
                 MeasureGemm($"{name} {inF}->{outF}", m, inF, outF, record: true);
 
             using (var logits = Filled(1, vocab))
@@ -131,8 +142,8 @@ internal static class KernelsBench
             using (var k = Filled(n, d))
             using (var v = Filled(n, d))
             using (var o = Filled(1, d))
-                Graph("attention_reference (placeholder)", $"decode 1 x {n} keys, 32 heads x 128", Bytes(2 * n * d + 2 * d),
-                    () => b.Attention(q, 32, k, v, 32, 128, AttentionMask.Causal, o));
+                Graph("attention_reference (placeholder)", $"decode 1 x {n} keys, {heads} heads x 128", Bytes(2 * n * d + 2 * d),
+                    () => b.Attention(q, heads, k, v, heads, 128, AttentionMask.Causal, o));
 
             Print();
             Write(outPath);
@@ -208,12 +219,9 @@ internal static class KernelsBench
                 benchmark = "CUDA kernels at LLaVA-1.5-7B shapes, bf16 storage, float32 accumulation",
                 date = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'"),
                 quick,
-                device = new
-                {
-                    name = b.Info.Name, architecture = b.Info.Architecture, memoryGiB = Math.Round(b.Info.TotalMemoryBytes / (double)(1L << 30), 1),
-                    sms = b.Info.MultiprocessorCount, driverCuda = $"{b.Info.DriverVersion / 1000}.{b.Info.DriverVersion % 1000 / 10}",
-                    theoreticalGBps = Math.Round(b.Info.TheoreticalBandwidthGBps, 0),
-                },
+                small = z == Dims.Small,
+                shapes = z,
+                device = GpuTiming.DeviceJson(b),
                 nvrtc = VteKernels.Cuda.Kernels.NvrtcCompiler.IsAvailable(out _) ? VteKernels.Cuda.Kernels.NvrtcCompiler.Instance.Version : null,
                 cublasLtVersion = CublasLtGemm.Version,
                 copyGBps = Math.Round(_copyGBps, 1),

@@ -1,4 +1,5 @@
-// Benchmarks: `kernels` (KernelsBench.cs) times the CUDA kernels on a GPU; `attention` (AttentionBench.cs) CUDA attention and KV compaction beside torch SDPA; `tokenize` (TokenizeBench.cs) the tokenizer;
+// Benchmarks: `kernels` (KernelsBench.cs) times the CUDA kernels on a GPU; `attention` (AttentionBench.cs) CUDA attention and KV compaction beside torch SDPA;
+// `gpu-e2e` (GpuE2eBench.cs) the whole CUDA engine at LLaVA-1.5-7B's shape beside HF transformers; `tokenize` (TokenizeBench.cs) the tokenizer;
 // `image` (ImageBench.cs) image decoding; `exit` (ExitBench.cs) visual-token exit; `next` (NextBench.cs) LLaVA-NeXT beside LLaVA-1.5. `matmul` times CpuOps.Linear at tiny shapes and at LLaVA-1.5-7B layer shapes
 // (decode n = 1 and prefill n = 64, 640), with weights stored F32 and BF16, and compares the throughput with
 // this machine's fp32 peak measured in the same run by a register-only Vector256 FMA loop.
@@ -27,9 +28,15 @@ internal static class Program
         if (args.Length > 0 && args[0] == "cpu-e2e") return CpuE2eBench.Run(args[1..]);
         if (args.Length > 0 && args[0] == "quant-error") return QuantErrorBench.Run(args[1..]);
         if (args.Length > 0 && args[0] == "cpu-decode") return CpuDecodeBench.Run(args[1..]);
-        if (args.Length == 0 || args[0] is not ("matmul" or "exit" or "methods" or "next" or "image" or "kernels" or "attention"))
+        if (args.Length > 0 && args[0] == "attention") return AttentionBench.Run(args[1..]);
+        if (args.Length > 0 && args[0] == "kernels") return KernelsBench.Run(args[1..]);
+        if (args.Length > 0 && args[0] == "gpu-e2e") return GpuE2eBench.Run(args[1..]);
+        if (args.Length == 0 || args[0] is not ("matmul" or "exit" or "methods" or "next" or "image"))
         {
-            Console.Error.WriteLine("usage: VteKernels.Bench matmul|exit|methods|next|image|kernels|attention [--quick] [--out PATH]");
+            Console.Error.WriteLine("usage: VteKernels.Bench matmul|exit|methods|next|image [--quick] [--out PATH]");
+            Console.Error.WriteLine("       VteKernels.Bench attention [--quick] [--small] [--only ID,...] [--no-torch] [--out PATH]   (GPU; --small: emulator-sized)");
+            Console.Error.WriteLine("       VteKernels.Bench kernels [--quick] [--small] [--out PATH]   (GPU)");
+            Console.Error.WriteLine("       VteKernels.Bench gpu-e2e [--small] [--layers N] [--model DIR] [--write-only] [--no-hf] [--decode N] [--out PATH]   (GPU)");
             Console.Error.WriteLine("       VteKernels.Bench tokenize [--quick] [--data DIR] [--out PATH]");
             Console.Error.WriteLine("       VteKernels.Bench cpu-e2e [--quick] [--formats bf16,f16,q8_0,q4_0] [--reps N] [--threads N] [--out PATH]");
             Console.Error.WriteLine("       VteKernels.Bench quant-error [--small] [--tokens N] [--out PATH]");
@@ -37,7 +44,7 @@ internal static class Program
             return 2;
         }
         bool quick = false;
-        string outPath = Path.Combine("bench", "results", args[0] is "kernels" or "attention" ? $"cuda-{args[0]}.json" : $"cpu-{args[0]}.json");
+        string outPath = Path.Combine("bench", "results", $"cpu-{args[0]}.json");
         for (int i = 1; i < args.Length; i++)
         {
             switch (args[i])
@@ -55,8 +62,6 @@ internal static class Program
             "methods" => MethodsBench.Run(quick, outPath),
             "next" => NextBench.Run(quick, outPath),
             "image" => ImageBench.Run(quick, outPath),
-            "kernels" => KernelsBench.Run(quick, outPath),
-            "attention" => AttentionBench.Run(quick, outPath),
             _ => MatmulBench.Run(quick, outPath),
         };
     }
