@@ -117,6 +117,17 @@ public static unsafe partial class CpuOps
         return (Vector512.ConditionalSelect(subnormal, small, normal) | (p & Vector512.Create(int.MinValue))).AsSingle();
     }
 
+    /// <summary>The 256-bit form of <see cref="HalfPositionedToSingle(Vector512{int})"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> HalfPositionedToSingle(Vector256<int> p)
+    {
+        var magnitude = p & Vector256.Create(0x0FFFE000);
+        var subnormal = Vector256.Equals(magnitude & Vector256.Create(0x0F800000), Vector256<int>.Zero);
+        var normal = magnitude + Vector256.Create(112 << 23);
+        var small = ((magnitude + Vector256.Create(113 << 23)).AsSingle() - Vector256.Create(BlockQuant.SmallestNormalHalf)).AsInt32();
+        return (Vector256.ConditionalSelect(subnormal, small, normal) | (p & Vector256.Create(int.MinValue))).AsSingle();
+    }
+
     /// <summary>
     /// dst = scale · x with each whole 32-element chunk reordered as its 16 even then its 16 odd elements
     /// (the order the bf16 and f16 loads produce); the tail past the last whole chunk keeps its order.
