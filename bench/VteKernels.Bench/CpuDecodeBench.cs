@@ -8,7 +8,7 @@
 // LM head (32064x4096), each for one row of x; then decode attention over 576 keys (32 heads of 128) with a
 // float32, bf16 and f16 cache. Correctness first: every op's output against the float32 path on the same
 // stored values (relative 1e-2 for the int8 decode of quantized weights, 1e-4 otherwise). Each figure is the
-// median of 15 timed calls after a warm-up, and GB/s counts the bytes the op must read (weights, or keys
+// median of 15 timed calls after a warm-up of at least a second, and GB/s counts the bytes the op must read (weights, or keys
 // and values).
 using System.Diagnostics;
 using System.Runtime.InteropServices;
@@ -162,7 +162,10 @@ internal static unsafe class CpuDecodeBench
 
     private static double Median(Action op, int samples)
     {
-        for (int i = 0; i < 3; i++) op();
+        // Warm-up of at least a second: .NET compiles a method first without optimization and recompiles it after
+        // ~30 calls (tiered compilation); a few calls were not enough (decode attention measured 12 ms instead of 1.2).
+        var warm = Stopwatch.StartNew();
+        for (int i = 0; i < 3 || warm.ElapsedMilliseconds < 1000; i++) op();
         var times = new List<double>();
         var sw = new Stopwatch();
         for (int i = 0; i < samples; i++)

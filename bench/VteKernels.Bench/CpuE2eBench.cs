@@ -16,6 +16,7 @@
 // and the 64 decode steps separately, with the CPU time other processes used during each phase. A phase
 // where others used more than --max-others of the machine (default 5%) is dropped; medians and minima are over
 // the kept samples (all samples, flagged, when none is clean). Read bandwidth is measured before and after.
+// Our KV cache is f16 here, as llama.cpp keeps its cache by default, so both engines store and round it alike.
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using LLama;
@@ -102,10 +103,13 @@ internal static class CpuE2eBench
             {
                 foreach (var r in runners) opened.Add(r.Open());
                 // Correctness first (also the warm-up): greedy tokens of every engine against ours.
-                var tokens = opened.Select(r => Greedy(r, prompt, o.Decode, out _, out _).Tokens).ToList();
+                var firsts = opened.Select(r => Greedy(r, prompt, o.Decode, out _, out var first)).ToList();
+                var tokens = firsts.Select(f => f.Tokens).ToList();
                 var agreement = tokens.Select(t => Agreement(tokens[0], t)).ToList();
+                var logitDiff = firsts.Select(f => LogitDifference(firsts[0].FirstLogits, f.FirstLogits)).ToList();
                 for (int i = 1; i < runners.Count; i++)
-                    Console.WriteLine($"greedy agreement {runners[i].Engine} {runners[i].Format} vs ours: first {agreement[i].Leading} of {tokens[0].Length} tokens equal ({agreement[i].Equal} positions equal)");
+                    Console.WriteLine($"greedy agreement {runners[i].Engine} {runners[i].Format} vs ours: first {agreement[i].Leading} of {tokens[0].Length} tokens equal ({agreement[i].Equal} positions equal); " +
+                        $"prefill logits max |diff| {logitDiff[i].Max:E2}, mean {logitDiff[i].Mean:E2} (logits' std {logitDiff[i].Std:F2})");
                 if (agreement[1].Leading < Math.Min(16, tokens[0].Length))
                     Console.WriteLine("warning: greedy tokens diverge within 16 steps: the engines do not compute the same model closely enough");
 
@@ -125,7 +129,7 @@ internal static class CpuE2eBench
                 long weightBytes = DecodeWeightBytes(dir, cpuOptions);
                 for (int i = 0; i < runners.Count; i++)
                 {
-                    rows.Add(Summarise(o, runners[i].Engine, runners[i].Format, samples[i], agreement[i], i == 0 ? weightBytes : (long?)null));
+                    rows.Add(Summarise(o, runners[i].Engine, runners[i].Format, samples[i], agreement[i], i == 0 ? weightBytes : (long?)null) with { LogitsVsOurs = logitDiff[i] });
                 }
             }
             finally
@@ -240,7 +244,8 @@ internal static class CpuE2eBench
     {
         string dir = ModelDir(o.CacheDir, preset, format == "f16" ? DType.F16 : DType.BF16);
         DType? quantize = format switch { "q8_0" => DType.Q8_0, "q4_0" => DType.Q4_0, _ => null };
-        var options = new CpuBackendOptions { Threads = o.Threads, Quantize = quantize };
+        // KV cache in f16, as llama.cpp keeps it by default (type_k = type_v = f16): the same bytes per step and the same rounding.
+        var options = new CpuBackendOptions { Threads = o.Threads, Quantize = quantize, KvCache = DType.F16 };
         string gguf = Path.Combine(o.CacheDir, $"{preset.Name}-{format}.gguf");
         if (!File.Exists(gguf))
         {
@@ -302,6 +307,19 @@ internal static class CpuE2eBench
         return (tokens, firstLogits);
     }
 
+    /// <summary>Max and mean |a - b| of two logit rows, and the standard deviation of <paramref name="a"/> (their scale).</summary>
+    private static (double Max, double Mean, double Std) LogitDifference(float[] a, float[] b)
+    {
+        double max = 0, sum = 0, mean = a.Average(v => (double)v), var = a.Sum(v => (v - mean) * (v - mean)) / a.Length;
+        for (int i = 0; i < a.Length; i++)
+        {
+            double d = Math.Abs((double)a[i] - b[i]);
+            max = Math.Max(max, d);
+            sum += d;
+        }
+        return (max, sum / a.Length, Math.Sqrt(var));
+    }
+
     private static (int Leading, int Equal) Agreement(int[] a, int[] b)
     {
         int leading = 0;
@@ -324,6 +342,8 @@ internal static class CpuE2eBench
     private sealed record Row(string Engine, string Format, double PrefillMedian, double PrefillBest, double DecodeMedian, double DecodeBest,
         int Samples, int KeptPrefill, int KeptDecode, List<Sample> All, (int Leading, int Equal) Agreement, int Tokens, long? WeightBytes, double? WeightGBps)
     {
+        public (double Max, double Mean, double Std) LogitsVsOurs { get; init; }
+
         public string Line(double bandwidth) =>
             $"{Engine} | {Format} | {PrefillMedian:F1} ({PrefillBest:F1}) | {DecodeMedian:F2} ({DecodeBest:F2}) | " +
             $"{(KeptPrefill == 0 ? "none clean" : $"{KeptPrefill}/{Samples}")} / {(KeptDecode == 0 ? "none clean" : $"{KeptDecode}/{Samples}")}" +
@@ -339,6 +359,7 @@ internal static class CpuE2eBench
             PrefillSeconds = All.Select(s => Math.Round(s.PrefillSeconds, 4)),
             DecodeSeconds = All.Select(s => Math.Round(s.DecodeSeconds, 4)),
             GreedyAgreementWithOurs = new { Agreement.Leading, Agreement.Equal, Of = Tokens },
+            PrefillLogitsVsOurs = new { MaxAbsDiff = LogitsVsOurs.Max, MeanAbsDiff = LogitsVsOurs.Mean, OursStd = LogitsVsOurs.Std },
             DecodeWeightBytes = WeightBytes,
             DecodeWeightGBps = WeightGBps is { } g ? Math.Round(g, 2) : (double?)null,
             PercentOfReadBandwidth = WeightGBps is { } h ? Math.Round(100 * h / bandwidth, 1) : (double?)null,

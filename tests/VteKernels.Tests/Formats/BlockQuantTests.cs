@@ -116,4 +116,35 @@ public sealed class BlockQuantTests
         }
         Assert.Contains(message, Assert.Throws<SafetensorsException>(() => SafetensorsFile.Open(path)).Message);
     }
+    [Fact]
+    public void HalfToSingleIsExactForEveryFiniteHalf()
+    {
+        for (int h = 0; h < 65536; h++)
+        {
+            if ((h & 0x7C00) == 0x7C00) continue;   // Inf and NaN: block scales are finite
+            float want = (float)BitConverter.UInt16BitsToHalf((ushort)h);
+            float got = BlockQuant.HalfToSingle((ushort)h);
+            Assert.True(BitConverter.SingleToInt32Bits(want) == BitConverter.SingleToInt32Bits(got), $"0x{h:X4}: {got:R}, want {want:R}");
+        }
+    }
+
+    [Fact]
+    public void VectorHalfWideningIsExactForEveryFiniteHalf()
+    {
+        if (!System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated) Assert.Skip("no 512-bit vectors on this machine: the register path does not run");
+        var lanes = new int[16];
+        var got = new float[16];
+        for (int h0 = 0; h0 < 65536; h0 += 16)
+        {
+            for (int l = 0; l < 16; l++) lanes[l] = ((short)(h0 + l) << 13) & unchecked((int)0x8FFFE000);
+            System.Runtime.Intrinsics.Vector512.CopyTo(VteKernels.Backends.Cpu.CpuOps.HalfPositionedToSingle(System.Runtime.Intrinsics.Vector512.Create(lanes)), got);
+            for (int l = 0; l < 16; l++)
+            {
+                int h = h0 + l;
+                if ((h & 0x7C00) == 0x7C00) continue;
+                float want = (float)BitConverter.UInt16BitsToHalf((ushort)h);
+                Assert.True(BitConverter.SingleToInt32Bits(want) == BitConverter.SingleToInt32Bits(got[l]), $"0x{h:X4}: {got[l]:R}, want {want:R}");
+            }
+        }
+    }
 }

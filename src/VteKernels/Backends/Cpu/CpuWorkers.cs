@@ -12,10 +12,13 @@
 // then runs its own: the machine's cores are busy either way, and nothing oversubscribes them. A region
 // started from inside a region (an op calling an op) runs on the calling thread alone.
 //
-// Waking: a worker that finds no region spins for ~50 µs (decode runs five regions per layer, each a few
-// hundred microseconds apart) and then sleeps on an event, so an idle process costs no CPU. Measured on
-// the 2-core development VM: a region of 2 empty items costs ~2 µs with the worker spinning, ~30 µs from
-// sleep, against 5-10 µs for Parallel.For.
+// Waking: a worker that finds no region spins for ~2 ms and then sleeps on an event, so an idle process costs
+// no CPU beyond that. Decode runs ~40 regions a token with gaps of microseconds to a millisecond between
+// them; a worker that sleeps in such a gap gives its core to whatever else is runnable, and the scheduler may
+// take milliseconds to give it back, while the caller runs the region's items alone. Measured on the shared
+// 2-core VM with low-priority (nice 19) builds running beside: with 50 µs of spinning, other processes got
+// 10-35% of the cores during our decode (llama.cpp's OpenMP threads, which spin, left them ~5%). A region
+// of 2 empty items costs ~2 µs with the worker spinning, ~30 µs from sleep, against 5-10 µs for Parallel.For.
 using System.Diagnostics;
 
 namespace VteKernels.Backends.Cpu;
@@ -24,7 +27,7 @@ namespace VteKernels.Backends.Cpu;
 internal static class CpuWorkers
 {
     /// <summary>How long an idle worker spins before it sleeps.</summary>
-    private static readonly long SpinTicks = Stopwatch.Frequency / 20_000;   // 50 µs
+    private static readonly long SpinTicks = Stopwatch.Frequency / 500;   // 2 ms
 
     private static readonly object RegionLock = new();
     private static readonly object StartLock = new();

@@ -97,24 +97,23 @@ public static unsafe partial class CpuOps
         // One query row reads 16-bit keys and values in place, widened in registers; several rows (or a
         // machine without 512-bit vectors) widen the head's rows into scratch first.
         bool inPlace16 = nq == 1 && k.Type != DType.F32 && Vector512.IsHardwareAccelerated && (k.Type == DType.BF16 || kvFinite);
-        // Per-thread scratch: one score row, the query (scaled for f16), then this head's keys and values packed [nk, headDim].
-        long scratchFloats = nk + headDim + (nq > 1 || (k.Type != DType.F32 && !inPlace16) ? 2L * nk * headDim : 0);
+        // Per-thread scratch: one score row, then this head's keys and values packed [nk, headDim].
+        long scratchFloats = nk + (nq > 1 || (k.Type != DType.F32 && !inPlace16) ? 2L * nk * headDim : 0);
         nint qp = (nint)q, op = (nint)output;
         void Item(int item, float* scratch)
         {
             int h = item / rowBlocks, i0 = item % rowBlocks * AttentionRowBlock;
             int i1 = Math.Min(nq, i0 + AttentionRowBlock);
             int keys = mask == AttentionMask.Causal ? nk - nq + i1 : nk; // keys any row of the block sees
-            float* scores = scratch, qScaled = scratch + nk;
+            float* scores = scratch;
             int kvh = h / group;
             byte* kHead = k.Data + (long)kvh * headDim * elem, vHead = v.Data + (long)kvh * headDim * elem;
             if (inPlace16)
             {
                 int visible = mask == AttentionMask.Causal ? nk - nq + 1 : nk;
                 float* qRow = (float*)qp + (long)h * headDim, oRow = (float*)op + (long)h * headDim;
-                if (k.Type == DType.BF16) DecodeHead16<Bf16Kv>(qRow, kHead, vHead, kvStride, visible, headDim, scale, scores, qScaled, oRow);
-                else if (!DecodeHead16<F16Kv>(qRow, kHead, vHead, kvStride, visible, headDim, scale, scores, qScaled, oRow))
-                    DecodeHeadWidened(qRow, kHead, vHead, k.Type, kvStride, visible, headDim, scale, scores, qScaled + headDim, oRow);
+                if (k.Type == DType.BF16) DecodeHead16<Bf16Kv>(qRow, kHead, vHead, kvStride, visible, headDim, scale, scores, oRow);
+                else DecodeHead16<F16Kv>(qRow, kHead, vHead, kvStride, visible, headDim, scale, scores, oRow);
                 return;
             }
             float* kf = (float*)kHead, vf = (float*)vHead;
@@ -125,7 +124,7 @@ public static unsafe partial class CpuOps
                 // consecutive keys of one head lie kvHeads·headDim elements apart (4 KiB for CLIP), so all of
                 // them map to the same few cache sets and every query row re-reads them from far away. A single
                 // float32 query row (decode) reads each key once, so it uses them where they are.
-                float* kPacked = qScaled + headDim, vPacked = kPacked + (long)nk * headDim;
+                float* kPacked = scratch + nk, vPacked = kPacked + (long)nk * headDim;
                 for (int j = 0; j < keys; j++)
                 {
                     Widen(kHead + j * kvStride * elem, k.Type, kPacked + (long)j * headDim, headDim);
@@ -146,24 +145,8 @@ public static unsafe partial class CpuOps
         }
         long work = (long)nq * qHeads * nk * headDim * 2;
         threads = WorthParallel(work, items, threads) ? threads : 1;
-        using var scratch = new ThreadScratch(CpuWorkers.Resolve(threads), scratchFloats + (inPlace16 && k.Type == DType.F16 ? 2L * nk * headDim : 0));
+        using var scratch = new ThreadScratch(CpuWorkers.Resolve(threads), scratchFloats);
         CpuWorkers.For(items, threads, (item, worker) => Item(item, scratch.For(worker)));
-    }
-
-    /// <summary>One query row of one head against 16-bit keys and values widened in scratch (f16 the register path cannot take).</summary>
-    private static void DecodeHeadWidened(float* q, byte* k, byte* v, DType type, long stride, int count, int headDim, float scale,
-        float* scores, float* packed, float* output)
-    {
-        float* kp = packed, vp = packed + (long)count * headDim;
-        int elem = type.Size();
-        for (int j = 0; j < count; j++)
-        {
-            Widen(k + j * stride * elem, type, kp + (long)j * headDim, headDim);
-            Widen(v + j * stride * elem, type, vp + (long)j * headDim, headDim);
-        }
-        AttentionScores(q, kp, headDim, count, headDim, scale, scores);
-        SoftmaxInPlace(new Span<float>(scores, count));
-        MixValues(scores, vp, headDim, count, headDim, output);
     }
 
     /// <summary>scores[j] = scale · q · k_j for j &lt; count, key j at k + j·stride.</summary>

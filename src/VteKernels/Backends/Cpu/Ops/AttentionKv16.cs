@@ -2,9 +2,9 @@
 // q · k_j over the visible keys, a float32 softmax, then Σ_j p_j · v_j, widening 16 stored elements at a
 // time in registers (vpmovzxwd / vpmovsxwd and an integer shift, as RowFormats.cs describes).
 //
-// f16 is read as w · 2^-112, so q is scaled by 2^112 before the scores and p by 2^112 before the mix: every
-// product equals the float32 product of the widened values exactly. This needs |q| < 2^16 (checked here:
-// otherwise the caller widens into scratch) and no Inf/NaN in the stored f16 rows (the cache knows).
+// f16 is widened exactly in registers (RowFormats.cs: HalfPositionedToSingle, which never makes a float32
+// subnormal), so every product equals the float32 product of the widened values. This needs no Inf/NaN in the
+// stored f16 rows (the cache knows; otherwise the caller widens into scratch).
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -16,9 +16,6 @@ public static unsafe partial class CpuOps
     /// <summary>A 16-bit KV element type as the register kernels read it.</summary>
     internal interface IKvFormat
     {
-        /// <summary>The factor between stored and kernel-domain values (2^112 for f16, 1 for bf16).</summary>
-        static abstract float Scale { get; }
-
         /// <summary>Elements [0, 16) at p in the kernel domain.</summary>
         static abstract Vector512<float> Load16(ushort* p);
 
@@ -28,8 +25,6 @@ public static unsafe partial class CpuOps
 
     internal struct Bf16Kv : IKvFormat
     {
-        public static float Scale => 1f;
-
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector512<float> Load16(ushort* p) => Vector512.ShiftLeft(Avx512F.ConvertToVector512UInt32(Vector256.Load(p)), 16).AsSingle();
 
@@ -39,30 +34,21 @@ public static unsafe partial class CpuOps
 
     internal struct F16Kv : IKvFormat
     {
-        public static float Scale => F16Rows.Scale;
-
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector512<float> Load16(ushort* p) =>
-            (Vector512.ShiftLeft(Avx512F.ConvertToVector512Int32(Vector256.Load((short*)p)), 13) & Vector512.Create(unchecked((int)0x8FFFE000))).AsSingle();
+            HalfPositionedToSingle(Vector512.ShiftLeft(Avx512F.ConvertToVector512Int32(Vector256.Load((short*)p)), 13) & Vector512.Create(unchecked((int)0x8FFFE000)));
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static float At(ushort* p) => F16Rows.At((byte*)p, 0);
     }
 
     /// <summary>
-    /// output = softmax(scale · q·k_j) · v over <paramref name="count"/> keys at k + j·stride (elements), for one
-    /// head. Returns false (nothing written) when q cannot be scaled into T's domain.
+    /// output = softmax(scale · q·k_j) · v over <paramref name="count"/> keys at k + j·stride (elements), for one head.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static bool DecodeHead16<T>(float* q, byte* k, byte* v, long stride, int count, int headDim, float scale,
-        float* scores, float* qScaled, float* output) where T : struct, IKvFormat
+    private static void DecodeHead16<T>(float* q, byte* k, byte* v, long stride, int count, int headDim, float scale,
+        float* scores, float* output) where T : struct, IKvFormat
     {
-        float s = T.Scale;
-        for (int d = 0; d < headDim; d++)
-        {
-            if (s != 1f && !(MathF.Abs(q[d]) < 65536f) && !float.IsNaN(q[d])) return false;
-            qScaled[d] = q[d] * s;
-        }
         ushort* kp = (ushort*)k, vp = (ushort*)v;
         int j = 0;
         for (; j + 4 <= count; j += 4)
@@ -73,7 +59,7 @@ public static unsafe partial class CpuOps
             int d = 0;
             for (; d + 16 <= headDim; d += 16)
             {
-                var qv = Vector512.Load(qScaled + d);
+                var qv = Vector512.Load(q + d);
                 a0 = Vector512.FusedMultiplyAdd(qv, T.Load16(k0 + d), a0);
                 a1 = Vector512.FusedMultiplyAdd(qv, T.Load16(k1 + d), a1);
                 a2 = Vector512.FusedMultiplyAdd(qv, T.Load16(k2 + d), a2);
@@ -82,7 +68,7 @@ public static unsafe partial class CpuOps
             float s0 = Vector512.Sum(a0), s1 = Vector512.Sum(a1), s2 = Vector512.Sum(a2), s3 = Vector512.Sum(a3);
             for (; d < headDim; d++)
             {
-                float qd = qScaled[d];
+                float qd = q[d];
                 s0 += qd * T.At(k0 + d); s1 += qd * T.At(k1 + d); s2 += qd * T.At(k2 + d); s3 += qd * T.At(k3 + d);
             }
             scores[j] = s0 * scale; scores[j + 1] = s1 * scale; scores[j + 2] = s2 * scale; scores[j + 3] = s3 * scale;
@@ -92,14 +78,13 @@ public static unsafe partial class CpuOps
             ushort* kj = kp + j * stride;
             var a = Vector512<float>.Zero;
             int d = 0;
-            for (; d + 16 <= headDim; d += 16) a = Vector512.FusedMultiplyAdd(Vector512.Load(qScaled + d), T.Load16(kj + d), a);
+            for (; d + 16 <= headDim; d += 16) a = Vector512.FusedMultiplyAdd(Vector512.Load(q + d), T.Load16(kj + d), a);
             float sum = Vector512.Sum(a);
-            for (; d < headDim; d++) sum += qScaled[d] * T.At(kj + d);
+            for (; d < headDim; d++) sum += q[d] * T.At(kj + d);
             scores[j] = sum * scale;
         }
         var row = new Span<float>(scores, count);
         SoftmaxInPlace(row);
-        if (s != 1f) System.Numerics.Tensors.TensorPrimitives.Multiply(row, s, row);
 
         // Σ_j p_j · v_j: 128 output elements (8 accumulators) per pass over the keys, then 16, then single ones.
         int e = 0;
@@ -133,6 +118,5 @@ public static unsafe partial class CpuOps
             for (int t = 0; t < count; t++, vj += stride) c += scores[t] * T.At(vj);
             output[e] = c;
         }
-        return true;
     }
 }

@@ -5,13 +5,14 @@
 // * bf16 is the upper half of a float32. A 64-byte load holds 32 of them; `u << 16` gives the 16 even
 //   elements as floats and `u & 0xFFFF0000` the 16 odd ones: two integer ops, no shuffles. The input row x
 //   is permuted once per call to match (each 32-chunk as its 16 even then 16 odd elements).
-// * f16: `(sign-extended h) << 13 & 0x8FFFE000` moves sign, exponent and mantissa into float32 position
-//   with the exponent still biased for f16, i.e. the float32 whose value is w · 2^-112 (exact, subnormals
-//   included). The input row is scaled by 2^112 once per call instead of every weight, so each product
-//   x·w is computed exactly as x·widen(w) would be and the sums are the same to the bit. Two conditions keep
-//   this exact, and the caller checks both: no f16 weight is Inf or NaN (exponent 31 would read as a finite
-//   2^16 · 1.m; each weight is scanned once and the answer kept), and every |x| < 2^16 (2^16 · 2^112 would
-//   overflow). Otherwise the rows are widened by TensorPrimitives into scratch instead.
+// * f16: `(sign-extended h) << 13 & 0x8FFFE000` moves sign, exponent and mantissa into float32 position with the
+//   exponent still biased for f16; HalfPositionedToSingle then rebiases the exponent (+112) and reads subnormals
+//   (exponent 0) as 2^-14 · (1 + m/1024) − 2^-14 = m · 2^-24, so every weight widens to its exact float32 value
+//   and no float32 subnormal is ever made or read (x86 takes a microcode assist for each: measured here, an f16
+//   matrix with small weights decoded 3x slower when the weights were read as the subnormal floats w · 2^-112
+//   against an x scaled by 2^112). One condition keeps it exact and the caller checks it: no f16 weight is Inf
+//   or NaN (exponent 31 would read as a finite 2^16 · 1.m; each weight is scanned once and the answer kept);
+//   otherwise the rows are widened by TensorPrimitives into scratch instead.
 // * f32 needs nothing: two consecutive 16-element loads, x as it is.
 //
 // Each format also widens whole rows to float32 (the real values, for the packed prefill kernel) and
@@ -78,18 +79,14 @@ public static unsafe partial class CpuOps
         public static float At(byte* row, int k) => BitConverter.UInt32BitsToSingle((uint)((ushort*)row)[k] << 16);
     }
 
-    /// <summary>f16 rows read as w · 2^-112 (x prepared times 2^112); valid for finite weights and |x| &lt; 2^16.</summary>
+    /// <summary>f16 rows widened exactly in registers; valid for finite weights.</summary>
     internal struct F16Rows : IRowFormat
     {
-        /// <summary>2^112: the factor between an f16 bit pattern moved into float32 position and its value.</summary>
-        internal const float Scale = 5.192296858534828e33f;
-
         private const int Mask = unchecked((int)0x8FFFE000);
 
         public static bool Prepare(float* x, int k, float* dst)
         {
-            if (k > 0 && TensorPrimitives.MaxMagnitude(new ReadOnlySpan<float>(x, k)) is var m && Math.Abs(m) >= 65536f) return false;
-            DeinterleaveChunks(x, k, Scale, dst);
+            DeinterleaveChunks(x, k, 1f, dst);
             return true;
         }
 
@@ -98,12 +95,37 @@ public static unsafe partial class CpuOps
         {
             var u = Vector512.Load((int*)((ushort*)row + k));
             var mask = Vector512.Create(Mask);
-            a = (Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(u, 16), 3) & mask).AsSingle();
-            b = (Vector512.ShiftRightArithmetic(u, 3) & mask).AsSingle();
+            a = HalfPositionedToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(u, 16), 3) & mask);
+            b = HalfPositionedToSingle(Vector512.ShiftRightArithmetic(u, 3) & mask);
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static float At(byte* row, int k) => BitConverter.Int32BitsToSingle(((short)((ushort*)row)[k] << 13) & Mask);
+        public static float At(byte* row, int k) => BlockQuant.HalfToSingle(((ushort*)row)[k]);
+    }
+
+    /// <summary>
+    /// Finite f16 values whose bits sit in float32 position (sign at bit 31, exponent at bits 27..23, mantissa at 22..13,
+    /// the rest zero) to their float32 values, exactly, with no float32 subnormal on the way (BlockQuant.HalfToSingle's rule).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector512<float> HalfPositionedToSingle(Vector512<int> p)
+    {
+        var magnitude = p & Vector512.Create(0x0FFFE000);
+        var subnormal = Vector512.Equals(magnitude & Vector512.Create(0x0F800000), Vector512<int>.Zero);
+        var normal = magnitude + Vector512.Create(112 << 23);
+        var small = ((magnitude + Vector512.Create(113 << 23)).AsSingle() - Vector512.Create(BlockQuant.SmallestNormalHalf)).AsInt32();
+        return (Vector512.ConditionalSelect(subnormal, small, normal) | (p & Vector512.Create(int.MinValue))).AsSingle();
+    }
+
+    /// <summary>The 256-bit form of <see cref="HalfPositionedToSingle(Vector512{int})"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> HalfPositionedToSingle(Vector256<int> p)
+    {
+        var magnitude = p & Vector256.Create(0x0FFFE000);
+        var subnormal = Vector256.Equals(magnitude & Vector256.Create(0x0F800000), Vector256<int>.Zero);
+        var normal = magnitude + Vector256.Create(112 << 23);
+        var small = ((magnitude + Vector256.Create(113 << 23)).AsSingle() - Vector256.Create(BlockQuant.SmallestNormalHalf)).AsInt32();
+        return (Vector256.ConditionalSelect(subnormal, small, normal) | (p & Vector256.Create(int.MinValue))).AsSingle();
     }
 
     /// <summary>
