@@ -56,17 +56,7 @@ internal static class AttentionBench
     public static int Run(string[] args)
     {
         if (GpuBenchArgs.Parse(args, Path.Combine("bench", "results", "cuda-attention.json")) is not { } a) return 2;
-        CudaBackend b;
-        try
-        {
-            // The fused kernels (flash_attention, flash_decode) unless VTE_FUSED_ATTENTION=0 asks for the reference kernel.
-            b = new CudaBackend(new CudaBackendOptions { DType = DType.BF16, FusedAttention = Environment.GetEnvironmentVariable("VTE_FUSED_ATTENTION") != "0" });
-        }
-        catch (CudaUnavailableException e)
-        {
-            Console.Error.WriteLine($"error: {e.Message}");
-            return 2;
-        }
+        if (GpuTiming.OpenBackend(fusedFromEnvironment: true) is not { } b) return 2;
         using (b)
         {
             var z = a.Small ? Sizes.Small : Sizes.SevenB;

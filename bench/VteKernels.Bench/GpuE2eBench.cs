@@ -54,16 +54,7 @@ internal static class GpuE2eBench
         double writeSeconds = EnsureModel(preset, dir);
         if (a.Extra.ContainsKey("--write-only")) return 0;
 
-        CudaBackend b;
-        try
-        {
-            b = new CudaBackend(new CudaBackendOptions { DType = DType.BF16, FusedAttention = Environment.GetEnvironmentVariable("VTE_FUSED_ATTENTION") != "0" });
-        }
-        catch (CudaUnavailableException e)
-        {
-            Console.Error.WriteLine($"error: {e.Message}");
-            return 2;
-        }
+        if (GpuTiming.OpenBackend(fusedFromEnvironment: true) is not { } b) return 2;
         bool emulated = b.Info.IsEmulator;
         Console.WriteLine($"device: {b.Device}{(emulated ? " (the CPU emulator of CUDA: semantics only, timings mean nothing)" : "")}; fused attention {b.Options.FusedAttention}");
         double copy = CopyGBps(b, a.Quick, 5, a.Small);

@@ -9,6 +9,25 @@ namespace VteKernels.Bench;
 
 internal static class GpuTiming
 {
+    /// <summary>
+    /// The bf16 CUDA backend of a GPU benchmark (fused attention unless VTE_FUSED_ATTENTION=0 with <paramref name="fusedFromEnvironment"/>),
+    /// or null after one `error:` line when no device can be used.
+    /// </summary>
+    public static CudaBackend? OpenBackend(bool fusedFromEnvironment)
+    {
+        try
+        {
+            return new CudaBackend(fusedFromEnvironment
+                ? new CudaBackendOptions { DType = DType.BF16, FusedAttention = Environment.GetEnvironmentVariable("VTE_FUSED_ATTENTION") != "0" }
+                : new CudaBackendOptions { DType = DType.BF16 });
+        }
+        catch (CudaUnavailableException e)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return null;
+        }
+    }
+
     /// <summary>Repetitions per sample so that a sample lasts about 2 ms.</summary>
     public static int Reps(CudaBackend b, Action op)
     {

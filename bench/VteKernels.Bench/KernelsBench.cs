@@ -39,16 +39,7 @@ internal static class KernelsBench
         if (GpuBenchArgs.Parse(args, Path.Combine("bench", "results", "cuda-kernels.json")) is not { } a) return 2;
         bool quick = a.Quick;
         string outPath = a.OutPath;
-        CudaBackend b;
-        try
-        {
-            b = new CudaBackend(new CudaBackendOptions { DType = DType.BF16 });
-        }
-        catch (CudaUnavailableException e)
-        {
-            Console.Error.WriteLine($"error: {e.Message}");
-            return 2;
-        }
+        if (GpuTiming.OpenBackend(fusedFromEnvironment: false) is not { } b) return 2;
         using (b)
         {
             Console.WriteLine($"device: {b.Device}");
