@@ -48,7 +48,6 @@ public static unsafe partial class CpuOps
             // x in each kernel domain the parts need: [n][k] each.
             var paths = new Path[_parts.Length];
             float* bf16X = null, f16X = null;
-            bool f16Ok = true;
             try
             {
                 for (int p = 0; p < _parts.Length; p++)
@@ -63,11 +62,11 @@ public static unsafe partial class CpuOps
                         DType.Q4_0 => Int8DotSupported ? Path.Q4 : Path.Widened,
                         _ => throw new NotSupportedException($"'{w.Name}': Linear does not read {w.DType} weights"),
                     };
-                    if (paths[p] == Path.Bf16 && bf16X is null) bf16X = Prepared<Bf16Rows>(ref f16Ok);
+                    if (paths[p] == Path.Bf16 && bf16X is null) bf16X = Prepared<Bf16Rows>();
                     if (paths[p] == Path.F16)
                     {
-                        if (f16X is null && f16Ok) f16X = Prepared<F16Rows>(ref f16Ok);
-                        if (f16X is null || !HalfWeightIsFinite(w, threads)) paths[p] = Path.Widened;
+                        if (!HalfWeightIsFinite(w, threads)) paths[p] = Path.Widened;
+                        else if (f16X is null) f16X = Prepared<F16Rows>();
                     }
                 }
                 bool widened = paths.Contains(Path.Widened);
@@ -96,17 +95,11 @@ public static unsafe partial class CpuOps
             }
         }
 
-        /// <summary>x in <typeparamref name="T"/>'s domain, or null (and <paramref name="ok"/> false) when it cannot be.</summary>
-        private float* Prepared<T>(ref bool ok) where T : struct, IRowFormat
+        /// <summary>x in <typeparamref name="T"/>'s domain, [n][k].</summary>
+        private float* Prepared<T>() where T : struct, IRowFormat
         {
             var dst = (float*)NativeMemory.AlignedAlloc((nuint)((long)_n * _k * sizeof(float)), 64);
-            for (int i = 0; i < _n; i++)
-                if (!T.Prepare(_x + (long)i * _k, _k, dst + (long)i * _k))
-                {
-                    NativeMemory.AlignedFree(dst);
-                    ok = false;
-                    return null;
-                }
+            for (int i = 0; i < _n; i++) T.Prepare(_x + (long)i * _k, _k, dst + (long)i * _k);
             return dst;
         }
 

@@ -28,8 +28,8 @@ public static unsafe partial class CpuOps
     /// <summary>A stored dtype as the 512-bit row kernels read it.</summary>
     internal interface IRowFormat
     {
-        /// <summary>Writes x (k elements) in this format's kernel domain to dst; false if it cannot be represented there.</summary>
-        static abstract bool Prepare(float* x, int k, float* dst);
+        /// <summary>Writes x (k elements) in this format's kernel domain (the order its loads produce) to dst.</summary>
+        static abstract void Prepare(float* x, int k, float* dst);
 
         /// <summary>Elements [k, k + 32) of a row: the vectors that multiply prepared x[k..k+16) and x[k+16..k+32).</summary>
         static abstract void Load32(byte* row, int k, out Vector512<float> a, out Vector512<float> b);
@@ -41,10 +41,9 @@ public static unsafe partial class CpuOps
     /// <summary>float32 rows: no permutation, no scaling.</summary>
     internal struct F32Rows : IRowFormat
     {
-        public static bool Prepare(float* x, int k, float* dst)
+        public static void Prepare(float* x, int k, float* dst)
         {
             Buffer.MemoryCopy(x, dst, (long)k * sizeof(float), (long)k * sizeof(float));
-            return true;
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -61,10 +60,9 @@ public static unsafe partial class CpuOps
     /// <summary>bf16 rows: even elements from the low halves of 32-bit lanes, odd ones from the high halves.</summary>
     internal struct Bf16Rows : IRowFormat
     {
-        public static bool Prepare(float* x, int k, float* dst)
+        public static void Prepare(float* x, int k, float* dst)
         {
             DeinterleaveChunks(x, k, 1f, dst);
-            return true;
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -84,10 +82,9 @@ public static unsafe partial class CpuOps
     {
         private const int Mask = unchecked((int)0x8FFFE000);
 
-        public static bool Prepare(float* x, int k, float* dst)
+        public static void Prepare(float* x, int k, float* dst)
         {
             DeinterleaveChunks(x, k, 1f, dst);
-            return true;
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
