@@ -183,6 +183,45 @@ public sealed unsafe class LinearKernelTests(ITestOutputHelper output)
         AssertBitwise(cAlone, yc, $"{dtype} n={n}: second of two parts");
     }
 
+    /// <summary>
+    /// The int8 decode kernels' two forms (AVX-VNNI, whose Q4_0 upper lanes hold 16x their sums, and AVX2 alone)
+    /// give bitwise the same outputs, and those of Linear on this machine: whole 4-row groups and the 1-3 row
+    /// tail, 1, 7 and 129 blocks, weights with subnormal block scales.
+    /// </summary>
+    [Theory]
+    [InlineData(DType.Q8_0, 32, 1f)]
+    [InlineData(DType.Q8_0, 224, 1e-4f)]
+    [InlineData(DType.Q8_0, 4128, 1f)]
+    [InlineData(DType.Q4_0, 32, 1f)]
+    [InlineData(DType.Q4_0, 224, 1e-4f)]
+    [InlineData(DType.Q4_0, 4128, 1f)]
+    public void Int8DecodeIsTheSameWithAndWithoutVnni(DType dtype, int k, float scale)
+    {
+        Assert.SkipUnless(CpuOps.Int8DotSupported, "the int8 decode kernels need AVX2");
+        const int n = 3, m = 39;
+        var (w, _) = OpsTestData.RandomWeight("w", dtype, 7, scale, 0f, m, k);
+        var x = OpsTestData.RandomFloats(n * k, 8);
+        var linear = OpsTestData.Poisoned(n * m);
+        CpuOps.Linear(x, n, w, null, linear);
+        var avx2 = Decode<CpuOps.Avx2Dot>(x, n, k, w, m);
+        AssertBitwise(linear, avx2, $"{dtype} k={k}: AVX2 form against Linear");
+        if (System.Runtime.Intrinsics.X86.AvxVnni.IsSupported)
+            AssertBitwise(linear, Decode<CpuOps.VnniDot>(x, n, k, w, m), $"{dtype} k={k}: VNNI form against Linear");
+        else output.WriteLine("no AVX-VNNI here: only the AVX2 form ran");
+
+        static float[] Decode<T>(float[] x, int n, int k, Weight w, int m) where T : struct, CpuOps.IByteDot
+        {
+            var y = OpsTestData.Poisoned(n * m);
+            fixed (float* px = x)
+            fixed (float* py = y)
+            {
+                using var xq = new CpuOps.QuantizedX(px, n, k, T.Q4HighScale);
+                CpuOps.DecodeQuantized<T>(xq, n, w, 0, m, py, m, null);
+            }
+            return y;
+        }
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(20)]

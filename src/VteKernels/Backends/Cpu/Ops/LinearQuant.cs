@@ -3,23 +3,32 @@
 // Each row of x is quantized once per call to Q8_0's rule (per block of 32: d = max|x|/127, q = round(x/d)),
 // so that a block's dot product with a weight block is a sum of 32 int8 x int8 (or int4 x int8) products,
 // exact in int32; per block it is then scaled by d_w · d_x and accumulated in float32. With AVX-VNNI one
-// vpdpbusd (unsigned x signed bytes, four products into each of 8 int32 lanes) does a block; without it
-// AVX2's vpmaddubsw + vpmaddwd give the same lanes (no int16 saturation: |q| <= 127, so a pair is at most
-// 2 · 127 · 127 = 32258).
+// vpdpbusd (unsigned x signed bytes, four products added into each of 8 int32 lanes) does a block; without it
+// AVX2's vpmaddubsw + vpmaddwd give the same lanes (no int16 saturation: a pair is at most 2 · 127 · 127).
 //
 // * Q8_0: vpdpbusd wants one operand unsigned, so it takes |q_x| and the weights with the sign of q_x moved
 //   onto them (vpsignb): Σ |x|·sign(x)·w = Σ x·w.
-// * Q4_0: the nibbles are unsigned already: Σ q_w·q_x per lane, minus 8·Σ q_x over the lane's four x
-//   elements (computed once per x block), gives Σ (q_w − 8)·q_x exactly in each int32 lane. (Subtracting
-//   the offset in float32 after scaling instead cancels two sums ~8x the result: 4x the error, measured.)
+// * Q4_0: byte j of a block holds element j in its low nibble and element j + 16 in its high one. The 16
+//   bytes are loaded into both halves of a 256-bit register (vbroadcasti128, a load with no shuffle); with
+//   VNNI one AND keeps the low nibbles in the lower half and the high nibbles in place (16 · value, at most
+//   240, still one unsigned byte) in the upper half, so the upper lanes hold 16x their sums; x stays in its
+//   natural order. The offset of 8 is taken off exactly in int32: vpdpbusd adds its products to a start
+//   value, and that is −8 · Σ q_x over each lane's four x elements (−128 · Σ q_x in the upper lanes),
+//   computed once per x block. (Subtracting the offset in float32 after scaling instead cancels two sums
+//   ~8x the result: 4x the error, measured.) The accumulator's upper lanes are multiplied by 1/16 before the
+//   final sum: a power of two, exact, so the result is bit for bit what unscaled lanes give. Without VNNI the
+//   products 240 · 127 would saturate vpmaddubsw's int16 pairs, so the upper half is shifted right by 4
+//   instead (vpsrlvd) and no lane is scaled.
 //
 // The weights are read in ggml's block layout where they lie (34- or 18-byte blocks, the f16 scale first).
-// Before the dot products of four rows, their block scales are gathered eight at a time (vpgatherdd at the
-// block stride), widened exactly in registers and multiplied by x's block scales into a small table, so the
-// inner loop takes each block's combined scale with one broadcast load. (Widening each scale in the inner loop
-// with scalar code cost ~8 instructions per block and row, about as many as the block's dot product itself.) The activation quantization is the only approximation
-// beyond the weights' own; the prefill path (LinearPacked.cs) dequantizes the weights exactly instead and
-// keeps x in float32.
+// Before the dot products of four rows, their block scales are gathered (vpgatherdd at the block stride),
+// widened exactly in registers and multiplied by x's block scales into a small table, so the
+// inner loop takes each block's combined scale with one broadcast load (vbroadcastss from memory: a load,
+// no shuffle). (Widening each scale in the inner loop with scalar code cost ~8 instructions per block and
+// row, about as many as the block's dot product itself.) Per block and row the inner loop is then two loads
+// and four vector instructions (AND or vpsignb, vpdpbusd, vcvtdq2ps, FMA). The activation quantization is
+// the only approximation beyond the weights' own; the prefill path (LinearPacked.cs) dequantizes the
+// weights exactly instead and keeps x in float32.
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -33,32 +42,43 @@ public static unsafe partial class CpuOps
     internal static bool Int8DotSupported => Avx2.IsSupported;
 
     /// <summary>
-    /// x quantized to Q8_0's rule for the int8 kernels, [n][k] bytes each: q (signed), |q| (unsigned), and per
-    /// block the scale d and, per int32 lane of a block (4 elements), 8·Σ q (Q4_0's offset).
+    /// x quantized to Q8_0's rule for the int8 kernels. Per row of x and block of 32 elements, a 96-byte record:
+    /// q (32 signed bytes), |q| (32 unsigned bytes) and Q4_0's eight int32 start values (−8 · Σ q over each
+    /// lane's four elements, times <see cref="IByteDot.Q4HighScale"/> in the upper four lanes); and the block's
+    /// scale d in <see cref="D"/>.
     /// </summary>
     internal sealed class QuantizedX : IDisposable
     {
-        public readonly sbyte* Q;
-        public readonly byte* Abs;
+        /// <summary>Bytes of one block's record, and where its parts start in it.</summary>
+        public const int RecordBytes = 96, AbsAt = 32, StartAt = 64;
+
+        public readonly byte* Records;
         public readonly float* D;
-        public readonly int* Offset;
         public readonly int K, Blocks;
 
-        public QuantizedX(float* x, int n, int k)
+        /// <param name="x">The rows to quantize, [n][k].</param>
+        /// <param name="n">Rows of x.</param>
+        /// <param name="k">Elements per row, a multiple of 32.</param>
+        /// <param name="q4HighScale">The factor of Q4_0's upper lanes in the kernel that will read it (<see cref="IByteDot.Q4HighScale"/>).</param>
+        public QuantizedX(float* x, int n, int k, int q4HighScale)
         {
             K = k;
             Blocks = k / BlockQuant.BlockElements;
-            long count = (long)n * k;
-            Q = (sbyte*)NativeMemory.AlignedAlloc((nuint)count, 64);
-            Abs = (byte*)NativeMemory.AlignedAlloc((nuint)count, 64);
-            D = (float*)NativeMemory.AlignedAlloc((nuint)((long)n * Blocks * sizeof(float)), 64);
-            Offset = (int*)NativeMemory.AlignedAlloc((nuint)((long)n * Blocks * 8 * sizeof(int)), 64);
-            for (long b = 0; b < (long)n * Blocks; b++) QuantizeBlock(x + b * 32, Q + b * 32, Abs + b * 32, out D[b], Offset + b * 8);
+            long count = (long)n * Blocks;
+            Records = (byte*)NativeMemory.AlignedAlloc((nuint)(count * RecordBytes), 64);
+            D = (float*)NativeMemory.AlignedAlloc((nuint)(count * sizeof(float)), 64);
+            for (long b = 0; b < count; b++) QuantizeBlock(x + b * 32, Records + b * RecordBytes, out D[b], q4HighScale);
         }
 
+        /// <summary>Block b of row i's record.</summary>
+        public byte* Record(int i, int b) => Records + ((long)i * Blocks + b) * RecordBytes;
+
         /// <summary>Q8_0's rule on one block (BlockQuant.Quantize, with the scale kept in float32).</summary>
-        private static void QuantizeBlock(float* x, sbyte* q, byte* abs, out float d, int* offset)
+        private static void QuantizeBlock(float* x, byte* record, out float d, int q4HighScale)
         {
+            sbyte* q = (sbyte*)record;
+            byte* abs = record + AbsAt;
+            int* start = (int*)(record + StartAt);
             float amax = 0;
             for (int j = 0; j < 32; j++) amax = Math.Max(amax, Math.Abs(x[j]));
             d = amax / 127f;
@@ -69,24 +89,109 @@ public static unsafe partial class CpuOps
                 q[j] = (sbyte)v;
                 abs[j] = (byte)Math.Abs(v);
             }
-            for (int l = 0; l < 8; l++) offset[l] = 8 * (q[4 * l] + q[4 * l + 1] + q[4 * l + 2] + q[4 * l + 3]);
+            for (int l = 0; l < 8; l++) start[l] = -8 * (l < 4 ? 1 : q4HighScale) * (q[4 * l] + q[4 * l + 1] + q[4 * l + 2] + q[4 * l + 3]);
         }
 
         public void Dispose()
         {
-            NativeMemory.AlignedFree(Q);
-            NativeMemory.AlignedFree(Abs);
+            NativeMemory.AlignedFree(Records);
             NativeMemory.AlignedFree(D);
-            NativeMemory.AlignedFree(Offset);
         }
     }
 
-    /// <summary>Eight int32 lanes, each the sum of four adjacent products u[i]·s[i] (vpdpbusd, or its AVX2 equivalent).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> DotBytes(Vector256<byte> u, Vector256<sbyte> s) =>
-        AvxVnni.IsSupported
-            ? AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, u, s)
-            : Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, s), Vector256.Create((short)1));
+    /// <summary>A block's byte dot products: with AVX-VNNI (<see cref="VnniDot"/>) or AVX2 alone (<see cref="Avx2Dot"/>).</summary>
+    internal interface IByteDot
+    {
+        /// <summary>start + eight int32 lanes, each the sum of four adjacent products u[i]·s[i].</summary>
+        static abstract Vector256<int> Dot(Vector256<int> start, Vector256<byte> u, Vector256<sbyte> s);
+
+        /// <summary>A Q4_0 block's 16 bytes at p as 32 unsigned bytes: low nibbles (elements 0..15), then high ones (16..31) times <see cref="Q4HighScale"/>.</summary>
+        static abstract Vector256<byte> Nibbles(byte* p);
+
+        /// <summary>The factor on the upper lanes of <see cref="Nibbles"/> (16 or 1).</summary>
+        static abstract int Q4HighScale { get; }
+    }
+
+    /// <summary>vpdpbusd; the high nibbles stay in place (16x).</summary>
+    internal struct VnniDot : IByteDot
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<int> Dot(Vector256<int> start, Vector256<byte> u, Vector256<sbyte> s) => AvxVnni.MultiplyWideningAndAdd(start, u, s);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<byte> Nibbles(byte* p) =>
+            Avx2.BroadcastVector128ToVector256(p) & Vector256.Create(Vector128.Create((byte)0x0F), Vector128.Create((byte)0xF0));
+
+        public static int Q4HighScale => 16;
+    }
+
+    /// <summary>vpmaddubsw + vpmaddwd; the high nibbles shifted down (16x would saturate int16 pairs).</summary>
+    internal struct Avx2Dot : IByteDot
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<int> Dot(Vector256<int> start, Vector256<byte> u, Vector256<sbyte> s) =>
+            start + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, s), Vector256.Create((short)1));
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<byte> Nibbles(byte* p) =>
+            Avx2.ShiftRightLogicalVariable(Avx2.BroadcastVector128ToVector256(p).AsUInt32(), Vector256.Create(0u, 0, 0, 0, 4, 4, 4, 4)).AsByte() & Vector256.Create((byte)0x0F);
+
+        public static int Q4HighScale => 1;
+    }
+
+    /// <summary>The <see cref="IByteDot.Q4HighScale"/> of the kernels <see cref="DecodeQuantized"/> runs here.</summary>
+    internal static int Q4HighScaleHere => AvxVnni.IsSupported ? VnniDot.Q4HighScale : Avx2Dot.Q4HighScale;
+
+    /// <summary>
+    /// y[i·yStride + j] = x_i · W row (r0 + j) for rows [r0, r0 + rows) of a Q8_0 or Q4_0 weight and every row i
+    /// of x (quantized with <see cref="Q4HighScaleHere"/>), four W rows at a time, with VNNI where the CPU has it.
+    /// </summary>
+    internal static void DecodeQuantized(QuantizedX x, int n, Weight w, int r0, int rows, float* y, long yStride, float[]? bias)
+    {
+        if (AvxVnni.IsSupported) DecodeQuantized<VnniDot>(x, n, w, r0, rows, y, yStride, bias);
+        else DecodeQuantized<Avx2Dot>(x, n, w, r0, rows, y, yStride, bias);
+    }
+
+    /// <summary><see cref="DecodeQuantized"/> with the dot products of <typeparamref name="T"/> (x quantized with its Q4HighScale).</summary>
+    internal static void DecodeQuantized<T>(QuantizedX x, int n, Weight w, int r0, int rows, float* y, long yStride, float[]? bias) where T : struct, IByteDot
+    {
+        long rowBytes = w.RowByteLength;
+        var sums = stackalloc float[4];
+        int blockBytes = BlockQuant.BlockBytes(w.DType);
+        // The 4 rows' combined block scales (d_w · d_x): 4 · blocks floats, 5.5 KiB at 11008 columns.
+        float[]? rented = x.Blocks > 1024 ? System.Buffers.ArrayPool<float>.Shared.Rent(4 * x.Blocks) : null;
+        var stack = rented is null ? stackalloc float[4 * x.Blocks] : default;
+        try
+        {
+            fixed (float* scales = rented is null ? stack : rented.AsSpan())
+                for (int j = 0; j < rows; j += 4)
+                {
+                    int count = Math.Min(4, rows - j);
+                    byte* wj = w.Pointer + (r0 + j) * rowBytes;
+                    for (int i = 0; i < n; i++)
+                    {
+                        BlockScales(wj, (nint)rowBytes, count, x.Blocks, blockBytes, x.D + (long)i * x.Blocks, scales);
+                        byte* xr = x.Record(i, 0);
+                        if (count == 4)
+                        {
+                            if (w.DType == DType.Q8_0) DotQ8x4<T>(xr, x.Blocks, wj, (nint)rowBytes, scales, sums);
+                            else DotQ4x4<T>(xr, x.Blocks, wj, (nint)rowBytes, scales, sums);
+                        }
+                        else
+                            for (int r = 0; r < count; r++)
+                                sums[r] = w.DType == DType.Q8_0
+                                    ? DotQ8x1<T>(xr, x.Blocks, wj + r * rowBytes, scales + r * x.Blocks)
+                                    : DotQ4x1<T>(xr, x.Blocks, wj + r * rowBytes, scales + r * x.Blocks);
+                        float* yi = y + i * yStride + j;
+                        for (int r = 0; r < count; r++) yi[r] = sums[r] + (bias?[r0 + j + r] ?? 0f);
+                    }
+                }
+        }
+        finally
+        {
+            if (rented is not null) System.Buffers.ArrayPool<float>.Shared.Return(rented);
+        }
+    }
 
     /// <summary>
     /// scales[r·blocks + b] = d_w(row r, block b) · d_x(block b) for up to 4 rows at w + r·ws whose blocks are
@@ -96,90 +201,117 @@ public static unsafe partial class CpuOps
     private static void BlockScales(byte* w, nint ws, int rows, int blocks, int blockBytes, float* xd, float* scales)
     {
         var offsets = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7) * blockBytes;
-        var mask = Vector256.Create(unchecked((int)0x8FFFE000));
+        var mask = Vector512.Create(unchecked((int)0x8FFFE000));
         for (int r = 0; r < rows; r++)
         {
             byte* row = w + r * ws;
             float* dst = scales + r * blocks;
             int b = 0;
-            // Each gather reads 4 bytes at a block's start: its 2-byte scale and the first 2 bytes of its values (masked off).
+            // Each gather reads 4 bytes at a block's start: its 2-byte scale and the first 2 bytes of its values (masked off);
+            // two of them make one 512-bit widening where the CPU has it (.NET has no 512-bit gather).
+            if (Vector512.IsHardwareAccelerated)
+                for (; b + 16 <= blocks; b += 16)
+                {
+                    int* at = (int*)(row + (long)b * blockBytes);
+                    var raw = Vector512.Create(Avx2.GatherVector256(at, offsets, 1), Avx2.GatherVector256(at + 2 * blockBytes, offsets, 1));
+                    var positioned = Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(raw, 16), 3) & mask;
+                    (HalfPositionedToSingle(positioned) * Vector512.Load(xd + b)).Store(dst + b);
+                }
             for (; b + 8 <= blocks; b += 8)
             {
                 var raw = Avx2.GatherVector256((int*)(row + (long)b * blockBytes), offsets, 1);
-                var positioned = Vector256.ShiftRightArithmetic(Vector256.ShiftLeft(raw, 16), 3) & mask;
+                var positioned = Vector256.ShiftRightArithmetic(Vector256.ShiftLeft(raw, 16), 3) & mask.GetLower();
                 (HalfPositionedToSingle(positioned) * Vector256.Load(xd + b)).Store(dst + b);
             }
             for (; b < blocks; b++) dst[b] = BlockQuant.HalfToSingle(*(ushort*)(row + (long)b * blockBytes)) * xd[b];
         }
     }
 
-    /// <summary>sums[r] = x · W row r for up to 4 Q8_0 rows at w + r·ws (x quantized, row i of it; scales from BlockScales).</summary>
+    /// <summary>sums[r] = x · W row r for the 4 Q8_0 rows at w + r·ws (x's block records at xr; scales from BlockScales).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void DotQ8(QuantizedX x, int i, byte* w, nint ws, int rows, float* scales, float* sums)
+    private static void DotQ8x4<T>(byte* xr, int blocks, byte* w, nint ws, float* scales, float* sums) where T : struct, IByteDot
     {
         var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero;
         var acc2 = Vector256<float>.Zero; var acc3 = Vector256<float>.Zero;
-        int blocks = x.Blocks;
-        sbyte* xq = x.Q + (long)i * x.K;
-        byte* xa = x.Abs + (long)i * x.K;
-        byte* w0 = w, w1 = w + ws, w2 = w + 2 * ws, w3 = w + 3 * ws;
-        float* s0 = scales, s1 = s0 + blocks, s2 = s1 + blocks, s3 = s2 + blocks;
-        for (int b = 0; b < blocks; b++, w0 += 34, w1 += 34, w2 += 34, w3 += 34)
+        nint ws3 = 3 * ws, ss = blocks * sizeof(float);
+        byte* s = (byte*)scales;
+        byte* end = xr + (long)blocks * QuantizedX.RecordBytes;
+        for (; xr < end; xr += QuantizedX.RecordBytes, w += 34, s += sizeof(float))
         {
-            var s = Vector256.Load(xq + b * 32);
-            var a = Vector256.Load(xa + b * 32);
-            acc0 = BlockQ8(w0, a, s, s0[b], acc0);
-            if (rows > 1) acc1 = BlockQ8(w1, a, s, s1[b], acc1);
-            if (rows > 2) acc2 = BlockQ8(w2, a, s, s2[b], acc2);
-            if (rows > 3) acc3 = BlockQ8(w3, a, s, s3[b], acc3);
+            var q = Vector256.Load((sbyte*)xr);
+            var a = Vector256.Load(xr + QuantizedX.AbsAt);
+            acc0 = BlockQ8<T>(w, a, q, (float*)s, acc0);
+            acc1 = BlockQ8<T>(w + ws, a, q, (float*)(s + ss), acc1);
+            acc2 = BlockQ8<T>(w + 2 * ws, a, q, (float*)(s + 2 * ss), acc2);
+            acc3 = BlockQ8<T>(w + ws3, a, q, (float*)(s + 3 * ss), acc3);
         }
         sums[0] = Vector256.Sum(acc0);
-        if (rows > 1) sums[1] = Vector256.Sum(acc1);
-        if (rows > 2) sums[2] = Vector256.Sum(acc2);
-        if (rows > 3) sums[3] = Vector256.Sum(acc3);
+        sums[1] = Vector256.Sum(acc1);
+        sums[2] = Vector256.Sum(acc2);
+        sums[3] = Vector256.Sum(acc3);
+    }
+
+    /// <summary>x · the Q8_0 row at w, summed as one row of <see cref="DotQ8x4"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float DotQ8x1<T>(byte* xr, int blocks, byte* w, float* scales) where T : struct, IByteDot
+    {
+        var acc = Vector256<float>.Zero;
+        for (int b = 0; b < blocks; b++, xr += QuantizedX.RecordBytes, w += 34)
+            acc = BlockQ8<T>(w, Vector256.Load(xr + QuantizedX.AbsAt), Vector256.Load((sbyte*)xr), scales + b, acc);
+        return Vector256.Sum(acc);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> BlockQ8(byte* block, Vector256<byte> xAbs, Vector256<sbyte> xq, float scale, Vector256<float> acc)
+    private static Vector256<float> BlockQ8<T>(byte* block, Vector256<byte> xAbs, Vector256<sbyte> xq, float* scale, Vector256<float> acc) where T : struct, IByteDot
     {
         var wq = Avx2.Sign(Vector256.Load((sbyte*)(block + 2)), xq);
-        var dot = Avx.ConvertToVector256Single(DotBytes(xAbs, wq));
-        return Vector256.FusedMultiplyAdd(dot, Vector256.Create(scale), acc);
+        var dot = Avx.ConvertToVector256Single(T.Dot(Vector256<int>.Zero, xAbs, wq));
+        return Vector256.FusedMultiplyAdd(dot, Avx.BroadcastScalarToVector256(scale), acc);
     }
 
-    /// <summary>sums[r] = x · W row r for up to 4 Q4_0 rows at w + r·ws (x quantized, row i of it; scales from BlockScales).</summary>
+    /// <summary>sums[r] = x · W row r for the 4 Q4_0 rows at w + r·ws (x's block records at xr; scales from BlockScales).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void DotQ4(QuantizedX x, int i, byte* w, nint ws, int rows, float* scales, float* sums)
+    private static void DotQ4x4<T>(byte* xr, int blocks, byte* w, nint ws, float* scales, float* sums) where T : struct, IByteDot
     {
         var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero;
         var acc2 = Vector256<float>.Zero; var acc3 = Vector256<float>.Zero;
-        int blocks = x.Blocks;
-        sbyte* xq = x.Q + (long)i * x.K;
-        int* xo = x.Offset + (long)i * blocks * 8;
-        byte* w0 = w, w1 = w + ws, w2 = w + 2 * ws, w3 = w + 3 * ws;
-        float* s0 = scales, s1 = s0 + blocks, s2 = s1 + blocks, s3 = s2 + blocks;
-        for (int b = 0; b < blocks; b++, w0 += 18, w1 += 18, w2 += 18, w3 += 18)
+        nint ws3 = 3 * ws, ss = blocks * sizeof(float);
+        byte* s = (byte*)scales;
+        byte* end = xr + (long)blocks * QuantizedX.RecordBytes;
+        for (; xr < end; xr += QuantizedX.RecordBytes, w += 18, s += sizeof(float))
         {
-            var s = Vector256.Load(xq + b * 32);
-            var offset = Vector256.Load(xo + b * 8);
-            acc0 = BlockQ4(w0, s, offset, s0[b], acc0);
-            if (rows > 1) acc1 = BlockQ4(w1, s, offset, s1[b], acc1);
-            if (rows > 2) acc2 = BlockQ4(w2, s, offset, s2[b], acc2);
-            if (rows > 3) acc3 = BlockQ4(w3, s, offset, s3[b], acc3);
+            var q = Vector256.Load((sbyte*)xr);
+            var start = Vector256.Load((int*)(xr + QuantizedX.StartAt));
+            acc0 = BlockQ4<T>(w, q, start, (float*)s, acc0);
+            acc1 = BlockQ4<T>(w + ws, q, start, (float*)(s + ss), acc1);
+            acc2 = BlockQ4<T>(w + 2 * ws, q, start, (float*)(s + 2 * ss), acc2);
+            acc3 = BlockQ4<T>(w + ws3, q, start, (float*)(s + 3 * ss), acc3);
         }
-        sums[0] = Vector256.Sum(acc0);
-        if (rows > 1) sums[1] = Vector256.Sum(acc1);
-        if (rows > 2) sums[2] = Vector256.Sum(acc2);
-        if (rows > 3) sums[3] = Vector256.Sum(acc3);
+        sums[0] = SumQ4<T>(acc0);
+        sums[1] = SumQ4<T>(acc1);
+        sums[2] = SumQ4<T>(acc2);
+        sums[3] = SumQ4<T>(acc3);
+    }
+
+    /// <summary>x · the Q4_0 row at w, summed as one row of <see cref="DotQ4x4"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float DotQ4x1<T>(byte* xr, int blocks, byte* w, float* scales) where T : struct, IByteDot
+    {
+        var acc = Vector256<float>.Zero;
+        for (int b = 0; b < blocks; b++, xr += QuantizedX.RecordBytes, w += 18)
+            acc = BlockQ4<T>(w, Vector256.Load((sbyte*)xr), Vector256.Load((int*)(xr + QuantizedX.StartAt)), scales + b, acc);
+        return SumQ4<T>(acc);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> BlockQ4(byte* block, Vector256<sbyte> xq, Vector256<int> offset, float scale, Vector256<float> acc)
+    private static Vector256<float> BlockQ4<T>(byte* block, Vector256<sbyte> xq, Vector256<int> start, float* scale, Vector256<float> acc) where T : struct, IByteDot
     {
-        var packed = Vector128.Load(block + 2);
-        var low = Vector128.Create((byte)0x0F);
-        var nibbles = Vector256.Create(packed & low, Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & low);   // elements 0..15, 16..31
-        var dot = Avx.ConvertToVector256Single(DotBytes(nibbles, xq) - offset);
-        return Vector256.FusedMultiplyAdd(dot, Vector256.Create(scale), acc);
+        var dot = Avx.ConvertToVector256Single(T.Dot(start, T.Nibbles(block + 2), xq));
+        return Vector256.FusedMultiplyAdd(dot, Avx.BroadcastScalarToVector256(scale), acc);
     }
+
+    /// <summary>The sum of a Q4_0 accumulator's lanes, its upper four (Q4HighScale times their value) scaled back exactly first.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float SumQ4<T>(Vector256<float> acc) where T : struct, IByteDot =>
+        T.Q4HighScale == 1 ? Vector256.Sum(acc) : Vector256.Sum(acc * Vector256.Create(Vector128.Create(1f), Vector128.Create(1f / T.Q4HighScale)));
 }

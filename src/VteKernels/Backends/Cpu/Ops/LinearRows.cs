@@ -71,7 +71,7 @@ public static unsafe partial class CpuOps
                 }
                 bool widened = paths.Contains(Path.Widened);
                 using var scratch = new ThreadScratch(CpuWorkers.Resolve(threads), widened ? 4L * _k : 1);
-                using var xq = paths.Contains(Path.Q8) || paths.Contains(Path.Q4) ? new QuantizedX(_x, _n, _k) : null;
+                using var xq = paths.Contains(Path.Q8) || paths.Contains(Path.Q4) ? new QuantizedX(_x, _n, _k, Q4HighScaleHere) : null;
                 nint xb = (nint)bf16X, xf = (nint)f16X;
                 CpuWorkers.For(items.Count, threads, (item, worker) =>
                 {
@@ -83,7 +83,7 @@ public static unsafe partial class CpuOps
                         case Path.F32: Item<F32Rows>(part, r0, rows, _x, null); break;
                         case Path.Bf16: Item<Bf16Rows>(part, r0, rows, (float*)xb, null); break;
                         case Path.F16: Item<F16Rows>(part, r0, rows, (float*)xf, null); break;
-                        case Path.Q8 or Path.Q4: ItemQuantized(part, r0, rows, xq!); break;
+                        case Path.Q8 or Path.Q4: DecodeQuantized(xq!, _n, part.W, r0, rows, (float*)part.Y + r0, part.YStride, part.Bias); break;
                         default: Item<F32Rows>(part, r0, rows, _x, scratch.For(worker)); break;
                     }
                 });
@@ -101,40 +101,6 @@ public static unsafe partial class CpuOps
             var dst = (float*)NativeMemory.AlignedAlloc((nuint)((long)_n * _k * sizeof(float)), 64);
             for (int i = 0; i < _n; i++) T.Prepare(_x + (long)i * _k, _k, dst + (long)i * _k);
             return dst;
-        }
-
-        /// <summary>Rows [r0, r0 + rows) of a Q8_0 or Q4_0 part for every row of x, by int8 dot products (LinearQuant.cs).</summary>
-        private void ItemQuantized(LinearPart part, int r0, int rows, QuantizedX xq)
-        {
-            var w = part.W;
-            long rowBytes = w.RowByteLength;
-            float* y = (float*)part.Y;
-            var sums = stackalloc float[4];
-            int blockBytes = BlockQuant.BlockBytes(w.DType);
-            // The 4 rows' combined block scales (d_w · d_x): 4 · blocks floats, 5.5 KiB at 11008 columns.
-            float[]? rented = xq.Blocks > 1024 ? System.Buffers.ArrayPool<float>.Shared.Rent(4 * xq.Blocks) : null;
-            var stack = rented is null ? stackalloc float[4 * xq.Blocks] : default;
-            try
-            {
-                fixed (float* scales = rented is null ? stack : rented.AsSpan())
-                    for (int j = 0; j < rows; j += 4)
-                    {
-                        int count = Math.Min(4, rows - j);
-                        byte* wj = w.Pointer + (r0 + j) * rowBytes;
-                        for (int i = 0; i < _n; i++)
-                        {
-                            BlockScales(wj, (nint)rowBytes, count, xq.Blocks, blockBytes, xq.D + (long)i * xq.Blocks, scales);
-                            if (w.DType == DType.Q8_0) DotQ8(xq, i, wj, (nint)rowBytes, count, scales, sums);
-                            else DotQ4(xq, i, wj, (nint)rowBytes, count, scales, sums);
-                            float* yi = y + i * part.YStride + r0 + j;
-                            for (int r = 0; r < count; r++) yi[r] = sums[r] + (part.Bias?[r0 + j + r] ?? 0f);
-                        }
-                    }
-            }
-            finally
-            {
-                if (rented is not null) System.Buffers.ArrayPool<float>.Shared.Return(rented);
-            }
         }
 
         /// <summary>
