@@ -33,17 +33,18 @@ internal static class Program
         if (args.Length > 0 && args[0] == "gpu-e2e") return GpuE2eBench.Run(args[1..]);
         if (args.Length == 0 || args[0] is not ("matmul" or "exit" or "methods" or "next" or "image"))
         {
-            Console.Error.WriteLine("usage: VteKernels.Bench matmul|exit|methods|next|image [--quick] [--out PATH]");
+            Console.Error.WriteLine("usage: VteKernels.Bench matmul|exit|methods|next|image [--quick] [--out PATH]   (matmul: [--rows N,...])");
             Console.Error.WriteLine("       VteKernels.Bench attention [--quick] [--small] [--only ID,...] [--no-torch] [--out PATH]   (GPU; --small: emulator-sized)");
             Console.Error.WriteLine("       VteKernels.Bench kernels [--quick] [--small] [--out PATH]   (GPU)");
             Console.Error.WriteLine("       VteKernels.Bench gpu-e2e [--small] [--layers N] [--model DIR] [--write-only] [--no-hf] [--decode N] [--out PATH]   (GPU)");
             Console.Error.WriteLine("       VteKernels.Bench tokenize [--quick] [--data DIR] [--out PATH]");
             Console.Error.WriteLine("       VteKernels.Bench cpu-e2e [--quick] [--formats bf16,f16,q8_0,q4_0] [--reps N] [--threads N] [--out PATH]");
             Console.Error.WriteLine("       VteKernels.Bench quant-error [--small] [--tokens N] [--out PATH]");
-            Console.Error.WriteLine("       VteKernels.Bench cpu-decode [--quick] [--threads N] [--out PATH]");
+            Console.Error.WriteLine("       VteKernels.Bench cpu-decode [--quick] [--threads N] [--formats bf16,f16,q8_0,q4_0] [--out PATH]");
             return 2;
         }
         bool quick = false;
+        int[]? rows = null;
         string outPath = Path.Combine("bench", "results", $"cpu-{args[0]}.json");
         for (int i = 1; i < args.Length; i++)
         {
@@ -51,6 +52,7 @@ internal static class Program
             {
                 case "--quick": quick = true; break;
                 case "--out" when i + 1 < args.Length: outPath = args[++i]; break;
+                case "--rows" when args[0] == "matmul" && i + 1 < args.Length: rows = args[++i].Split(',').Select(int.Parse).ToArray(); break;
                 default:
                     Console.Error.WriteLine($"unknown argument '{args[i]}'");
                     return 2;
@@ -62,7 +64,7 @@ internal static class Program
             "methods" => MethodsBench.Run(quick, outPath),
             "next" => NextBench.Run(quick, outPath),
             "image" => ImageBench.Run(quick, outPath),
-            _ => MatmulBench.Run(quick, outPath),
+            _ => MatmulBench.Run(quick, outPath, rows),
         };
     }
 }
@@ -72,7 +74,8 @@ internal static class MatmulBench
     private sealed record Row(string Name, int N, int In, int Out, string DType, double MedianMs, double MinMs, int Samples,
         double Gflops, double PercentOfPeak, double WeightGBps);
 
-    public static int Run(bool quick, string outPath)
+    /// <param name="rowCounts">Rows of x for the 7B shapes (default 1, 64 and 640; quick: 1 and 64); given, the small shapes are left out.</param>
+    public static int Run(bool quick, string outPath, int[]? rowCounts = null)
     {
         var cpu = CpuInfo.ProcessorName;
         string loadBefore = LoadAverage();
@@ -90,7 +93,7 @@ internal static class MatmulBench
         // Peak is measured before and after the timings and the higher figure kept: when other processes
         // share the cores, the lower one says more about them than about the machine.
         var (peakAllBefore, peakOneBefore) = (MeasurePeak(threads), MeasurePeak(1));
-        Console.WriteLine($"fp32 peak (Vector256 FMA, registers only): {peakAllBefore:F1} GFLOP/s on {threads} threads, {peakOneBefore:F1} GFLOP/s on one");
+        Console.WriteLine($"fp32 peak ({(Vector512.IsHardwareAccelerated ? "Vector512" : "Vector256")} FMA, registers only): {peakAllBefore:F1} GFLOP/s on {threads} threads, {peakOneBefore:F1} GFLOP/s on one");
         Console.WriteLine();
         double peakAll = peakAllBefore;
 
@@ -101,7 +104,8 @@ internal static class MatmulBench
             ("small 1024->1024", 23, 1024, 1024),
         };
         if (!quick) shapes.Add(("clip fc1 1024->4096", 577, 1024, 4096));
-        int[] ns = quick ? [1, 64] : [1, 64, 640];
+        if (rowCounts is not null) shapes.Clear();
+        int[] ns = rowCounts ?? (quick ? [1, 64] : [1, 64, 640]);
         foreach (var (name, inF, outF) in new[] { ("q_proj 4096->4096", 4096, 4096), ("gate/up 4096->11008", 4096, 11008), ("down 11008->4096", 11008, 4096) })
             foreach (var n in ns) shapes.Add((name, n, inF, outF));
 
@@ -160,7 +164,7 @@ internal static class MatmulBench
             },
             peak = new
             {
-                method = "register-only Vector256 FMA loop, 12 independent accumulators per thread; best of the runs before and after the timings",
+                method = $"register-only {(Vector512.IsHardwareAccelerated ? "Vector512" : "Vector256")} FMA loop (the Linear kernels' width), 12 independent accumulators per thread; best of the runs before and after the timings",
                 allCoresGflops = Math.Round(peakAll, 2),
                 singleCoreGflops = Math.Round(peakOne, 2),
                 allCoresBeforeAfter = new[] { Math.Round(peakAllBefore, 2), Math.Round(peakAllAfter, 2) },
@@ -258,7 +262,7 @@ internal static class MatmulBench
             var workers = Enumerable.Range(0, threads).Select(t => new Thread(() =>
             {
                 start.SignalAndWait();
-                results[t] = FmaLoop(iterations, 1f + t * 1e-7f);
+                results[t] = Vector512.IsHardwareAccelerated ? FmaLoop512(iterations, 1f + t * 1e-7f) : FmaLoop(iterations, 1f + t * 1e-7f);
             })).ToArray();
             foreach (var th in workers) th.Start();
             start.SignalAndWait();
@@ -266,7 +270,8 @@ internal static class MatmulBench
             foreach (var th in workers) th.Join();
             double seconds = sw.Elapsed.TotalSeconds;
             if (results.Any(float.IsNaN)) Console.WriteLine("(peak loop produced NaN)");
-            best = Math.Max(best, threads * iterations * 12.0 * Vector256<float>.Count * 2 / seconds / 1e9);
+            int lanes = Vector512.IsHardwareAccelerated ? Vector512<float>.Count : Vector256<float>.Count;
+            best = Math.Max(best, threads * iterations * 12.0 * lanes * 2 / seconds / 1e9);
         }
         return best;
     }
@@ -285,6 +290,23 @@ internal static class MatmulBench
             a9 = Fma.MultiplyAdd(a9, m, c); a10 = Fma.MultiplyAdd(a10, m, c); a11 = Fma.MultiplyAdd(a11, m, c);
         }
         return Vector256.Sum(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11);
+    }
+
+    /// <summary><see cref="FmaLoop"/> with 512-bit vectors (the width the Linear kernels use where the CPU has it).</summary>
+    private static float FmaLoop512(long iterations, float seed)
+    {
+        var m = Vector512.Create(0.999999f);
+        var c = Vector512.Create(1e-7f);
+        Vector512<float> a0 = Vector512.Create(seed), a1 = a0 + c, a2 = a1 + c, a3 = a2 + c, a4 = a3 + c, a5 = a4 + c,
+            a6 = a5 + c, a7 = a6 + c, a8 = a7 + c, a9 = a8 + c, a10 = a9 + c, a11 = a10 + c;
+        for (long i = 0; i < iterations; i++)
+        {
+            a0 = Vector512.FusedMultiplyAdd(a0, m, c); a1 = Vector512.FusedMultiplyAdd(a1, m, c); a2 = Vector512.FusedMultiplyAdd(a2, m, c);
+            a3 = Vector512.FusedMultiplyAdd(a3, m, c); a4 = Vector512.FusedMultiplyAdd(a4, m, c); a5 = Vector512.FusedMultiplyAdd(a5, m, c);
+            a6 = Vector512.FusedMultiplyAdd(a6, m, c); a7 = Vector512.FusedMultiplyAdd(a7, m, c); a8 = Vector512.FusedMultiplyAdd(a8, m, c);
+            a9 = Vector512.FusedMultiplyAdd(a9, m, c); a10 = Vector512.FusedMultiplyAdd(a10, m, c); a11 = Vector512.FusedMultiplyAdd(a11, m, c);
+        }
+        return Vector512.Sum(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11);
     }
 
     private static float[] RandomValues(int count, float scale, int seed)
