@@ -21,7 +21,9 @@
 //   instead (vpsrlvd) and no lane is scaled.
 //
 // The weights are read in ggml's block layout where they lie (34- or 18-byte blocks, the f16 scale first).
-// Before the dot products of four rows, their block scales are gathered (vpgatherdd at the block stride),
+// Rows go eight at a time (eight streams from memory per thread: more lines in flight than four, ~15% faster
+// from memory here, measured interleaved), then four, then one; each row's sum is the same in every kernel.
+// Before the dot products of a group of rows, their block scales are gathered (vpgatherdd at the block stride),
 // widened exactly in registers and multiplied by x's block scales into a small table, so the
 // inner loop takes each block's combined scale with one broadcast load (vbroadcastss from memory: a load,
 // no shuffle). (Widening each scale in the inner loop with scalar code cost ~8 instructions per block and
@@ -144,7 +146,7 @@ public static unsafe partial class CpuOps
 
     /// <summary>
     /// y[i·yStride + j] = x_i · W row (r0 + j) for rows [r0, r0 + rows) of a Q8_0 or Q4_0 weight and every row i
-    /// of x (quantized with <see cref="Q4HighScaleHere"/>), four W rows at a time, with VNNI where the CPU has it.
+    /// of x (quantized with <see cref="Q4HighScaleHere"/>), eight, four or one W rows at a time, with VNNI where the CPU has it.
     /// </summary>
     internal static void DecodeQuantized(QuantizedX x, int n, Weight w, int r0, int rows, float* y, long yStride, float[]? bias)
     {
@@ -156,34 +158,41 @@ public static unsafe partial class CpuOps
     internal static void DecodeQuantized<T>(QuantizedX x, int n, Weight w, int r0, int rows, float* y, long yStride, float[]? bias) where T : struct, IByteDot
     {
         long rowBytes = w.RowByteLength;
-        var sums = stackalloc float[4];
+        var sums = stackalloc float[8];
         int blockBytes = BlockQuant.BlockBytes(w.DType);
-        // The 4 rows' combined block scales (d_w · d_x): 4 · blocks floats, 5.5 KiB at 11008 columns.
-        float[]? rented = x.Blocks > 1024 ? System.Buffers.ArrayPool<float>.Shared.Rent(4 * x.Blocks) : null;
-        var stack = rented is null ? stackalloc float[4 * x.Blocks] : default;
+        // The 8 rows' combined block scales (d_w · d_x): 8 · blocks floats, 11 KiB at 11008 columns.
+        float[]? rented = x.Blocks > 512 ? System.Buffers.ArrayPool<float>.Shared.Rent(8 * x.Blocks) : null;
+        var stack = rented is null ? stackalloc float[8 * x.Blocks] : default;
         try
         {
             fixed (float* scales = rented is null ? stack : rented.AsSpan())
-                for (int j = 0; j < rows; j += 4)
+                for (int j = 0; j < rows; j += 8)
                 {
-                    int count = Math.Min(4, rows - j);
+                    int count = Math.Min(8, rows - j);
                     byte* wj = w.Pointer + (r0 + j) * rowBytes;
                     for (int i = 0; i < n; i++)
                     {
                         BlockScales(wj, (nint)rowBytes, count, x.Blocks, blockBytes, x.D + (long)i * x.Blocks, scales);
                         byte* xr = x.Record(i, 0);
-                        if (count == 4)
+                        int r = 0;
+                        if (count == 8)
+                        {
+                            if (w.DType == DType.Q8_0) DotQ8x8<T>(xr, x.Blocks, wj, (nint)rowBytes, scales, sums);
+                            else DotQ4x8<T>(xr, x.Blocks, wj, (nint)rowBytes, scales, sums);
+                            r = 8;
+                        }
+                        else if (count >= 4)
                         {
                             if (w.DType == DType.Q8_0) DotQ8x4<T>(xr, x.Blocks, wj, (nint)rowBytes, scales, sums);
                             else DotQ4x4<T>(xr, x.Blocks, wj, (nint)rowBytes, scales, sums);
+                            r = 4;
                         }
-                        else
-                            for (int r = 0; r < count; r++)
-                                sums[r] = w.DType == DType.Q8_0
-                                    ? DotQ8x1<T>(xr, x.Blocks, wj + r * rowBytes, scales + r * x.Blocks)
-                                    : DotQ4x1<T>(xr, x.Blocks, wj + r * rowBytes, scales + r * x.Blocks);
+                        for (; r < count; r++)
+                            sums[r] = w.DType == DType.Q8_0
+                                ? DotQ8x1<T>(xr, x.Blocks, wj + r * rowBytes, scales + r * x.Blocks)
+                                : DotQ4x1<T>(xr, x.Blocks, wj + r * rowBytes, scales + r * x.Blocks);
                         float* yi = y + i * yStride + j;
-                        for (int r = 0; r < count; r++) yi[r] = sums[r] + (bias?[r0 + j + r] ?? 0f);
+                        for (r = 0; r < count; r++) yi[r] = sums[r] + (bias?[r0 + j + r] ?? 0f);
                     }
                 }
         }
@@ -194,7 +203,7 @@ public static unsafe partial class CpuOps
     }
 
     /// <summary>
-    /// scales[r·blocks + b] = d_w(row r, block b) · d_x(block b) for up to 4 rows at w + r·ws whose blocks are
+    /// scales[r·blocks + b] = d_w(row r, block b) · d_x(block b) for up to 8 rows at w + r·ws whose blocks are
     /// <paramref name="blockBytes"/> long, the f16 scale first; x's block scales at <paramref name="xd"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -251,6 +260,42 @@ public static unsafe partial class CpuOps
         sums[3] = Vector256.Sum(acc3);
     }
 
+    /// <summary>DotQ8x4 over 8 rows at w + r·ws: eight streams from memory at once (more lines in flight than four).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void DotQ8x8<T>(byte* xr, int blocks, byte* w, nint ws, float* scales, float* sums) where T : struct, IByteDot
+    {
+        var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero;
+        var acc2 = Vector256<float>.Zero; var acc3 = Vector256<float>.Zero;
+        var acc4 = Vector256<float>.Zero; var acc5 = Vector256<float>.Zero;
+        var acc6 = Vector256<float>.Zero; var acc7 = Vector256<float>.Zero;
+        nint ws3 = 3 * ws, ss = blocks * sizeof(float), ss3 = 3 * ss;
+        byte* v = w + 4 * ws;
+        byte* s = (byte*)scales;
+        byte* t = s + 4 * ss;
+        byte* end = xr + (long)blocks * QuantizedX.RecordBytes;
+        for (; xr < end; xr += QuantizedX.RecordBytes, w += 34, v += 34, s += sizeof(float), t += sizeof(float))
+        {
+            var q = Vector256.Load((sbyte*)xr);
+            var a = Vector256.Load(xr + QuantizedX.AbsAt);
+            acc0 = BlockQ8<T>(w, a, q, (float*)s, acc0);
+            acc1 = BlockQ8<T>(w + ws, a, q, (float*)(s + ss), acc1);
+            acc2 = BlockQ8<T>(w + 2 * ws, a, q, (float*)(s + 2 * ss), acc2);
+            acc3 = BlockQ8<T>(w + ws3, a, q, (float*)(s + ss3), acc3);
+            acc4 = BlockQ8<T>(v, a, q, (float*)t, acc4);
+            acc5 = BlockQ8<T>(v + ws, a, q, (float*)(t + ss), acc5);
+            acc6 = BlockQ8<T>(v + 2 * ws, a, q, (float*)(t + 2 * ss), acc6);
+            acc7 = BlockQ8<T>(v + ws3, a, q, (float*)(t + ss3), acc7);
+        }
+        sums[0] = Vector256.Sum(acc0);
+        sums[1] = Vector256.Sum(acc1);
+        sums[2] = Vector256.Sum(acc2);
+        sums[3] = Vector256.Sum(acc3);
+        sums[4] = Vector256.Sum(acc4);
+        sums[5] = Vector256.Sum(acc5);
+        sums[6] = Vector256.Sum(acc6);
+        sums[7] = Vector256.Sum(acc7);
+    }
+
     /// <summary>x · the Q8_0 row at w, summed as one row of <see cref="DotQ8x4"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float DotQ8x1<T>(byte* xr, int blocks, byte* w, float* scales) where T : struct, IByteDot
@@ -291,6 +336,42 @@ public static unsafe partial class CpuOps
         sums[1] = SumQ4<T>(acc1);
         sums[2] = SumQ4<T>(acc2);
         sums[3] = SumQ4<T>(acc3);
+    }
+
+    /// <summary>DotQ4x4 over 8 rows at w + r·ws: eight streams from memory at once (more lines in flight than four).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void DotQ4x8<T>(byte* xr, int blocks, byte* w, nint ws, float* scales, float* sums) where T : struct, IByteDot
+    {
+        var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero;
+        var acc2 = Vector256<float>.Zero; var acc3 = Vector256<float>.Zero;
+        var acc4 = Vector256<float>.Zero; var acc5 = Vector256<float>.Zero;
+        var acc6 = Vector256<float>.Zero; var acc7 = Vector256<float>.Zero;
+        nint ws3 = 3 * ws, ss = blocks * sizeof(float), ss3 = 3 * ss;
+        byte* v = w + 4 * ws;
+        byte* s = (byte*)scales;
+        byte* t = s + 4 * ss;
+        byte* end = xr + (long)blocks * QuantizedX.RecordBytes;
+        for (; xr < end; xr += QuantizedX.RecordBytes, w += 18, v += 18, s += sizeof(float), t += sizeof(float))
+        {
+            var q = Vector256.Load((sbyte*)xr);
+            var start = Vector256.Load((int*)(xr + QuantizedX.StartAt));
+            acc0 = BlockQ4<T>(w, q, start, (float*)s, acc0);
+            acc1 = BlockQ4<T>(w + ws, q, start, (float*)(s + ss), acc1);
+            acc2 = BlockQ4<T>(w + 2 * ws, q, start, (float*)(s + 2 * ss), acc2);
+            acc3 = BlockQ4<T>(w + ws3, q, start, (float*)(s + ss3), acc3);
+            acc4 = BlockQ4<T>(v, q, start, (float*)t, acc4);
+            acc5 = BlockQ4<T>(v + ws, q, start, (float*)(t + ss), acc5);
+            acc6 = BlockQ4<T>(v + 2 * ws, q, start, (float*)(t + 2 * ss), acc6);
+            acc7 = BlockQ4<T>(v + ws3, q, start, (float*)(t + ss3), acc7);
+        }
+        sums[0] = SumQ4<T>(acc0);
+        sums[1] = SumQ4<T>(acc1);
+        sums[2] = SumQ4<T>(acc2);
+        sums[3] = SumQ4<T>(acc3);
+        sums[4] = SumQ4<T>(acc4);
+        sums[5] = SumQ4<T>(acc5);
+        sums[6] = SumQ4<T>(acc6);
+        sums[7] = SumQ4<T>(acc7);
     }
 
     /// <summary>x · the Q4_0 row at w, summed as one row of <see cref="DotQ4x4"/>.</summary>
