@@ -157,9 +157,14 @@ public static unsafe partial class CpuOps
     /// <summary><see cref="DecodeQuantized"/> with the dot products of <typeparamref name="T"/> (x quantized with its Q4HighScale).</summary>
     internal static void DecodeQuantized<T>(QuantizedX x, int n, Weight w, int r0, int rows, float* y, long yStride, float[]? bias) where T : struct, IByteDot
     {
+        if (w.DType == DType.Q8_0) DecodeRows<Q8Blocks<T>>(x, n, w, r0, rows, y, yStride, bias);
+        else DecodeRows<Q4Blocks<T>>(x, n, w, r0, rows, y, yStride, bias);
+    }
+
+    private static void DecodeRows<B>(QuantizedX x, int n, Weight w, int r0, int rows, float* y, long yStride, float[]? bias) where B : struct, IQuantBlocks
+    {
         long rowBytes = w.RowByteLength;
         var sums = stackalloc float[8];
-        int blockBytes = BlockQuant.BlockBytes(w.DType);
         // The 8 rows' combined block scales (d_w · d_x): 8 · blocks floats, 11 KiB at 11008 columns.
         float[]? rented = x.Blocks > 512 ? System.Buffers.ArrayPool<float>.Shared.Rent(8 * x.Blocks) : null;
         var stack = rented is null ? stackalloc float[8 * x.Blocks] : default;
@@ -172,25 +177,20 @@ public static unsafe partial class CpuOps
                     byte* wj = w.Pointer + (r0 + j) * rowBytes;
                     for (int i = 0; i < n; i++)
                     {
-                        BlockScales(wj, (nint)rowBytes, count, x.Blocks, blockBytes, x.D + (long)i * x.Blocks, scales);
+                        BlockScales(wj, (nint)rowBytes, count, x.Blocks, B.BlockBytes, x.D + (long)i * x.Blocks, scales);
                         byte* xr = x.Record(i, 0);
                         int r = 0;
                         if (count == 8)
                         {
-                            if (w.DType == DType.Q8_0) DotQ8x8<T>(xr, x.Blocks, wj, (nint)rowBytes, scales, sums);
-                            else DotQ4x8<T>(xr, x.Blocks, wj, (nint)rowBytes, scales, sums);
+                            QuantDot8<B>(xr, x.Blocks, wj, (nint)rowBytes, scales, sums);
                             r = 8;
                         }
                         else if (count >= 4)
                         {
-                            if (w.DType == DType.Q8_0) DotQ8x4<T>(xr, x.Blocks, wj, (nint)rowBytes, scales, sums);
-                            else DotQ4x4<T>(xr, x.Blocks, wj, (nint)rowBytes, scales, sums);
+                            QuantDot4<B>(xr, x.Blocks, wj, (nint)rowBytes, scales, sums);
                             r = 4;
                         }
-                        for (; r < count; r++)
-                            sums[r] = w.DType == DType.Q8_0
-                                ? DotQ8x1<T>(xr, x.Blocks, wj + r * rowBytes, scales + r * x.Blocks)
-                                : DotQ4x1<T>(xr, x.Blocks, wj + r * rowBytes, scales + r * x.Blocks);
+                        for (; r < count; r++) sums[r] = QuantDot1<B>(xr, x.Blocks, wj + r * rowBytes, scales + r * x.Blocks);
                         float* yi = y + i * yStride + j;
                         for (r = 0; r < count; r++) yi[r] = sums[r] + (bias?[r0 + j + r] ?? 0f);
                     }
@@ -236,111 +236,74 @@ public static unsafe partial class CpuOps
         }
     }
 
-    /// <summary>sums[r] = x · W row r for the 4 Q8_0 rows at w + r·ws (x's block records at xr; scales from BlockScales).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void DotQ8x4<T>(byte* xr, int blocks, byte* w, nint ws, float* scales, float* sums) where T : struct, IByteDot
+    /// <summary>How the row kernels read one block format: its size, x's two vectors per block, and one block's step.</summary>
+    private interface IQuantBlocks
     {
-        var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero;
-        var acc2 = Vector256<float>.Zero; var acc3 = Vector256<float>.Zero;
-        nint ws3 = 3 * ws, ss = blocks * sizeof(float);
-        byte* s = (byte*)scales;
-        byte* end = xr + (long)blocks * QuantizedX.RecordBytes;
-        for (; xr < end; xr += QuantizedX.RecordBytes, w += 34, s += sizeof(float))
+        /// <summary>Bytes of one weight block.</summary>
+        static abstract int BlockBytes { get; }
+
+        /// <summary>The two vectors of x's block record that every row's block needs.</summary>
+        static abstract void LoadX(byte* record, out Vector256<sbyte> q, out Vector256<byte> other);
+
+        /// <summary>acc + the block's dot product with x times its combined scale.</summary>
+        static abstract Vector256<float> Block(byte* block, Vector256<sbyte> q, Vector256<byte> other, float* scale, Vector256<float> acc);
+
+        /// <summary>An accumulator's final sum.</summary>
+        static abstract float Sum(Vector256<float> acc);
+    }
+
+    /// <summary>Q8_0: x's q and |q|; the weights take q's sign (vpsignb).</summary>
+    private struct Q8Blocks<T> : IQuantBlocks where T : struct, IByteDot
+    {
+        public static int BlockBytes => 34;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void LoadX(byte* record, out Vector256<sbyte> q, out Vector256<byte> other)
         {
-            var q = Vector256.Load((sbyte*)xr);
-            var a = Vector256.Load(xr + QuantizedX.AbsAt);
-            acc0 = BlockQ8<T>(w, a, q, (float*)s, acc0);
-            acc1 = BlockQ8<T>(w + ws, a, q, (float*)(s + ss), acc1);
-            acc2 = BlockQ8<T>(w + 2 * ws, a, q, (float*)(s + 2 * ss), acc2);
-            acc3 = BlockQ8<T>(w + ws3, a, q, (float*)(s + 3 * ss), acc3);
+            q = Vector256.Load((sbyte*)record);
+            other = Vector256.Load(record + QuantizedX.AbsAt);
         }
-        sums[0] = Vector256.Sum(acc0);
-        sums[1] = Vector256.Sum(acc1);
-        sums[2] = Vector256.Sum(acc2);
-        sums[3] = Vector256.Sum(acc3);
-    }
 
-    /// <summary>DotQ8x4 over 8 rows at w + r·ws: eight streams from memory at once (more lines in flight than four).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void DotQ8x8<T>(byte* xr, int blocks, byte* w, nint ws, float* scales, float* sums) where T : struct, IByteDot
-    {
-        var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero;
-        var acc2 = Vector256<float>.Zero; var acc3 = Vector256<float>.Zero;
-        var acc4 = Vector256<float>.Zero; var acc5 = Vector256<float>.Zero;
-        var acc6 = Vector256<float>.Zero; var acc7 = Vector256<float>.Zero;
-        nint ws3 = 3 * ws, ss = blocks * sizeof(float), ss3 = 3 * ss;
-        byte* v = w + 4 * ws;
-        byte* s = (byte*)scales;
-        byte* t = s + 4 * ss;
-        byte* end = xr + (long)blocks * QuantizedX.RecordBytes;
-        for (; xr < end; xr += QuantizedX.RecordBytes, w += 34, v += 34, s += sizeof(float), t += sizeof(float))
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> Block(byte* block, Vector256<sbyte> q, Vector256<byte> abs, float* scale, Vector256<float> acc)
         {
-            var q = Vector256.Load((sbyte*)xr);
-            var a = Vector256.Load(xr + QuantizedX.AbsAt);
-            acc0 = BlockQ8<T>(w, a, q, (float*)s, acc0);
-            acc1 = BlockQ8<T>(w + ws, a, q, (float*)(s + ss), acc1);
-            acc2 = BlockQ8<T>(w + 2 * ws, a, q, (float*)(s + 2 * ss), acc2);
-            acc3 = BlockQ8<T>(w + ws3, a, q, (float*)(s + ss3), acc3);
-            acc4 = BlockQ8<T>(v, a, q, (float*)t, acc4);
-            acc5 = BlockQ8<T>(v + ws, a, q, (float*)(t + ss), acc5);
-            acc6 = BlockQ8<T>(v + 2 * ws, a, q, (float*)(t + 2 * ss), acc6);
-            acc7 = BlockQ8<T>(v + ws3, a, q, (float*)(t + ss3), acc7);
+            var wq = Avx2.Sign(Vector256.Load((sbyte*)(block + 2)), q);
+            var dot = Avx.ConvertToVector256Single(T.Dot(Vector256<int>.Zero, abs, wq));
+            return Vector256.FusedMultiplyAdd(dot, Avx.BroadcastScalarToVector256(scale), acc);
         }
-        sums[0] = Vector256.Sum(acc0);
-        sums[1] = Vector256.Sum(acc1);
-        sums[2] = Vector256.Sum(acc2);
-        sums[3] = Vector256.Sum(acc3);
-        sums[4] = Vector256.Sum(acc4);
-        sums[5] = Vector256.Sum(acc5);
-        sums[6] = Vector256.Sum(acc6);
-        sums[7] = Vector256.Sum(acc7);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float Sum(Vector256<float> acc) => Vector256.Sum(acc);
     }
 
-    /// <summary>x · the Q8_0 row at w, summed as one row of <see cref="DotQ8x4"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float DotQ8x1<T>(byte* xr, int blocks, byte* w, float* scales) where T : struct, IByteDot
+    /// <summary>Q4_0: x's q and the int32 start values (−8 · Σ q per lane); the nibbles as <see cref="IByteDot.Nibbles"/> gives them.</summary>
+    private struct Q4Blocks<T> : IQuantBlocks where T : struct, IByteDot
     {
-        var acc = Vector256<float>.Zero;
-        for (int b = 0; b < blocks; b++, xr += QuantizedX.RecordBytes, w += 34)
-            acc = BlockQ8<T>(w, Vector256.Load(xr + QuantizedX.AbsAt), Vector256.Load((sbyte*)xr), scales + b, acc);
-        return Vector256.Sum(acc);
-    }
+        public static int BlockBytes => 18;
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> BlockQ8<T>(byte* block, Vector256<byte> xAbs, Vector256<sbyte> xq, float* scale, Vector256<float> acc) where T : struct, IByteDot
-    {
-        var wq = Avx2.Sign(Vector256.Load((sbyte*)(block + 2)), xq);
-        var dot = Avx.ConvertToVector256Single(T.Dot(Vector256<int>.Zero, xAbs, wq));
-        return Vector256.FusedMultiplyAdd(dot, Avx.BroadcastScalarToVector256(scale), acc);
-    }
-
-    /// <summary>sums[r] = x · W row r for the 4 Q4_0 rows at w + r·ws (x's block records at xr; scales from BlockScales).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void DotQ4x4<T>(byte* xr, int blocks, byte* w, nint ws, float* scales, float* sums) where T : struct, IByteDot
-    {
-        var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero;
-        var acc2 = Vector256<float>.Zero; var acc3 = Vector256<float>.Zero;
-        nint ws3 = 3 * ws, ss = blocks * sizeof(float);
-        byte* s = (byte*)scales;
-        byte* end = xr + (long)blocks * QuantizedX.RecordBytes;
-        for (; xr < end; xr += QuantizedX.RecordBytes, w += 18, s += sizeof(float))
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void LoadX(byte* record, out Vector256<sbyte> q, out Vector256<byte> other)
         {
-            var q = Vector256.Load((sbyte*)xr);
-            var start = Vector256.Load((int*)(xr + QuantizedX.StartAt));
-            acc0 = BlockQ4<T>(w, q, start, (float*)s, acc0);
-            acc1 = BlockQ4<T>(w + ws, q, start, (float*)(s + ss), acc1);
-            acc2 = BlockQ4<T>(w + 2 * ws, q, start, (float*)(s + 2 * ss), acc2);
-            acc3 = BlockQ4<T>(w + ws3, q, start, (float*)(s + 3 * ss), acc3);
+            q = Vector256.Load((sbyte*)record);
+            other = Vector256.Load(record + QuantizedX.StartAt);
         }
-        sums[0] = SumQ4<T>(acc0);
-        sums[1] = SumQ4<T>(acc1);
-        sums[2] = SumQ4<T>(acc2);
-        sums[3] = SumQ4<T>(acc3);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> Block(byte* block, Vector256<sbyte> q, Vector256<byte> start, float* scale, Vector256<float> acc)
+        {
+            var dot = Avx.ConvertToVector256Single(T.Dot(start.AsInt32(), T.Nibbles(block + 2), q));
+            return Vector256.FusedMultiplyAdd(dot, Avx.BroadcastScalarToVector256(scale), acc);
+        }
+
+        /// <summary>The upper four lanes (Q4HighScale times their value) scaled back exactly, then the sum.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float Sum(Vector256<float> acc) =>
+            T.Q4HighScale == 1 ? Vector256.Sum(acc) : Vector256.Sum(acc * Vector256.Create(Vector128.Create(1f), Vector128.Create(1f / T.Q4HighScale)));
     }
 
-    /// <summary>DotQ4x4 over 8 rows at w + r·ws: eight streams from memory at once (more lines in flight than four).</summary>
+    /// <summary>sums[r] = x · W row r for the 8 rows at w + r·ws (x's block records at xr; scales from BlockScales): eight streams from memory at once.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void DotQ4x8<T>(byte* xr, int blocks, byte* w, nint ws, float* scales, float* sums) where T : struct, IByteDot
+    private static void QuantDot8<B>(byte* xr, int blocks, byte* w, nint ws, float* scales, float* sums) where B : struct, IQuantBlocks
     {
         var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero;
         var acc2 = Vector256<float>.Zero; var acc3 = Vector256<float>.Zero;
@@ -351,48 +314,52 @@ public static unsafe partial class CpuOps
         byte* s = (byte*)scales;
         byte* t = s + 4 * ss;
         byte* end = xr + (long)blocks * QuantizedX.RecordBytes;
-        for (; xr < end; xr += QuantizedX.RecordBytes, w += 18, v += 18, s += sizeof(float), t += sizeof(float))
+        for (; xr < end; xr += QuantizedX.RecordBytes, w += B.BlockBytes, v += B.BlockBytes, s += sizeof(float), t += sizeof(float))
         {
-            var q = Vector256.Load((sbyte*)xr);
-            var start = Vector256.Load((int*)(xr + QuantizedX.StartAt));
-            acc0 = BlockQ4<T>(w, q, start, (float*)s, acc0);
-            acc1 = BlockQ4<T>(w + ws, q, start, (float*)(s + ss), acc1);
-            acc2 = BlockQ4<T>(w + 2 * ws, q, start, (float*)(s + 2 * ss), acc2);
-            acc3 = BlockQ4<T>(w + ws3, q, start, (float*)(s + ss3), acc3);
-            acc4 = BlockQ4<T>(v, q, start, (float*)t, acc4);
-            acc5 = BlockQ4<T>(v + ws, q, start, (float*)(t + ss), acc5);
-            acc6 = BlockQ4<T>(v + 2 * ws, q, start, (float*)(t + 2 * ss), acc6);
-            acc7 = BlockQ4<T>(v + ws3, q, start, (float*)(t + ss3), acc7);
+            B.LoadX(xr, out var q, out var o);
+            acc0 = B.Block(w, q, o, (float*)s, acc0);
+            acc1 = B.Block(w + ws, q, o, (float*)(s + ss), acc1);
+            acc2 = B.Block(w + 2 * ws, q, o, (float*)(s + 2 * ss), acc2);
+            acc3 = B.Block(w + ws3, q, o, (float*)(s + ss3), acc3);
+            acc4 = B.Block(v, q, o, (float*)t, acc4);
+            acc5 = B.Block(v + ws, q, o, (float*)(t + ss), acc5);
+            acc6 = B.Block(v + 2 * ws, q, o, (float*)(t + 2 * ss), acc6);
+            acc7 = B.Block(v + ws3, q, o, (float*)(t + ss3), acc7);
         }
-        sums[0] = SumQ4<T>(acc0);
-        sums[1] = SumQ4<T>(acc1);
-        sums[2] = SumQ4<T>(acc2);
-        sums[3] = SumQ4<T>(acc3);
-        sums[4] = SumQ4<T>(acc4);
-        sums[5] = SumQ4<T>(acc5);
-        sums[6] = SumQ4<T>(acc6);
-        sums[7] = SumQ4<T>(acc7);
+        sums[0] = B.Sum(acc0); sums[1] = B.Sum(acc1); sums[2] = B.Sum(acc2); sums[3] = B.Sum(acc3);
+        sums[4] = B.Sum(acc4); sums[5] = B.Sum(acc5); sums[6] = B.Sum(acc6); sums[7] = B.Sum(acc7);
     }
 
-    /// <summary>x · the Q4_0 row at w, summed as one row of <see cref="DotQ4x4"/>.</summary>
+    /// <summary><see cref="QuantDot8"/> over 4 rows.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float DotQ4x1<T>(byte* xr, int blocks, byte* w, float* scales) where T : struct, IByteDot
+    private static void QuantDot4<B>(byte* xr, int blocks, byte* w, nint ws, float* scales, float* sums) where B : struct, IQuantBlocks
+    {
+        var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero;
+        var acc2 = Vector256<float>.Zero; var acc3 = Vector256<float>.Zero;
+        nint ws3 = 3 * ws, ss = blocks * sizeof(float);
+        byte* s = (byte*)scales;
+        byte* end = xr + (long)blocks * QuantizedX.RecordBytes;
+        for (; xr < end; xr += QuantizedX.RecordBytes, w += B.BlockBytes, s += sizeof(float))
+        {
+            B.LoadX(xr, out var q, out var o);
+            acc0 = B.Block(w, q, o, (float*)s, acc0);
+            acc1 = B.Block(w + ws, q, o, (float*)(s + ss), acc1);
+            acc2 = B.Block(w + 2 * ws, q, o, (float*)(s + 2 * ss), acc2);
+            acc3 = B.Block(w + ws3, q, o, (float*)(s + 3 * ss), acc3);
+        }
+        sums[0] = B.Sum(acc0); sums[1] = B.Sum(acc1); sums[2] = B.Sum(acc2); sums[3] = B.Sum(acc3);
+    }
+
+    /// <summary>x · the row at w, summed as one row of <see cref="QuantDot8"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float QuantDot1<B>(byte* xr, int blocks, byte* w, float* scales) where B : struct, IQuantBlocks
     {
         var acc = Vector256<float>.Zero;
-        for (int b = 0; b < blocks; b++, xr += QuantizedX.RecordBytes, w += 18)
-            acc = BlockQ4<T>(w, Vector256.Load((sbyte*)xr), Vector256.Load((int*)(xr + QuantizedX.StartAt)), scales + b, acc);
-        return SumQ4<T>(acc);
+        for (int b = 0; b < blocks; b++, xr += QuantizedX.RecordBytes, w += B.BlockBytes)
+        {
+            B.LoadX(xr, out var q, out var o);
+            acc = B.Block(w, q, o, scales + b, acc);
+        }
+        return B.Sum(acc);
     }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> BlockQ4<T>(byte* block, Vector256<sbyte> xq, Vector256<int> start, float* scale, Vector256<float> acc) where T : struct, IByteDot
-    {
-        var dot = Avx.ConvertToVector256Single(T.Dot(start, T.Nibbles(block + 2), xq));
-        return Vector256.FusedMultiplyAdd(dot, Avx.BroadcastScalarToVector256(scale), acc);
-    }
-
-    /// <summary>The sum of a Q4_0 accumulator's lanes, its upper four (Q4HighScale times their value) scaled back exactly first.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float SumQ4<T>(Vector256<float> acc) where T : struct, IByteDot =>
-        T.Q4HighScale == 1 ? Vector256.Sum(acc) : Vector256.Sum(acc * Vector256.Create(Vector128.Create(1f), Vector128.Create(1f / T.Q4HighScale)));
 }
