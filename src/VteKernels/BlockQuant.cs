@@ -20,12 +20,15 @@ public static class BlockQuant
     /// <summary>Elements per block.</summary>
     public const int BlockElements = 32;
 
+    /// <summary>Bytes of one Q8_0 block (f16 scale, 32 int8 values) and of one Q4_0 block (f16 scale, 16 bytes of nibbles).</summary>
+    public const int Q8_0BlockBytes = 34, Q4_0BlockBytes = 18;
+
     /// <summary>Bytes per block of <paramref name="type"/> (34 for Q8_0, 18 for Q4_0).</summary>
     /// <exception cref="ArgumentOutOfRangeException">The type is not block-quantized.</exception>
     public static int BlockBytes(DType type) => type switch
     {
-        DType.Q8_0 => 34,
-        DType.Q4_0 => 18,
+        DType.Q8_0 => Q8_0BlockBytes,
+        DType.Q4_0 => Q4_0BlockBytes,
         _ => throw new ArgumentOutOfRangeException(nameof(type), type, "not a block-quantized type"),
     };
 

@@ -185,7 +185,7 @@ public sealed unsafe class LinearKernelTests(ITestOutputHelper output)
 
     /// <summary>
     /// The int8 decode kernels' two forms (AVX-VNNI, whose Q4_0 upper lanes hold 16x their sums, and AVX2 alone)
-    /// give bitwise the same outputs, and those of Linear on this machine: whole 4-row groups and the 1-3 row
+    /// give bitwise the same outputs, and those of Linear on this machine: whole 8-row groups and a 7-row
     /// tail, 1, 7 and 129 blocks, weights with subnormal block scales.
     /// </summary>
     [Theory]

@@ -22,7 +22,8 @@
 //
 // The weights are read in ggml's block layout where they lie (34- or 18-byte blocks, the f16 scale first).
 // Rows go eight at a time (eight streams from memory per thread: more lines in flight than four, ~15% faster
-// from memory here, measured interleaved), then four, then one; each row's sum is the same in every kernel.
+// from memory here, measured interleaved), the rest of a group one at a time; each row's sum is the same in
+// both kernels.
 // Before the dot products of a group of rows, their block scales are gathered (vpgatherdd at the block stride),
 // widened exactly in registers and multiplied by x's block scales into a small table, so the
 // inner loop takes each block's combined scale with one broadcast load (vbroadcastss from memory: a load,
@@ -56,7 +57,7 @@ public static unsafe partial class CpuOps
 
         public readonly byte* Records;
         public readonly float* D;
-        public readonly int K, Blocks;
+        public readonly int Blocks;
 
         /// <param name="x">The rows to quantize, [n][k].</param>
         /// <param name="n">Rows of x.</param>
@@ -64,7 +65,6 @@ public static unsafe partial class CpuOps
         /// <param name="q4HighScale">The factor of Q4_0's upper lanes in the kernel that will read it (<see cref="IByteDot.Q4HighScale"/>).</param>
         public QuantizedX(float* x, int n, int k, int q4HighScale)
         {
-            K = k;
             Blocks = k / BlockQuant.BlockElements;
             long count = (long)n * Blocks;
             Records = (byte*)NativeMemory.AlignedAlloc((nuint)(count * RecordBytes), 64);
@@ -72,8 +72,8 @@ public static unsafe partial class CpuOps
             for (long b = 0; b < count; b++) QuantizeBlock(x + b * 32, Records + b * RecordBytes, out D[b], q4HighScale);
         }
 
-        /// <summary>Block b of row i's record.</summary>
-        public byte* Record(int i, int b) => Records + ((long)i * Blocks + b) * RecordBytes;
+        /// <summary>Row i's first block record.</summary>
+        public byte* Row(int i) => Records + (long)i * Blocks * RecordBytes;
 
         /// <summary>Q8_0's rule on one block (BlockQuant.Quantize, with the scale kept in float32).</summary>
         private static void QuantizeBlock(float* x, byte* record, out float d, int q4HighScale)
@@ -146,7 +146,7 @@ public static unsafe partial class CpuOps
 
     /// <summary>
     /// y[i·yStride + j] = x_i · W row (r0 + j) for rows [r0, r0 + rows) of a Q8_0 or Q4_0 weight and every row i
-    /// of x (quantized with <see cref="Q4HighScaleHere"/>), eight, four or one W rows at a time, with VNNI where the CPU has it.
+    /// of x (quantized with <see cref="Q4HighScaleHere"/>), eight W rows at a time (a shorter last group one by one), with VNNI where the CPU has it.
     /// </summary>
     internal static void DecodeQuantized(QuantizedX x, int n, Weight w, int r0, int rows, float* y, long yStride, float[]? bias)
     {
@@ -178,17 +178,12 @@ public static unsafe partial class CpuOps
                     for (int i = 0; i < n; i++)
                     {
                         BlockScales(wj, (nint)rowBytes, count, x.Blocks, B.BlockBytes, x.D + (long)i * x.Blocks, scales);
-                        byte* xr = x.Record(i, 0);
+                        byte* xr = x.Row(i);
                         int r = 0;
                         if (count == 8)
                         {
                             QuantDot8<B>(xr, x.Blocks, wj, (nint)rowBytes, scales, sums);
                             r = 8;
-                        }
-                        else if (count >= 4)
-                        {
-                            QuantDot4<B>(xr, x.Blocks, wj, (nint)rowBytes, scales, sums);
-                            r = 4;
                         }
                         for (; r < count; r++) sums[r] = QuantDot1<B>(xr, x.Blocks, wj + r * rowBytes, scales + r * x.Blocks);
                         float* yi = y + i * yStride + j;
@@ -236,17 +231,17 @@ public static unsafe partial class CpuOps
         }
     }
 
-    /// <summary>How the row kernels read one block format: its size, x's two vectors per block, and one block's step.</summary>
+    /// <summary>How the row kernels read one block format: its size, which part of x's record it needs beside q, and one block's int32 lanes.</summary>
     private interface IQuantBlocks
     {
         /// <summary>Bytes of one weight block.</summary>
         static abstract int BlockBytes { get; }
 
-        /// <summary>The two vectors of x's block record that every row's block needs.</summary>
-        static abstract void LoadX(byte* record, out Vector256<sbyte> q, out Vector256<byte> other);
+        /// <summary>Where in x's block record the second vector the format needs (beside q) starts.</summary>
+        static abstract int OtherAt { get; }
 
-        /// <summary>acc + the block's dot product with x times its combined scale.</summary>
-        static abstract Vector256<float> Block(byte* block, Vector256<sbyte> q, Vector256<byte> other, float* scale, Vector256<float> acc);
+        /// <summary>The block's eight int32 lanes of its dot product with x (q, and the vector at <see cref="OtherAt"/>).</summary>
+        static abstract Vector256<int> Dot(byte* block, Vector256<sbyte> q, Vector256<byte> other);
 
         /// <summary>An accumulator's final sum.</summary>
         static abstract float Sum(Vector256<float> acc);
@@ -255,22 +250,13 @@ public static unsafe partial class CpuOps
     /// <summary>Q8_0: x's q and |q|; the weights take q's sign (vpsignb).</summary>
     private struct Q8Blocks<T> : IQuantBlocks where T : struct, IByteDot
     {
-        public static int BlockBytes => 34;
+        public static int BlockBytes => BlockQuant.Q8_0BlockBytes;
+
+        public static int OtherAt => QuantizedX.AbsAt;
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static void LoadX(byte* record, out Vector256<sbyte> q, out Vector256<byte> other)
-        {
-            q = Vector256.Load((sbyte*)record);
-            other = Vector256.Load(record + QuantizedX.AbsAt);
-        }
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<float> Block(byte* block, Vector256<sbyte> q, Vector256<byte> abs, float* scale, Vector256<float> acc)
-        {
-            var wq = Avx2.Sign(Vector256.Load((sbyte*)(block + 2)), q);
-            var dot = Avx.ConvertToVector256Single(T.Dot(Vector256<int>.Zero, abs, wq));
-            return Vector256.FusedMultiplyAdd(dot, Avx.BroadcastScalarToVector256(scale), acc);
-        }
+        public static Vector256<int> Dot(byte* block, Vector256<sbyte> q, Vector256<byte> abs) =>
+            T.Dot(Vector256<int>.Zero, abs, Avx2.Sign(Vector256.Load((sbyte*)(block + 2)), q));
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static float Sum(Vector256<float> acc) => Vector256.Sum(acc);
@@ -279,27 +265,23 @@ public static unsafe partial class CpuOps
     /// <summary>Q4_0: x's q and the int32 start values (−8 · Σ q per lane); the nibbles as <see cref="IByteDot.Nibbles"/> gives them.</summary>
     private struct Q4Blocks<T> : IQuantBlocks where T : struct, IByteDot
     {
-        public static int BlockBytes => 18;
+        public static int BlockBytes => BlockQuant.Q4_0BlockBytes;
+
+        public static int OtherAt => QuantizedX.StartAt;
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static void LoadX(byte* record, out Vector256<sbyte> q, out Vector256<byte> other)
-        {
-            q = Vector256.Load((sbyte*)record);
-            other = Vector256.Load(record + QuantizedX.StartAt);
-        }
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<float> Block(byte* block, Vector256<sbyte> q, Vector256<byte> start, float* scale, Vector256<float> acc)
-        {
-            var dot = Avx.ConvertToVector256Single(T.Dot(start.AsInt32(), T.Nibbles(block + 2), q));
-            return Vector256.FusedMultiplyAdd(dot, Avx.BroadcastScalarToVector256(scale), acc);
-        }
+        public static Vector256<int> Dot(byte* block, Vector256<sbyte> q, Vector256<byte> start) => T.Dot(start.AsInt32(), T.Nibbles(block + 2), q);
 
         /// <summary>The upper four lanes (Q4HighScale times their value) scaled back exactly, then the sum.</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static float Sum(Vector256<float> acc) =>
             T.Q4HighScale == 1 ? Vector256.Sum(acc) : Vector256.Sum(acc * Vector256.Create(Vector128.Create(1f), Vector128.Create(1f / T.Q4HighScale)));
     }
+
+    /// <summary>acc + a block's int32 lanes times its combined scale (broadcast from memory).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Accumulate(Vector256<int> dot, float* scale, Vector256<float> acc) =>
+        Vector256.FusedMultiplyAdd(Avx.ConvertToVector256Single(dot), Avx.BroadcastScalarToVector256(scale), acc);
 
     /// <summary>sums[r] = x · W row r for the 8 rows at w + r·ws (x's block records at xr; scales from BlockScales): eight streams from memory at once.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -316,50 +298,28 @@ public static unsafe partial class CpuOps
         byte* end = xr + (long)blocks * QuantizedX.RecordBytes;
         for (; xr < end; xr += QuantizedX.RecordBytes, w += B.BlockBytes, v += B.BlockBytes, s += sizeof(float), t += sizeof(float))
         {
-            B.LoadX(xr, out var q, out var o);
-            acc0 = B.Block(w, q, o, (float*)s, acc0);
-            acc1 = B.Block(w + ws, q, o, (float*)(s + ss), acc1);
-            acc2 = B.Block(w + 2 * ws, q, o, (float*)(s + 2 * ss), acc2);
-            acc3 = B.Block(w + ws3, q, o, (float*)(s + ss3), acc3);
-            acc4 = B.Block(v, q, o, (float*)t, acc4);
-            acc5 = B.Block(v + ws, q, o, (float*)(t + ss), acc5);
-            acc6 = B.Block(v + 2 * ws, q, o, (float*)(t + 2 * ss), acc6);
-            acc7 = B.Block(v + ws3, q, o, (float*)(t + ss3), acc7);
+            var q = Vector256.Load((sbyte*)xr);
+            var o = Vector256.Load(xr + B.OtherAt);
+            acc0 = Accumulate(B.Dot(w, q, o), (float*)s, acc0);
+            acc1 = Accumulate(B.Dot(w + ws, q, o), (float*)(s + ss), acc1);
+            acc2 = Accumulate(B.Dot(w + 2 * ws, q, o), (float*)(s + 2 * ss), acc2);
+            acc3 = Accumulate(B.Dot(w + ws3, q, o), (float*)(s + ss3), acc3);
+            acc4 = Accumulate(B.Dot(v, q, o), (float*)t, acc4);
+            acc5 = Accumulate(B.Dot(v + ws, q, o), (float*)(t + ss), acc5);
+            acc6 = Accumulate(B.Dot(v + 2 * ws, q, o), (float*)(t + 2 * ss), acc6);
+            acc7 = Accumulate(B.Dot(v + ws3, q, o), (float*)(t + ss3), acc7);
         }
         sums[0] = B.Sum(acc0); sums[1] = B.Sum(acc1); sums[2] = B.Sum(acc2); sums[3] = B.Sum(acc3);
         sums[4] = B.Sum(acc4); sums[5] = B.Sum(acc5); sums[6] = B.Sum(acc6); sums[7] = B.Sum(acc7);
     }
 
-    /// <summary><see cref="QuantDot8"/> over 4 rows.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void QuantDot4<B>(byte* xr, int blocks, byte* w, nint ws, float* scales, float* sums) where B : struct, IQuantBlocks
-    {
-        var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero;
-        var acc2 = Vector256<float>.Zero; var acc3 = Vector256<float>.Zero;
-        nint ws3 = 3 * ws, ss = blocks * sizeof(float);
-        byte* s = (byte*)scales;
-        byte* end = xr + (long)blocks * QuantizedX.RecordBytes;
-        for (; xr < end; xr += QuantizedX.RecordBytes, w += B.BlockBytes, s += sizeof(float))
-        {
-            B.LoadX(xr, out var q, out var o);
-            acc0 = B.Block(w, q, o, (float*)s, acc0);
-            acc1 = B.Block(w + ws, q, o, (float*)(s + ss), acc1);
-            acc2 = B.Block(w + 2 * ws, q, o, (float*)(s + 2 * ss), acc2);
-            acc3 = B.Block(w + ws3, q, o, (float*)(s + 3 * ss), acc3);
-        }
-        sums[0] = B.Sum(acc0); sums[1] = B.Sum(acc1); sums[2] = B.Sum(acc2); sums[3] = B.Sum(acc3);
-    }
-
-    /// <summary>x · the row at w, summed as one row of <see cref="QuantDot8"/>.</summary>
+    /// <summary>x · the row at w, summed as one row of <see cref="QuantDot8"/> (groups of fewer than eight rows).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float QuantDot1<B>(byte* xr, int blocks, byte* w, float* scales) where B : struct, IQuantBlocks
     {
         var acc = Vector256<float>.Zero;
         for (int b = 0; b < blocks; b++, xr += QuantizedX.RecordBytes, w += B.BlockBytes)
-        {
-            B.LoadX(xr, out var q, out var o);
-            acc = B.Block(w, q, o, scales + b, acc);
-        }
+            acc = Accumulate(B.Dot(w, Vector256.Load((sbyte*)xr), Vector256.Load(xr + B.OtherAt)), scales + b, acc);
         return B.Sum(acc);
     }
 }
