@@ -1,7 +1,7 @@
 // End-to-end CPU benchmark against llama.cpp on the same weights, in one run:
 //
 //   dotnet run -c Release --project bench/VteKernels.Bench -- cpu-e2e [--quick] [--formats bf16,f16,q8_0,q4_0]
-//       [--reps N] [--threads N] [--prompt N] [--decode N] [--max-others F] [--out bench/results/cpu-e2e.json]
+//       [--reps N] [--threads N] [--prompt N] [--decode N] [--max-others F] [--no-huge-pages] [--out bench/results/cpu-e2e.json]
 //
 // Model: LLaVA-1.5-7B's language model widths (d 4096, 32 heads of 128, FFN 11008, vocabulary 32064) cut to
 // 8 decoder layers, random weights (vte synth's scaling), with a 2-layer CLIP tower that the text-only
@@ -31,7 +31,7 @@ namespace VteKernels.Bench;
 internal static class CpuE2eBench
 {
     private sealed record Options(bool Quick, string[] Formats, int Reps, int Threads, int Prompt, int Decode, double MaxOthers,
-        string OutPath, string CacheDir, bool LlamaMmap, bool Small);
+        string OutPath, string CacheDir, bool LlamaMmap, bool Small, bool HugePages);
 
     private sealed record Sample(double PrefillSeconds, double DecodeSeconds, double PrefillOthers, double DecodeOthers);
 
@@ -150,7 +150,7 @@ internal static class CpuE2eBench
             Benchmark = "cpu-e2e: LLaVA-1.5-7B language-model widths, 8 decoder layers, random weights; ours vs llama.cpp (LLamaSharp 0.30.0 CPU backend) on the same weights",
             Date = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'"),
             Machine = new { Processor = CpuInfo.ProcessorName, LogicalCores = Environment.ProcessorCount, Dotnet = RuntimeInformation.FrameworkDescription, LlamaCpp = LlamaCppPeer.SystemInfo().Trim() },
-            Options = new { o.Quick, o.Formats, o.Reps, o.Threads, PromptTokens = o.Prompt, DecodeTokens = o.Decode, MaxOthersShare = o.MaxOthers, LlamaCppMmap = o.LlamaMmap },
+            Options = new { o.Quick, o.Formats, o.Reps, o.Threads, PromptTokens = o.Prompt, DecodeTokens = o.Decode, MaxOthersShare = o.MaxOthers, LlamaCppMmap = o.LlamaMmap, OursHugePages = o.HugePages },
             LoadAverage = new { Before = loadBefore, After = loadAfter },
             ReadBandwidthGBps = new
             {
@@ -173,7 +173,7 @@ internal static class CpuE2eBench
         string[] formats = ["bf16", "f16", "q8_0", "q4_0"];
         int reps = quick ? 3 : 7, threads = Environment.ProcessorCount, prompt = 512, decode = 64;
         double maxOthers = 0.05;
-        bool mmap = true, small = false;
+        bool mmap = true, small = false, huge = true;
         string outPath = Path.Combine("bench", "results", "cpu-e2e.json");
         string cache = DefaultCache();
         for (int i = 0; i < args.Length; i++)
@@ -192,6 +192,7 @@ internal static class CpuE2eBench
                 case "--cache": cache = Next(); break;
                 case "--llama-no-mmap": mmap = false; break;
                 case "--small": small = true; break;
+                case "--no-huge-pages": huge = false; break;
                 default:
                     Console.Error.WriteLine($"unknown argument '{args[i]}'");
                     return null;
@@ -203,7 +204,7 @@ internal static class CpuE2eBench
                 Console.Error.WriteLine($"unknown format '{f}' (expected bf16, f16, q8_0, q4_0)");
                 return null;
             }
-        return new Options(quick, formats, reps, threads, prompt, decode, maxOthers, outPath, cache, mmap, small);
+        return new Options(quick, formats, reps, threads, prompt, decode, maxOthers, outPath, cache, mmap, small, huge);
     }
 
     /// <summary>Where the benchmark models live: $VTE_CACHE_DIR, else ~/.cache/vtekernels, then bench-cpu-e2e.</summary>
@@ -245,7 +246,7 @@ internal static class CpuE2eBench
         string dir = ModelDir(o.CacheDir, preset, format == "f16" ? DType.F16 : DType.BF16);
         DType? quantize = format switch { "q8_0" => DType.Q8_0, "q4_0" => DType.Q4_0, _ => null };
         // KV cache in f16, as llama.cpp keeps it by default (type_k = type_v = f16): the same bytes per step and the same rounding.
-        var options = new CpuBackendOptions { Threads = o.Threads, Quantize = quantize, KvCache = DType.F16 };
+        var options = new CpuBackendOptions { Threads = o.Threads, Quantize = quantize, KvCache = DType.F16, HugePages = o.HugePages };
         string gguf = Path.Combine(o.CacheDir, $"{preset.Name}-{format}.gguf");
         if (!File.Exists(gguf))
         {

@@ -222,6 +222,37 @@ public sealed unsafe class LinearKernelTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// The two f16 decode forms (exact widening; positioned bits as w · 2^-112 against x · 2^112) give the very sums
+    /// Linear gives, whichever of them this CPU picks: small weights make many f16 subnormals, odd k leaves tails.
+    /// </summary>
+    [Theory]
+    [InlineData(1, 32, 1f)]
+    [InlineData(1, 4097, 1e-4f)]
+    [InlineData(3, 37, 1e-4f)]
+    [InlineData(2, 4128, 1f)]
+    public void HalfDecodeFormsAreTheSame(int n, int k, float scale)
+    {
+        const int m = 7;
+        var (w, _) = OpsTestData.RandomWeight("w", DType.F16, 9, scale, 0f, m, k);
+        var x = OpsTestData.RandomFloats(n * k, 10);
+        x[0] = 60000f;
+        var linear = OpsTestData.Poisoned(n * m);
+        CpuOps.Linear(x, n, w, null, linear);
+        AssertBitwise(linear, Rows<CpuOps.F16Rows>(x, n, k, w, m), $"f16 k={k}: exact form against Linear");
+        AssertBitwise(linear, Rows<CpuOps.F16ScaledRows>(x, n, k, w, m), $"f16 k={k}: scaled form against Linear");
+        output.WriteLine($"subnormal inputs are free here: {CpuOps.SubnormalInputsAreFree}");
+
+        static float[] Rows<T>(float[] x, int n, int k, Weight w, int m) where T : struct, CpuOps.IRowFormat
+        {
+            var y = OpsTestData.Poisoned(n * m);
+            fixed (float* px = x)
+            fixed (float* py = y)
+                CpuOps.RowKernels<T>(px, n, k, w, py);
+            return y;
+        }
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(20)]

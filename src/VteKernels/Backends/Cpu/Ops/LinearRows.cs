@@ -38,7 +38,7 @@ public static unsafe partial class CpuOps
             _threads = threads;
         }
 
-        private enum Path { F32, Bf16, F16, Widened, Q8, Q4 }
+        private enum Path { F32, Bf16, F16, F16Scaled, Widened, Q8, Q4 }
 
         public void Run()
         {
@@ -47,7 +47,7 @@ public static unsafe partial class CpuOps
             int threads = WorthParallel(work, items.Count, _threads) ? _threads : 1;
             // x in each kernel domain the parts need: [n][k] each.
             var paths = new Path[_parts.Length];
-            float* bf16X = null, f16X = null;
+            float* bf16X = null, f16X = null, f16ScaledX = null;
             try
             {
                 for (int p = 0; p < _parts.Length; p++)
@@ -66,13 +66,18 @@ public static unsafe partial class CpuOps
                     if (paths[p] == Path.F16)
                     {
                         if (!HalfWeightIsFinite(w, threads)) paths[p] = Path.Widened;
+                        else if (SubnormalInputsAreFree && TensorPrimitives.MaxMagnitude(new ReadOnlySpan<float>(_x, checked(_n * _k))) < F16ScaledInputLimit)
+                        {
+                            paths[p] = Path.F16Scaled;
+                            if (f16ScaledX is null) f16ScaledX = Prepared<F16ScaledRows>();
+                        }
                         else if (f16X is null) f16X = Prepared<F16Rows>();
                     }
                 }
                 bool widened = paths.Contains(Path.Widened);
                 using var scratch = new ThreadScratch(CpuWorkers.Resolve(threads), widened ? 4L * _k : 1);
                 using var xq = paths.Contains(Path.Q8) || paths.Contains(Path.Q4) ? new QuantizedX(_x, _n, _k, Q4HighScaleHere) : null;
-                nint xb = (nint)bf16X, xf = (nint)f16X;
+                nint xb = (nint)bf16X, xf = (nint)f16X, xs = (nint)f16ScaledX;
                 CpuWorkers.For(items.Count, threads, (item, worker) =>
                 {
                     var (p, r0) = items.Locate(item);
@@ -83,6 +88,7 @@ public static unsafe partial class CpuOps
                         case Path.F32: Item<F32Rows>(part, r0, rows, _x, null); break;
                         case Path.Bf16: Item<Bf16Rows>(part, r0, rows, (float*)xb, null); break;
                         case Path.F16: Item<F16Rows>(part, r0, rows, (float*)xf, null); break;
+                        case Path.F16Scaled: Item<F16ScaledRows>(part, r0, rows, (float*)xs, null); break;
                         case Path.Q8 or Path.Q4: DecodeQuantized(xq!, _n, part.W, r0, rows, (float*)part.Y + r0, part.YStride, part.Bias); break;
                         default: Item<F32Rows>(part, r0, rows, _x, scratch.For(worker)); break;
                     }
@@ -92,6 +98,7 @@ public static unsafe partial class CpuOps
             {
                 NativeMemory.AlignedFree(bf16X);
                 NativeMemory.AlignedFree(f16X);
+                NativeMemory.AlignedFree(f16ScaledX);
             }
         }
 
@@ -133,6 +140,36 @@ public static unsafe partial class CpuOps
                     for (int r = 0; r < count; r++) yi[r] = sums[r] + (part.Bias?[r0 + j + r] ?? 0f);
                 }
             }
+        }
+    }
+
+    /// <summary>
+    /// y[i·m + j] = x_i · W row j for every row of <paramref name="w"/> (m rows of k elements, stored as T reads them) through
+    /// the row kernels of <typeparamref name="T"/> on one thread, four rows at a time as the decode path groups them.
+    /// </summary>
+    internal static void RowKernels<T>(float* x, int n, int k, Weight w, float* y) where T : struct, IRowFormat
+    {
+        int m = w.Rows;
+        var xp = (float*)NativeMemory.AlignedAlloc((nuint)((long)n * k * sizeof(float)), 64);
+        try
+        {
+            for (int i = 0; i < n; i++) T.Prepare(x + (long)i * k, k, xp + (long)i * k);
+            var sums = stackalloc float[4];
+            for (int j = 0; j < m; j += 4)
+            {
+                int count = Math.Min(4, m - j);
+                byte* wj = w.Pointer + j * w.RowByteLength;
+                for (int i = 0; i < n; i++)
+                {
+                    if (count == 4) Dot4<T>(xp + (long)i * k, wj, (nint)w.RowByteLength, k, sums);
+                    else for (int r = 0; r < count; r++) sums[r] = Dot1<T>(xp + (long)i * k, wj + r * w.RowByteLength, k);
+                    for (int r = 0; r < count; r++) y[(long)i * m + j + r] = sums[r];
+                }
+            }
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(xp);
         }
     }
 
