@@ -153,5 +153,48 @@ public sealed class KvCache16Tests(ITestOutputHelper output)
         Tolerance.AssertWithinNaiveError(got, f32, reference, $"{storage} cache attention nq={nq} nk={nk} heads={qHeads}/{kvHeads} hd={headDim}", floor: 1e-6, log: output);
     }
 
+    /// <summary>
+    /// The two f16 decode-attention forms (exact widening; positioned bits as w · 2^-112 against q and p scaled by 2^112)
+    /// give the same scores and outputs bit for bit: tiny keys and values make f16 subnormals, odd head dims leave tails.
+    /// </summary>
+    [Theory]
+    [InlineData(1, 7, 1f)]
+    [InlineData(3, 130, 1e-4f)]
+    [InlineData(40, 128, 1e-3f)]
+    [InlineData(17, 33, 1f)]
+    public unsafe void HalfDecodeAttentionFormsAreTheSame(int count, int headDim, float kvScale)
+    {
+        var rng = new Random(count * 31 + headDim);
+        var k = new Half[count * headDim];
+        var v = new Half[count * headDim];
+        for (int i = 0; i < k.Length; i++)
+        {
+            k[i] = (Half)((rng.NextSingle() * 2 - 1) * kvScale * (i % 5 == 0 ? 1e-3f : 1f));
+            v[i] = (Half)((rng.NextSingle() * 2 - 1) * kvScale * (i % 7 == 0 ? 1e-3f : 1f));
+        }
+        var q = OpsTestData(headDim, 6, 3f);
+        if (count == 1) q[0] = 60000f; // near the limit of the scaled form (one key: the softmax cannot saturate)
+        float scale = 1f / MathF.Sqrt(headDim);
+        var (exactScores, exact) = Run<CpuOps.F16Kv>();
+        var (scaledScores, scaled) = Run<CpuOps.F16ScaledKv>();
+        for (int j = 0; j < count; j++)
+            Assert.True(BitConverter.SingleToInt32Bits(exactScores[j]) == BitConverter.SingleToInt32Bits(scaledScores[j] / CpuOps.F16ScaledKv.Up),
+                $"probability {j}: {exactScores[j]:R} vs {scaledScores[j]:R} / 2^112");
+        for (int e = 0; e < headDim; e++)
+            Assert.True(BitConverter.SingleToInt32Bits(exact[e]) == BitConverter.SingleToInt32Bits(scaled[e]), $"output {e}: {exact[e]:R} vs {scaled[e]:R}");
+        Assert.Equal(MathF.ScaleB(1f, 112), CpuOps.F16ScaledKv.Up);
+
+        (float[] Scores, float[] Output) Run<T>() where T : struct, CpuOps.IKvFormat
+        {
+            var scores = Ops.OpsTestData.Poisoned(count);
+            var o = Ops.OpsTestData.Poisoned(headDim);
+            var scaledQ = new float[headDim];
+            fixed (float* pq = q, ps = scores, po = o, psq = scaledQ)
+            fixed (Half* pk = k, pv = v)
+                CpuOps.DecodeHead16<T>(pq, (byte*)pk, (byte*)pv, headDim, count, headDim, scale, ps, po, psq);
+            return (scores, o);
+        }
+    }
+
     private static float[] OpsTestData(int count, int seed, float scale = 1f) => Ops.OpsTestData.RandomFloats(count, seed, scale);
 }

@@ -98,7 +98,8 @@ public static unsafe partial class CpuOps
         // machine without 512-bit vectors) widen the head's rows into scratch first.
         bool inPlace16 = nq == 1 && k.Type != DType.F32 && Vector512.IsHardwareAccelerated && (k.Type == DType.BF16 || kvFinite);
         // Per-thread scratch: one score row, then this head's keys and values packed [nk, headDim].
-        long scratchFloats = nk + (nq > 1 || (k.Type != DType.F32 && !inPlace16) ? 2L * nk * headDim : 0);
+        long scratchFloats = nk + (nq > 1 || (k.Type != DType.F32 && !inPlace16) ? 2L * nk * headDim : 0) + headDim;
+        bool f16Scaled = inPlace16 && k.Type == DType.F16 && SubnormalInputsAreFree;
         nint qp = (nint)q, op = (nint)output;
         void Item(int item, float* scratch)
         {
@@ -112,8 +113,11 @@ public static unsafe partial class CpuOps
             {
                 int visible = mask == AttentionMask.Causal ? nk - nq + 1 : nk;
                 float* qRow = (float*)qp + (long)h * headDim, oRow = (float*)op + (long)h * headDim;
-                if (k.Type == DType.BF16) DecodeHead16<Bf16Kv>(qRow, kHead, vHead, kvStride, visible, headDim, scale, scores, oRow);
-                else DecodeHead16<F16Kv>(qRow, kHead, vHead, kvStride, visible, headDim, scale, scores, oRow);
+                float* scaledQ = scratch + scratchFloats - headDim;
+                if (k.Type == DType.BF16) DecodeHead16<Bf16Kv>(qRow, kHead, vHead, kvStride, visible, headDim, scale, scores, oRow, scaledQ);
+                else if (f16Scaled && TensorPrimitives.MaxMagnitude(new ReadOnlySpan<float>(qRow, headDim)) < F16ScaledInputLimit)
+                    DecodeHead16<F16ScaledKv>(qRow, kHead, vHead, kvStride, visible, headDim, scale, scores, oRow, scaledQ);
+                else DecodeHead16<F16Kv>(qRow, kHead, vHead, kvStride, visible, headDim, scale, scores, oRow, scaledQ);
                 return;
             }
             float* kf = (float*)kHead, vf = (float*)vHead;

@@ -5,6 +5,12 @@
 // f16 is widened exactly in registers (RowFormats.cs: HalfPositionedToSingle, which never makes a float32
 // subnormal), so every product equals the float32 product of the widened values. This needs no Inf/NaN in the
 // stored f16 rows (the cache knows; otherwise the caller widens into scratch).
+//
+// Where float32 subnormal inputs cost nothing (RowFormats.cs: SubnormalInputsAreFree), f16 is read as its
+// positioned bits, w · 2^-112, against q · 2^112 for the scores and p · 2^112 for the values (F16ScaledKv):
+// each product is the same real number, so scores and output are bit for bit the exact form's, at two integer
+// ops per 16 elements instead of eight. q must stay below 2^16 in magnitude (the caller checks); p <= 1.
+using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -21,6 +27,9 @@ public static unsafe partial class CpuOps
 
         /// <summary>Element 0 at p in the kernel domain.</summary>
         static abstract float At(ushort* p);
+
+        /// <summary>The factor the query and the probabilities are scaled by to meet the kernel domain (1: none).</summary>
+        static abstract float Up { get; }
     }
 
     internal struct Bf16Kv : IKvFormat
@@ -30,6 +39,8 @@ public static unsafe partial class CpuOps
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static float At(ushort* p) => BitConverter.UInt32BitsToSingle((uint)*p << 16);
+
+        public static float Up => 1f;
     }
 
     internal struct F16Kv : IKvFormat
@@ -40,16 +51,39 @@ public static unsafe partial class CpuOps
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static float At(ushort* p) => F16Rows.At((byte*)p, 0);
+
+        public static float Up => 1f;
+    }
+
+    /// <summary>f16 read as w · 2^-112 (see the file header); valid for finite elements and |q| &lt; 2^16.</summary>
+    internal struct F16ScaledKv : IKvFormat
+    {
+        private static readonly float Down = MathF.ScaleB(1f, -112), Scale = MathF.ScaleB(1f, 112);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Load16(ushort* p) =>
+            (Vector512.ShiftLeft(Avx512F.ConvertToVector512Int32(Vector256.Load((short*)p)), 13) & Vector512.Create(unchecked((int)0x8FFFE000))).AsSingle();
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float At(ushort* p) => F16Rows.At((byte*)p, 0) * Down;
+
+        public static float Up => Scale;
     }
 
     /// <summary>
-    /// output = softmax(scale · q·k_j) · v over <paramref name="count"/> keys at k + j·stride (elements), for one head.
+    /// output = softmax(scale · q·k_j) · v over <paramref name="count"/> keys at k + j·stride (elements), for one head;
+    /// <paramref name="scaledQ"/>: room for headDim floats where T scales q.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void DecodeHead16<T>(float* q, byte* k, byte* v, long stride, int count, int headDim, float scale,
-        float* scores, float* output) where T : struct, IKvFormat
+    internal static void DecodeHead16<T>(float* q, byte* k, byte* v, long stride, int count, int headDim, float scale,
+        float* scores, float* output, float* scaledQ) where T : struct, IKvFormat
     {
         ushort* kp = (ushort*)k, vp = (ushort*)v;
+        if (T.Up != 1f)
+        {
+            TensorPrimitives.Multiply(new ReadOnlySpan<float>(q, headDim), T.Up, new Span<float>(scaledQ, headDim));
+            q = scaledQ;
+        }
         int j = 0;
         for (; j + 4 <= count; j += 4)
         {
@@ -85,6 +119,7 @@ public static unsafe partial class CpuOps
         }
         var row = new Span<float>(scores, count);
         SoftmaxInPlace(row);
+        if (T.Up != 1f) TensorPrimitives.Multiply(row, T.Up, row);
 
         // Σ_j p_j · v_j: 128 output elements (8 accumulators) per pass over the keys, then 16, then single ones.
         int e = 0;
