@@ -2,11 +2,12 @@
 // (Q8_0 and Q4_0 weights take the int8 kernels of LinearQuant.cs from here.)
 //
 // Decode reads each weight once per token, so it is bound by memory bandwidth, not arithmetic. A work item
-// is RowsPerItem consecutive W rows; its thread streams them whole, four rows side by side (four
-// sequential streams, which the prefetchers follow; one stream per thread reaches ~12 GB/s here, four
-// ~30), 64 bytes of each per step, widening in registers (RowFormats.cs) into 8 accumulators (two per row:
-// 8 independent FMA chains cover the FMA latency at 2 per cycle). x is prepared once per call for each
-// stored dtype (permuted for bf16/f16, scaled for f16) and stays in L1/L2.
+// is RowsPerItem consecutive W rows; its thread streams them whole, eight rows side by side (eight
+// sequential streams, which the prefetchers follow: on a 2-core AMD Zen 4 one stream per thread reads
+// ~19 GB/s in all, four ~29, eight ~31, measured), 64 bytes of each per step, widening in registers
+// (RowFormats.cs) into 16 accumulators (two per row: independent FMA chains that cover the FMA latency).
+// Groups under eight rows go one by one. x is prepared once per call for each stored dtype (permuted for
+// bf16/f16, scaled for f16) and stays in L1/L2.
 //
 // Summation order of one output: lanes of the even and odd accumulators over the whole 32-element chunks in
 // order, their sum reduced by Vector512.Sum, then the tail elements in order. It depends on K alone.
@@ -22,7 +23,7 @@ public static unsafe partial class CpuOps
     /// <summary>Decode: whole W rows streamed per work item, x prepared per dtype.</summary>
     private sealed class RowsLinear
     {
-        /// <summary>W rows per work item (a multiple of the 4-row kernel): 16 bf16 rows of 4096 are 128 KiB.</summary>
+        /// <summary>W rows per work item (a multiple of the 8-row kernel): 16 bf16 rows of 4096 are 128 KiB.</summary>
         private const int RowsPerItem = 16;
 
         private readonly float* _x;
@@ -75,7 +76,7 @@ public static unsafe partial class CpuOps
                     }
                 }
                 bool widened = paths.Contains(Path.Widened);
-                using var scratch = new ThreadScratch(CpuWorkers.Resolve(threads), widened ? 4L * _k : 1);
+                using var scratch = new ThreadScratch(CpuWorkers.Resolve(threads), widened ? (long)Group * _k : 1);
                 using var xq = paths.Contains(Path.Q8) || paths.Contains(Path.Q4) ? new QuantizedX(_x, _n, _k, Q4HighScaleHere) : null;
                 nint xb = (nint)bf16X, xf = (nint)f16X, xs = (nint)f16ScaledX;
                 CpuWorkers.For(items.Count, threads, (item, worker) =>
@@ -112,7 +113,7 @@ public static unsafe partial class CpuOps
 
         /// <summary>
         /// Rows [r0, r0 + rows) of a part for every row of x. With <paramref name="widen"/> (f16 or quantized weights that the
-        /// register path cannot take), four rows at a time are widened there first and read as float32.
+        /// register path cannot take), eight rows at a time are widened there first and read as float32.
         /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void Item<T>(LinearPart part, int r0, int rows, float* x, float* widen) where T : struct, IRowFormat
@@ -121,10 +122,10 @@ public static unsafe partial class CpuOps
             int k = _k;
             long rowBytes = widen is null ? w.RowByteLength : (long)k * sizeof(float);
             float* y = (float*)part.Y;
-            var sums = stackalloc float[4];
-            for (int j = 0; j < rows; j += 4)
+            var sums = stackalloc float[Group];
+            for (int j = 0; j < rows; j += Group)
             {
-                int count = Math.Min(4, rows - j);
+                int count = Math.Min(Group, rows - j);
                 byte* wj = w.Pointer + (r0 + j) * w.RowByteLength;
                 if (widen is not null)
                 {
@@ -133,9 +134,7 @@ public static unsafe partial class CpuOps
                 }
                 for (int i = 0; i < _n; i++)
                 {
-                    float* xi = x + (long)i * k;
-                    if (count == 4) Dot4<T>(xi, wj, (nint)rowBytes, k, sums);
-                    else for (int r = 0; r < count; r++) sums[r] = Dot1<T>(xi, wj + r * rowBytes, k);
+                    DotGroup<T>(x + (long)i * k, wj, (nint)rowBytes, count, k, sums);
                     float* yi = y + i * part.YStride + r0 + j;
                     for (int r = 0; r < count; r++) yi[r] = sums[r] + (part.Bias?[r0 + j + r] ?? 0f);
                 }
@@ -145,7 +144,7 @@ public static unsafe partial class CpuOps
 
     /// <summary>
     /// y[i·m + j] = x_i · W row j for every row of <paramref name="w"/> (m rows of k elements, stored as T reads them) through
-    /// the row kernels of <typeparamref name="T"/> on one thread, four rows at a time as the decode path groups them.
+    /// the row kernels of <typeparamref name="T"/> on one thread, eight rows at a time as the decode path groups them.
     /// </summary>
     internal static void RowKernels<T>(float* x, int n, int k, Weight w, float* y) where T : struct, IRowFormat
     {
@@ -154,15 +153,14 @@ public static unsafe partial class CpuOps
         try
         {
             for (int i = 0; i < n; i++) T.Prepare(x + (long)i * k, k, xp + (long)i * k);
-            var sums = stackalloc float[4];
-            for (int j = 0; j < m; j += 4)
+            var sums = stackalloc float[Group];
+            for (int j = 0; j < m; j += Group)
             {
-                int count = Math.Min(4, m - j);
+                int count = Math.Min(Group, m - j);
                 byte* wj = w.Pointer + j * w.RowByteLength;
                 for (int i = 0; i < n; i++)
                 {
-                    if (count == 4) Dot4<T>(xp + (long)i * k, wj, (nint)w.RowByteLength, k, sums);
-                    else for (int r = 0; r < count; r++) sums[r] = Dot1<T>(xp + (long)i * k, wj + r * w.RowByteLength, k);
+                    DotGroup<T>(xp + (long)i * k, wj, (nint)w.RowByteLength, count, k, sums);
                     for (int r = 0; r < count; r++) y[(long)i * m + j + r] = sums[r];
                 }
             }
@@ -173,39 +171,63 @@ public static unsafe partial class CpuOps
         }
     }
 
-    /// <summary>sums[r] = x · W row r for the 4 rows at w, w + ws, w + 2ws, w + 3ws (k elements, x prepared for T).</summary>
+    /// <summary>Rows a decode kernel reads side by side.</summary>
+    private const int Group = 8;
+
+    /// <summary>sums[r] = x · W row r for the <paramref name="count"/> (at most <see cref="Group"/>) rows at w + r·ws.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void DotGroup<T>(float* x, byte* w, nint ws, int count, int k, float* sums) where T : struct, IRowFormat
+    {
+        if (count == Group) Dot8<T>(x, w, ws, k, sums);
+        else for (int r = 0; r < count; r++) sums[r] = Dot1<T>(x, w + r * ws, k);
+    }
+
+    /// <summary>sums[r] = x · W row r for the 8 rows at w + r·ws (k elements, x prepared for T).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Dot4<T>(float* x, byte* w, nint ws, int k, float* sums) where T : struct, IRowFormat
+    private static void Dot8<T>(float* x, byte* w, nint ws, int k, float* sums) where T : struct, IRowFormat
     {
         var a0 = Vector512<float>.Zero; var b0 = Vector512<float>.Zero;
         var a1 = Vector512<float>.Zero; var b1 = Vector512<float>.Zero;
         var a2 = Vector512<float>.Zero; var b2 = Vector512<float>.Zero;
         var a3 = Vector512<float>.Zero; var b3 = Vector512<float>.Zero;
-        byte* w0 = w, w1 = w + ws, w2 = w + 2 * ws, w3 = w + 3 * ws;
+        var a4 = Vector512<float>.Zero; var b4 = Vector512<float>.Zero;
+        var a5 = Vector512<float>.Zero; var b5 = Vector512<float>.Zero;
+        var a6 = Vector512<float>.Zero; var b6 = Vector512<float>.Zero;
+        var a7 = Vector512<float>.Zero; var b7 = Vector512<float>.Zero;
         int c = 0;
         for (; c + 32 <= k; c += 32)
         {
             var xa = Vector512.Load(x + c);
             var xb = Vector512.Load(x + c + 16);
-            T.Load32(w0, c, out var u, out var v);
+            T.Load32(w, c, out var u, out var v);
             a0 = Vector512.FusedMultiplyAdd(u, xa, a0); b0 = Vector512.FusedMultiplyAdd(v, xb, b0);
-            T.Load32(w1, c, out u, out v);
+            T.Load32(w + ws, c, out u, out v);
             a1 = Vector512.FusedMultiplyAdd(u, xa, a1); b1 = Vector512.FusedMultiplyAdd(v, xb, b1);
-            T.Load32(w2, c, out u, out v);
+            T.Load32(w + 2 * ws, c, out u, out v);
             a2 = Vector512.FusedMultiplyAdd(u, xa, a2); b2 = Vector512.FusedMultiplyAdd(v, xb, b2);
-            T.Load32(w3, c, out u, out v);
+            T.Load32(w + 3 * ws, c, out u, out v);
             a3 = Vector512.FusedMultiplyAdd(u, xa, a3); b3 = Vector512.FusedMultiplyAdd(v, xb, b3);
+            T.Load32(w + 4 * ws, c, out u, out v);
+            a4 = Vector512.FusedMultiplyAdd(u, xa, a4); b4 = Vector512.FusedMultiplyAdd(v, xb, b4);
+            T.Load32(w + 5 * ws, c, out u, out v);
+            a5 = Vector512.FusedMultiplyAdd(u, xa, a5); b5 = Vector512.FusedMultiplyAdd(v, xb, b5);
+            T.Load32(w + 6 * ws, c, out u, out v);
+            a6 = Vector512.FusedMultiplyAdd(u, xa, a6); b6 = Vector512.FusedMultiplyAdd(v, xb, b6);
+            T.Load32(w + 7 * ws, c, out u, out v);
+            a7 = Vector512.FusedMultiplyAdd(u, xa, a7); b7 = Vector512.FusedMultiplyAdd(v, xb, b7);
         }
-        float s0 = Vector512.Sum(a0 + b0), s1 = Vector512.Sum(a1 + b1), s2 = Vector512.Sum(a2 + b2), s3 = Vector512.Sum(a3 + b3);
-        for (; c < k; c++)
+        sums[0] = Vector512.Sum(a0 + b0); sums[1] = Vector512.Sum(a1 + b1); sums[2] = Vector512.Sum(a2 + b2); sums[3] = Vector512.Sum(a3 + b3);
+        sums[4] = Vector512.Sum(a4 + b4); sums[5] = Vector512.Sum(a5 + b5); sums[6] = Vector512.Sum(a6 + b6); sums[7] = Vector512.Sum(a7 + b7);
+        for (int r = 0; r < Group; r++)
         {
-            float xc = x[c];
-            s0 += xc * T.At(w0, c); s1 += xc * T.At(w1, c); s2 += xc * T.At(w2, c); s3 += xc * T.At(w3, c);
+            byte* wr = w + r * ws;
+            float s = sums[r];
+            for (int t = c; t < k; t++) s += x[t] * T.At(wr, t);
+            sums[r] = s;
         }
-        sums[0] = s0; sums[1] = s1; sums[2] = s2; sums[3] = s3;
     }
 
-    /// <summary>x · W row at w over k elements, summed in the same order as <see cref="Dot4"/>.</summary>
+    /// <summary>x · W row at w over k elements, summed in the same order as <see cref="Dot8"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Dot1<T>(float* x, byte* w, int k) where T : struct, IRowFormat
     {
