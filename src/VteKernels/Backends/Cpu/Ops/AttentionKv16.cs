@@ -47,7 +47,7 @@ public static unsafe partial class CpuOps
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector512<float> Load16(ushort* p) =>
-            HalfPositionedToSingle(Vector512.ShiftLeft(Avx512F.ConvertToVector512Int32(Vector256.Load((short*)p)), 13) & Vector512.Create(unchecked((int)0x8FFFE000)));
+            HalfPositionedToSingle(PositionedHalves(p));
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static float At(ushort* p) => F16Rows.At((byte*)p, 0);
@@ -58,17 +58,19 @@ public static unsafe partial class CpuOps
     /// <summary>f16 read as w · 2^-112 (see the file header); valid for finite elements and |q| &lt; 2^16.</summary>
     internal struct F16ScaledKv : IKvFormat
     {
-        private static readonly float Down = MathF.ScaleB(1f, -112), Scale = MathF.ScaleB(1f, 112);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Load16(ushort* p) => PositionedHalves(p).AsSingle();
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector512<float> Load16(ushort* p) =>
-            (Vector512.ShiftLeft(Avx512F.ConvertToVector512Int32(Vector256.Load((short*)p)), 13) & Vector512.Create(unchecked((int)0x8FFFE000))).AsSingle();
+        public static float At(ushort* p) => F16ScaledRows.At((byte*)p, 0);
 
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static float At(ushort* p) => F16Rows.At((byte*)p, 0) * Down;
-
-        public static float Up => Scale;
+        public static float Up => F16ScaledRows.Up;
     }
+
+    /// <summary>16 f16 at p, each sign, exponent and mantissa moved into float32 position (the exponent not rebiased).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> PositionedHalves(ushort* p) =>
+        Vector512.ShiftLeft(Avx512F.ConvertToVector512Int32(Vector256.Load((short*)p)), 13) & Vector512.Create(HalfPositionMask);
 
     /// <summary>
     /// output = softmax(scale · q·k_j) · v over <paramref name="count"/> keys at k + j·stride (elements), for one head;

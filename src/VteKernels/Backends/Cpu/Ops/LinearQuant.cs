@@ -205,7 +205,7 @@ public static unsafe partial class CpuOps
     private static void BlockScales(byte* w, nint ws, int rows, int blocks, int blockBytes, float* xd, float* scales)
     {
         nint bb = blockBytes;
-        var mask = Vector256.Create(unchecked((int)0x8FFFE000));
+        var mask = Vector256.Create(HalfPositionMask);
         for (int r = 0; r < rows; r++)
         {
             byte* row = w + r * ws;

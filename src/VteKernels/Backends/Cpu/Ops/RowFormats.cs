@@ -83,10 +83,12 @@ public static unsafe partial class CpuOps
         public static float At(byte* row, int k) => BitConverter.UInt32BitsToSingle((uint)((ushort*)row)[k] << 16);
     }
 
+    /// <summary>Keeps sign, exponent and mantissa of a sign-extended f16 shifted left by 13 (float32 position).</summary>
+    internal const int HalfPositionMask = unchecked((int)0x8FFFE000);
+
     /// <summary>f16 rows widened exactly in registers; valid for finite weights.</summary>
     internal struct F16Rows : IRowFormat
     {
-        private const int Mask = unchecked((int)0x8FFFE000);
 
         public static void Prepare(float* x, int k, float* dst)
         {
@@ -97,7 +99,7 @@ public static unsafe partial class CpuOps
         public static void Load32(byte* row, int k, out Vector512<float> a, out Vector512<float> b)
         {
             var u = Vector512.Load((int*)((ushort*)row + k));
-            var mask = Vector512.Create(Mask);
+            var mask = Vector512.Create(HalfPositionMask);
             a = HalfPositionedToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(u, 16), 3) & mask);
             b = HalfPositionedToSingle(Vector512.ShiftRightArithmetic(u, 3) & mask);
         }
@@ -112,8 +114,8 @@ public static unsafe partial class CpuOps
     /// </summary>
     internal struct F16ScaledRows : IRowFormat
     {
-        private const int Mask = unchecked((int)0x8FFFE000);
-        private static readonly float Up = MathF.ScaleB(1f, 112), Down = MathF.ScaleB(1f, -112);
+        /// <summary>The scale of prepared x (2^112) and of the positioned bits against the value (2^-112).</summary>
+        internal static readonly float Up = MathF.ScaleB(1f, 112), Down = MathF.ScaleB(1f, -112);
 
         public static void Prepare(float* x, int k, float* dst)
         {
@@ -124,7 +126,7 @@ public static unsafe partial class CpuOps
         public static void Load32(byte* row, int k, out Vector512<float> a, out Vector512<float> b)
         {
             var u = Vector512.Load((int*)((ushort*)row + k));
-            var mask = Vector512.Create(Mask);
+            var mask = Vector512.Create(HalfPositionMask);
             a = (Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(u, 16), 3) & mask).AsSingle();
             b = (Vector512.ShiftRightArithmetic(u, 3) & mask).AsSingle();
         }
