@@ -1,7 +1,7 @@
 // The decode step's pieces at LLaVA-1.5-7B widths, one op at a time, against this machine's read bandwidth
 // measured in the same run:
 //
-//   dotnet run -c Release --project bench/VteKernels.Bench -- cpu-decode [--quick] [--threads N] [--formats bf16,q4_0] [--out bench/results/cpu-decode.json]
+//   dotnet run -c Release --project bench/VteKernels.Bench -- cpu-decode [--quick] [--no-interleave] [--threads N] [--formats bf16,q4_0] [--out bench/results/cpu-decode.json]
 //
 // Per weight format (bf16, f16, q8_0, q4_0), weights in huge-page memory as the backend holds them: the
 // fused Q/K/V projection (3 x 4096x4096), O (4096x4096), gate/up (2 x 11008x4096), down (4096x11008) and the
@@ -12,7 +12,8 @@
 // and values). Each matrix op is timed twice: "cache", the same weights every call (a few hundred MiB of
 // last-level cache holds most of them: this is the kernel's arithmetic speed), and "memory", calls taking
 // turns over copies of the weights that together exceed twice the last-level cache, as a model's layers do
-// in decode (this is what a token costs).
+// in decode (this is what a token costs). Q4_0 matrices have their rows interleaved by eights, as the
+// backend uploads them where the CPU has AVX2 (--no-interleave: the plain ggml layout).
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using VteKernels.Backends;
@@ -25,6 +26,7 @@ internal static unsafe class CpuDecodeBench
     public static int Run(string[] args)
     {
         bool quick = args.Contains("--quick");
+        bool interleave = !args.Contains("--no-interleave");
         int threads = 0;
         DType[]? only = null;
         string outPath = Path.Combine("bench", "results", "cpu-decode.json");
@@ -33,7 +35,7 @@ internal static unsafe class CpuDecodeBench
             if (args[i] == "--threads" && i + 1 < args.Length) threads = int.Parse(args[++i]);
             else if (args[i] == "--out" && i + 1 < args.Length) outPath = args[++i];
             else if (args[i] == "--formats" && i + 1 < args.Length) only = args[++i].Split(',').Select(DTypes.Parse).ToArray();
-            else if (args[i] != "--quick")
+            else if (args[i] is not ("--quick" or "--no-interleave"))
             {
                 Console.Error.WriteLine($"unknown argument '{args[i]}'");
                 return 2;
@@ -60,7 +62,7 @@ internal static unsafe class CpuDecodeBench
             double totalMs = 0, totalBytes = 0, totalCacheMs = 0;
             foreach (var (name, parts) in shapes)
             {
-                var weights = parts.Select((p, i) => MakeWeight($"{name}.{i}", p.Out, p.In, format, t)).ToArray();
+                var weights = parts.Select((p, i) => MakeWeight($"{name}.{i}", p.Out, p.In, format, t, interleave)).ToArray();
                 int k = parts[0].In;
                 var x = RandomValues(k, 1f, 11);
                 var ys = parts.Select(p => new float[p.Out]).ToArray();
@@ -154,11 +156,14 @@ internal static unsafe class CpuDecodeBench
     }
 
     /// <summary>A random [out, in] weight (std 1/sqrt(in)) stored as <paramref name="format"/>, in huge-page memory.</summary>
-    private static Weight MakeWeight(string name, int rows, int cols, DType format, int threads)
+    private static Weight MakeWeight(string name, int rows, int cols, DType format, int threads, bool interleave)
     {
         var values = RandomValues(rows * cols, 1.7f / MathF.Sqrt(cols), rows ^ cols);
         var w = format.IsBlockQuantized() ? Weight.FromFloats(name, values, DType.BF16, rows, cols) : Weight.FromFloats(name, values, format, rows, cols);
-        return format.IsBlockQuantized() ? CpuWeights.Quantize(w, format, threads) : CpuWeights.CopyToHugePages(w, threads);
+        if (!format.IsBlockQuantized()) return CpuWeights.CopyToHugePages(w, threads);
+        // Q4_0 as the CPU backend uploads a language-model matrix: rows interleaved by eights where the int8 kernels run.
+        var quantized = CpuWeights.Quantize(w, format, threads);
+        return interleave && CpuWeights.CanInterleave(quantized) ? CpuWeights.Interleave(quantized, inPlace: true, threads) : quantized;
     }
 
     /// <summary>The op against float32 math on the same stored values (widened weights, one plain dot product per output).</summary>

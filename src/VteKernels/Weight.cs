@@ -33,8 +33,17 @@ public sealed unsafe class Weight
     /// <summary>Elements per row: the product of all dimensions but the first (a 1-D tensor is one row).</summary>
     public int Cols => Shape.Count == 1 ? Shape[0] : (int)(ElementCount / Math.Max(1, Shape[0]));
 
-    internal Weight(string name, DType dtype, int[] shape, byte* data, byte[]? pinned = null)
+    /// <summary>
+    /// Q4_0 rows stored interleaved by eights for the CPU decode kernels (Q4Interleave.cs; the CPU backend makes
+    /// such copies at upload). Row reads (<see cref="RowsToFloat"/>, <see cref="ToFloatArray"/>) give the same
+    /// values as the plain layout; <see cref="RowBytes"/> is not available.
+    /// </summary>
+    internal bool Interleaved8 { get; }
+
+    internal Weight(string name, DType dtype, int[] shape, byte* data, byte[]? pinned = null, bool interleaved8 = false)
     {
+        if (interleaved8 && (dtype != DType.Q4_0 || shape.Length != 2)) throw new ArgumentException($"'{name}': only 2-D Q4_0 weights can be interleaved", nameof(interleaved8));
+        Interleaved8 = interleaved8;
         Name = name;
         DType = dtype;
         Shape = shape;
@@ -66,6 +75,9 @@ public sealed unsafe class Weight
     /// <summary>Bytes per row (for a block-quantized weight: its blocks).</summary>
     public long RowByteLength => DType.ByteCount(Cols);
 
+    /// <summary>The managed array that holds the bytes, if one does.</summary>
+    internal byte[]? PinnedArray => _pinned;
+
     /// <summary>The first stored byte (valid while the owner is open; managed backing arrays are pinned).</summary>
     internal byte* Pointer => _data;
 
@@ -80,9 +92,12 @@ public sealed unsafe class Weight
     }
 
     /// <summary>The raw bytes of rows [row, row + count).</summary>
+    /// <exception cref="InvalidOperationException">The rows are stored interleaved (a CPU backend's Q4_0 copy).</exception>
     public ReadOnlySpan<byte> RowBytes(int row, int count = 1)
     {
         if ((uint)row > (uint)Rows || count < 0 || row + count > Rows) throw new ArgumentOutOfRangeException(nameof(row));
+        if (Interleaved8 && row < Q4Interleave.GroupedRows(Rows))
+            throw new InvalidOperationException($"tensor '{Name}' has its rows interleaved by eights for the CPU kernels; read them with RowsToFloat");
         long rowBytes = RowByteLength;
         return new ReadOnlySpan<byte>(_data + row * rowBytes, checked((int)(rowBytes * count)));
     }
@@ -91,14 +106,29 @@ public sealed unsafe class Weight
     public void RowsToFloat(int row, Span<float> dst)
     {
         if (dst.Length % Cols != 0) throw new ArgumentException("destination is not a whole number of rows", nameof(dst));
-        DTypes.ToFloat(RowBytes(row, dst.Length / Cols), DType, dst);
+        if (!Interleaved8)
+        {
+            DTypes.ToFloat(RowBytes(row, dst.Length / Cols), DType, dst);
+            return;
+        }
+        int count = dst.Length / Cols, blocks = Cols / BlockQuant.BlockElements;
+        if ((uint)row > (uint)Rows || row + count > Rows) throw new ArgumentOutOfRangeException(nameof(row));
+        var plain = new byte[blocks * BlockQuant.Q4_0BlockBytes];
+        fixed (byte* p = plain)
+            for (int r = 0; r < count; r++)
+            {
+                if (row + r < Q4Interleave.GroupedRows(Rows)) Q4Interleave.RowBlocks(_data, row + r, blocks, 0, blocks, p);
+                else RowBytes(row + r).CopyTo(plain);
+                BlockQuant.Dequantize(plain, DType, dst.Slice(r * Cols, Cols));
+            }
     }
 
     /// <summary>The whole tensor widened to a new float32 array.</summary>
     public float[] ToFloatArray()
     {
         var dst = new float[checked((int)ElementCount)];
-        DTypes.ToFloat(Bytes, DType, dst);
+        if (Interleaved8) RowsToFloat(0, dst);
+        else DTypes.ToFloat(Bytes, DType, dst);
         return dst;
     }
 

@@ -147,6 +147,14 @@ public sealed unsafe class LinearKernelTests(ITestOutputHelper output)
             }
         }
         Tolerance.AssertWithinNaiveError(y, naive, reference, $"Linear n={n} {k}->{m} {dtype} seed={seed}", floor: 1e-5 * scale, log: output);
+        if (!CpuWeights.CanInterleave(w)) return;
+        // The same weight with its rows interleaved by eights (as the CPU backend uploads Q4_0): held to the same
+        // bound (whole groups take the interleaved kernel, the rows after the last group the plain one); prefill
+        // dequantizes exactly either way, so its outputs are the very same.
+        var yi = OpsTestData.Poisoned(n * m);
+        CpuOps.Linear(x, n, CpuWeights.Interleave(w, inPlace: false, threads: 0), null, yi);
+        Tolerance.AssertWithinNaiveError(yi, naive, reference, $"Linear n={n} {k}->{m} {dtype} interleaved seed={seed}", floor: 1e-5 * scale, log: output);
+        if (n >= CpuOps.LinearPackedMinRows) AssertBitwise(y, yi, $"prefill n={n} {k}->{m}: interleaved against plain");
     }
 
     [Theory]
@@ -159,11 +167,19 @@ public sealed unsafe class LinearKernelTests(ITestOutputHelper output)
     [InlineData(1, DType.Q8_0)]
     [InlineData(1, DType.Q4_0)]
     [InlineData(17, DType.Q4_0)]
-    public void IsBitwiseTheSameOnAnyThreadCountAndAsOnePartOfSeveral(int n, DType dtype)
+    [InlineData(1, DType.Q4_0, true)]
+    [InlineData(3, DType.Q4_0, true)]
+    public void IsBitwiseTheSameOnAnyThreadCountAndAsOnePartOfSeveral(int n, DType dtype, bool interleaved = false)
     {
+        Assert.SkipWhen(interleaved && !CpuOps.Int8DotSupported, "rows are interleaved only where the int8 decode kernels run (AVX2)");
         int k = dtype.IsBlockQuantized() ? 1024 : 1029;
         var (a, _) = OpsTestData.RandomWeight("a", dtype, 1, 1f, 0f, 301, k);
         var (c, _) = OpsTestData.RandomWeight("c", dtype, 2, 1f, 0f, 77, k);
+        if (interleaved)
+        {
+            a = CpuWeights.Interleave(a, inPlace: true, threads: 0);
+            c = CpuWeights.Interleave(c, inPlace: false, threads: 1);
+        }
         var x = OpsTestData.RandomFloats(n * k, 3);
         var alone1 = OpsTestData.Poisoned(n * 301);
         var alone2 = OpsTestData.Poisoned(n * 301);

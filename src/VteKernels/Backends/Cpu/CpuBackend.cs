@@ -138,7 +138,8 @@ public sealed class CpuBackend : IBackend
     /// Language-model matrices (and, with <see cref="CpuBackendOptions.QuantizeVision"/>, the vision side's) are
     /// quantized when <see cref="CpuBackendOptions.Quantize"/> asks and the shape allows (2-D, rows of whole
     /// 32-element blocks); otherwise language-model matrices are copied into huge pages when
-    /// <see cref="CpuBackendOptions.HugePages"/> is on.
+    /// <see cref="CpuBackendOptions.HugePages"/> is on. Language-model Q4_0 matrices (quantized here or read
+    /// from a file) get their rows interleaved by eights for the decode kernels where the CPU has AVX2.
     /// </remarks>
     /// <exception cref="ArgumentException">A matrix to quantize holds a value that is not finite.</exception>
     public DeviceWeight UploadLinear(Weight weight, LinearRole role)
@@ -147,7 +148,11 @@ public sealed class CpuBackend : IBackend
         if (weight.Shape.Count >= 2) _modelDType ??= weight.DType;
         bool lm = role == LinearRole.LanguageModel;
         if (Options.Quantize is { } q && (lm || Options.QuantizeVision) && CpuWeights.CanQuantize(weight))
-            return new CpuWeight(CpuWeights.Quantize(weight, q, _threads));
+        {
+            var quantized = CpuWeights.Quantize(weight, q, _threads);
+            return new CpuWeight(lm && CpuWeights.CanInterleave(quantized) ? CpuWeights.Interleave(quantized, inPlace: true, _threads) : quantized);
+        }
+        if (lm && CpuWeights.CanInterleave(weight)) return new CpuWeight(CpuWeights.Interleave(weight, inPlace: false, _threads));
         if (lm && Options.HugePages && weight.ByteLength >= 1 << 21) return new CpuWeight(CpuWeights.CopyToHugePages(weight, _threads));
         return new CpuWeight(weight);
     }

@@ -9,7 +9,12 @@
 //   (cpu-e2e prints both). The copy costs the weights' size in memory (the page cache of the file can be
 //   dropped by the kernel) and a pass over them at load.
 //
-// Both land in a pinned managed array, which the returned Weight keeps alive: the memory goes back when the
+// * Interleave a Q4_0 matrix's rows by eights (Q4Interleave.cs) where the int8 decode kernels run (AVX2): the
+//   decode kernel then multiplies eight rows per instruction instead of one, ~2.5x fewer instructions per
+//   weight (measured in L2 on AMD Zen 4). A quantized matrix is interleaved where it lies; one from a file
+//   is copied (into huge pages, as above).
+//
+// All land in a pinned managed array, which the returned Weight keeps alive: the memory goes back when the
 // model and backend are dropped, as memory-mapped weights do.
 using System.Runtime.InteropServices;
 
@@ -56,6 +61,41 @@ internal static unsafe partial class CpuWeights
         }
     }
 
+    /// <summary>True when <paramref name="w"/> is a Q4_0 matrix the decode kernels read faster interleaved, and it fits one array.</summary>
+    public static bool CanInterleave(Weight w) =>
+        w.DType == DType.Q4_0 && w.Shape.Count == 2 && !w.Interleaved8 && w.Rows >= Q4Interleave.GroupRows && CpuOps.Int8DotSupported &&
+        w.ByteLength <= int.MaxValue - 2L * HugePage;
+
+    /// <summary>
+    /// <paramref name="w"/> (Q4_0) with its rows interleaved by eights: in place when <paramref name="inPlace"/>
+    /// (a weight this backend made), otherwise a copy in huge-page memory.
+    /// </summary>
+    public static Weight Interleave(Weight w, bool inPlace, int threads)
+    {
+        if (!CanInterleave(w)) throw new ArgumentException($"'{w.Name}' ({w.DType} [{string.Join(", ", w.Shape)}]) cannot be interleaved", nameof(w));
+        byte[]? array = null;
+        nint dst = (nint)w.Pointer, src = dst;
+        if (!inPlace) (array, dst) = Allocate(w.ByteLength);
+        int blocks = w.Cols / BlockQuant.BlockElements, groups = w.Rows / Q4Interleave.GroupRows;
+        long groupBytes = (long)blocks * Q4Interleave.GroupBlockBytes;
+        CpuWorkers.For(groups, threads, (g, _) =>
+        {
+            var copy = System.Buffers.ArrayPool<byte>.Shared.Rent(checked((int)groupBytes));
+            try
+            {
+                fixed (byte* c = copy)
+                {
+                    Buffer.MemoryCopy((byte*)src + g * groupBytes, c, groupBytes, groupBytes);
+                    Q4Interleave.InterleaveGroup(c, (byte*)dst + g * groupBytes, blocks);
+                }
+            }
+            finally { System.Buffers.ArrayPool<byte>.Shared.Return(copy); }
+        });
+        long tail = w.ByteLength - groups * groupBytes;
+        if (!inPlace) Buffer.MemoryCopy(w.Pointer + groups * groupBytes, (byte*)dst + groups * groupBytes, tail, tail);
+        return new Weight(w.Name, w.DType, [.. w.Shape], (byte*)dst, inPlace ? w.PinnedArray : array, interleaved8: true);
+    }
+
     /// <summary>A copy of <paramref name="w"/> in huge-page memory, or <paramref name="w"/> itself when it is too large for one array.</summary>
     public static Weight CopyToHugePages(Weight w, int threads)
     {
@@ -69,7 +109,7 @@ internal static unsafe partial class CpuWeights
             long at = c * Chunk, n = Math.Min(Chunk, bytes - at);
             Buffer.MemoryCopy((byte*)src + at, (byte*)dst + at, n, n);
         });
-        return new Weight(w.Name, w.DType, [.. w.Shape], (byte*)dst, array);
+        return new Weight(w.Name, w.DType, [.. w.Shape], (byte*)dst, array, w.Interleaved8);
     }
 
     /// <summary>A pinned array with a 2 MiB-aligned region of <paramref name="bytes"/> in it, marked for huge pages before first touch.</summary>

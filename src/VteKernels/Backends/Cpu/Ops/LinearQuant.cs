@@ -29,9 +29,18 @@
 // inner loop takes each block's combined scale with one broadcast load (vbroadcastss from memory: a load,
 // no shuffle). (Widening each scale in the inner loop with scalar code cost ~8 instructions per block and
 // row, about as many as the block's dot product itself.) Per block and row the inner loop is then two loads
-// and four vector instructions (AND or vpsignb, vpdpbusd, vcvtdq2ps, FMA). The activation quantization is
-// the only approximation beyond the weights' own; the prefill path (LinearPacked.cs) dequantizes the
-// weights exactly instead and keeps x in float32.
+// and four vector instructions (AND or vpsignb, vpdpbusd, vcvtdq2ps, FMA); without VNNI seven or more.
+//
+// Q4_0 matrices the CPU backend uploads have their rows interleaved by eights (Q4Interleave.cs) and take a
+// kernel of their own (Q4Groups): one 32-byte load holds four bytes of each of eight rows, so one broadcast of
+// four x bytes and one vpmaddubsw serve eight rows; the eight products of a block stay in int16 (no overflow
+// for nibbles), one vpmaddwd gives each row's exact block sum in its own int32 lane, and the eight rows'
+// scales are applied as one vector: about 4.5 vector instructions per block and row (~2.5x faster in L2 on
+// AMD Zen 4, measured). Two groups go side by side (two streams per thread). Its sums differ from the plain
+// kernel's in rounding only (a block's sum is scaled whole, where the plain kernel keeps eight partial lanes).
+//
+// The activation quantization is the only approximation beyond the weights' own; the prefill path
+// (LinearPacked.cs) dequantizes the weights exactly instead and keeps x in float32.
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -57,6 +66,10 @@ public static unsafe partial class CpuOps
 
         public readonly byte* Records;
         public readonly float* D;
+
+        /// <summary>Per row of x and block: −8 · Σ q over the block's 32 elements (Q4_0's offset, for the interleaved kernel).</summary>
+        public readonly int* Offset;
+
         public readonly int Blocks;
 
         /// <param name="x">The rows to quantize, [n][k].</param>
@@ -69,14 +82,15 @@ public static unsafe partial class CpuOps
             long count = (long)n * Blocks;
             Records = (byte*)NativeMemory.AlignedAlloc((nuint)(count * RecordBytes), 64);
             D = (float*)NativeMemory.AlignedAlloc((nuint)(count * sizeof(float)), 64);
-            for (long b = 0; b < count; b++) QuantizeBlock(x + b * 32, Records + b * RecordBytes, out D[b], q4HighScale);
+            Offset = (int*)NativeMemory.AlignedAlloc((nuint)(count * sizeof(int)), 64);
+            for (long b = 0; b < count; b++) QuantizeBlock(x + b * 32, Records + b * RecordBytes, out D[b], out Offset[b], q4HighScale);
         }
 
         /// <summary>Row i's first block record.</summary>
         public byte* Row(int i) => Records + (long)i * Blocks * RecordBytes;
 
         /// <summary>Q8_0's rule on one block (BlockQuant.Quantize, with the scale kept in float32).</summary>
-        private static void QuantizeBlock(float* x, byte* record, out float d, int q4HighScale)
+        private static void QuantizeBlock(float* x, byte* record, out float d, out int offset, int q4HighScale)
         {
             sbyte* q = (sbyte*)record;
             byte* abs = record + AbsAt;
@@ -91,13 +105,20 @@ public static unsafe partial class CpuOps
                 q[j] = (sbyte)v;
                 abs[j] = (byte)Math.Abs(v);
             }
-            for (int l = 0; l < 8; l++) start[l] = -8 * (l < 4 ? 1 : q4HighScale) * (q[4 * l] + q[4 * l + 1] + q[4 * l + 2] + q[4 * l + 3]);
+            offset = 0;
+            for (int l = 0; l < 8; l++)
+            {
+                int sum = q[4 * l] + q[4 * l + 1] + q[4 * l + 2] + q[4 * l + 3];
+                start[l] = -8 * (l < 4 ? 1 : q4HighScale) * sum;
+                offset -= 8 * sum;
+            }
         }
 
         public void Dispose()
         {
             NativeMemory.AlignedFree(Records);
             NativeMemory.AlignedFree(D);
+            NativeMemory.AlignedFree(Offset);
         }
     }
 
@@ -158,6 +179,7 @@ public static unsafe partial class CpuOps
     internal static void DecodeQuantized<T>(QuantizedX x, int n, Weight w, int r0, int rows, float* y, long yStride, float[]? bias) where T : struct, IByteDot
     {
         if (w.DType == DType.Q8_0) DecodeRows<Q8Blocks<T>>(x, n, w, r0, rows, y, yStride, bias);
+        else if (w.Interleaved8) DecodeInterleaved<T>(x, n, w, r0, rows, y, yStride, bias);
         else DecodeRows<Q4Blocks<T>>(x, n, w, r0, rows, y, yStride, bias);
     }
 
@@ -223,6 +245,90 @@ public static unsafe partial class CpuOps
             }
             for (; b < blocks; b++) dst[b] = BlockQuant.HalfToSingle(*(ushort*)(row + (long)b * blockBytes)) * xd[b];
         }
+    }
+
+    /// <summary>
+    /// <see cref="DecodeQuantized"/> for a Q4_0 weight interleaved by eights (Q4Interleave.cs): whole groups through
+    /// <see cref="Q4Groups"/> (two side by side), rows after the last whole group (stored plainly) through the plain kernels.
+    /// </summary>
+    /// <exception cref="ArgumentException">The rows cut a group.</exception>
+    private static void DecodeInterleaved<T>(QuantizedX x, int n, Weight w, int r0, int rows, float* y, long yStride, float[]? bias) where T : struct, IByteDot
+    {
+        int grouped = Math.Max(r0, Math.Min(r0 + rows, Q4Interleave.GroupedRows(w.Rows)));
+        if (r0 % Q4Interleave.GroupRows != 0 && grouped > r0 || (grouped - r0) % Q4Interleave.GroupRows != 0)
+            throw new ArgumentException($"rows [{r0}, {r0 + rows}) are not whole groups of {Q4Interleave.GroupRows} interleaved rows", nameof(r0));
+        long rowBytes = w.RowByteLength;
+        var sums = stackalloc float[16];
+        for (int j = r0; j < grouped; j += 16)
+        {
+            int count = Math.Min(16, grouped - j);
+            for (int i = 0; i < n; i++)
+            {
+                Q4Groups(x.Row(i), x.D + (long)i * x.Blocks, x.Offset + (long)i * x.Blocks, x.Blocks, w.Pointer + j * rowBytes, count == 16 ? (nint)(8 * rowBytes) : 0, sums);
+                float* yi = y + i * yStride + (j - r0);
+                for (int r = 0; r < count; r++) yi[r] = sums[r] + (bias?[j + r] ?? 0f);
+            }
+        }
+        if (grouped < r0 + rows) DecodeRows<Q4Blocks<T>>(x, n, w, grouped, r0 + rows - grouped, y + (grouped - r0), yStride, bias);
+    }
+
+    /// <summary>
+    /// sums[8g + l] = x · row l of interleaved Q4_0 group g, for the two groups at <paramref name="w"/> and
+    /// w + <paramref name="groupBytes"/> side by side (two streams from memory per thread: one stream reads ~19 GB/s
+    /// in all here, measured) or the one at w alone when <paramref name="groupBytes"/> is 0. x's block records
+    /// at xr, scales at xd, offsets −8 · Σ q at offset; per block see <see cref="Q4Block"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Q4Groups(byte* xr, float* xd, int* offset, int blocks, byte* w, nint groupBytes, float* sums)
+    {
+        var acc0 = Vector256<float>.Zero;
+        var acc1 = Vector256<float>.Zero;
+        if (groupBytes == 0)
+            for (int b = 0; b < blocks; b++, xr += QuantizedX.RecordBytes, w += Q4Interleave.GroupBlockBytes)
+                acc0 = Q4Block(w, (sbyte*)xr, offset[b], xd[b], acc0);
+        else
+            for (int b = 0; b < blocks; b++, xr += QuantizedX.RecordBytes, w += Q4Interleave.GroupBlockBytes)
+            {
+                acc0 = Q4Block(w, (sbyte*)xr, offset[b], xd[b], acc0);
+                acc1 = Q4Block(w + groupBytes, (sbyte*)xr, offset[b], xd[b], acc1);
+            }
+        acc0.Store(sums);
+        if (groupBytes != 0) acc1.Store(sums + 8);
+    }
+
+    /// <summary>2^112 (exact), a constant so that the kernel loop reads no static field.</summary>
+    private const float TwoTo112 = 5192296858534827628530496329220096f;
+
+    /// <summary>
+    /// acc + one block of an interleaved Q4_0 group at <paramref name="w"/> against x's block q: lane l gets row l's
+    /// block sum times its scale. The four 32-byte chunks give eight rows' four low and four high nibbles a 32-bit
+    /// lane; each half is multiplied by a broadcast of the four x bytes it pairs with (vpmaddubsw: pairs of at most
+    /// 2 · 15 · 127) and the eight products summed in int16 (at most 30480, no overflow); vpmaddwd then gives each
+    /// row's block sum in an int32 lane, exact, to which the offset −8 · Σ q is added. Each lane is scaled by its
+    /// row's d_w (the f16 positioned as a float32 and multiplied by 2^112: exact, subnormal scales included) times
+    /// d_x and accumulated in float32, block by block.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Q4Block(byte* w, sbyte* q, int offset, float xd, Vector256<float> acc)
+    {
+        var low = Vector256.Create((byte)0x0F);
+        var c0 = Vector256.Load(w + 16);
+        var c1 = Vector256.Load(w + 48);
+        var c2 = Vector256.Load(w + 80);
+        var c3 = Vector256.Load(w + 112);
+        var s0 = Avx2.MultiplyAddAdjacent(c0 & low, Vector256.Create(*(int*)q).AsSByte());
+        var s1 = Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(c0.AsUInt16(), 4).AsByte() & low, Vector256.Create(*(int*)(q + 16)).AsSByte());
+        var s2 = Avx2.MultiplyAddAdjacent(c1 & low, Vector256.Create(*(int*)(q + 4)).AsSByte());
+        var s3 = Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(c1.AsUInt16(), 4).AsByte() & low, Vector256.Create(*(int*)(q + 20)).AsSByte());
+        var s4 = Avx2.MultiplyAddAdjacent(c2 & low, Vector256.Create(*(int*)(q + 8)).AsSByte());
+        var s5 = Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(c2.AsUInt16(), 4).AsByte() & low, Vector256.Create(*(int*)(q + 24)).AsSByte());
+        var s6 = Avx2.MultiplyAddAdjacent(c3 & low, Vector256.Create(*(int*)(q + 12)).AsSByte());
+        var s7 = Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(c3.AsUInt16(), 4).AsByte() & low, Vector256.Create(*(int*)(q + 28)).AsSByte());
+        var sum = Avx2.MultiplyAddAdjacent((s0 + s1) + (s2 + s3) + ((s4 + s5) + (s6 + s7)), Vector256.Create((short)1)) + Vector256.Create(offset);
+        // Sign-extended f16 bits shifted into float32 position: bits 30..28 hold copies of the sign, which the mask clears.
+        var scale = (Vector256.ShiftLeft(Avx2.ConvertToVector256Int32((short*)w), 13) & Vector256.Create(HalfPositionMask)).AsSingle()
+            * Vector256.Create(TwoTo112) * Vector256.Create(xd);
+        return Vector256.FusedMultiplyAdd(Avx.ConvertToVector256Single(sum), scale, acc);
     }
 
     /// <summary>How the row kernels read one block format: its size, which part of x's record it needs beside q, and one block's int32 lanes.</summary>

@@ -1,0 +1,92 @@
+// Q4_0 rows interleaved by eights (Q4Interleave.cs): the bytes where the layout says, the same values read
+// back by every row reader, and the CPU backend's uploads taking the layout where the int8 kernels run.
+using VteKernels.Backends;
+using VteKernels.Backends.Cpu;
+using Xunit;
+
+namespace VteKernels.Tests.Ops;
+
+public sealed class Q4InterleaveTests
+{
+    [Theory]
+    [InlineData(8, 32)]
+    [InlineData(13, 224)]
+    [InlineData(29, 4128)]
+    public void BytesLieWhereTheLayoutSaysAndRowsReadBackTheSame(int rows, int k)
+    {
+        Assert.SkipUnless(CpuOps.Int8DotSupported, "rows are interleaved only where the int8 decode kernels run (AVX2)");
+        var (w, _) = OpsTestData.RandomWeight("w", DType.Q4_0, rows + k, 1f, 0f, rows, k);
+        var plain = w.Bytes.ToArray();
+        var interleaved = CpuWeights.Interleave(w, inPlace: false, threads: 0);
+        Assert.True(interleaved.Interleaved8);
+        Assert.Equal(w.ByteLength, interleaved.ByteLength);
+        var bytes = interleaved.Bytes.ToArray();
+        int blocks = k / 32, rowBytes = blocks * 18, groups = rows / 8;
+        for (int g = 0; g < groups; g++)
+            for (int b = 0; b < blocks; b++)
+            {
+                int at = g * 8 * rowBytes + b * 144;
+                for (int l = 0; l < 8; l++)
+                {
+                    int from = (g * 8 + l) * rowBytes + b * 18;
+                    Assert.Equal(plain[from], bytes[at + 2 * l]);
+                    Assert.Equal(plain[from + 1], bytes[at + 2 * l + 1]);
+                    for (int c = 0; c < 4; c++)
+                        for (int t = 0; t < 4; t++)
+                            Assert.Equal(plain[from + 2 + 4 * c + t], bytes[at + 16 + 32 * c + 4 * l + t]);
+                }
+            }
+        // Rows after the last whole group stay as ggml stores them.
+        Assert.Equal(plain.AsSpan(groups * 8 * rowBytes).ToArray(), bytes.AsSpan(groups * 8 * rowBytes).ToArray());
+
+        Assert.Equal(w.ToFloatArray(), interleaved.ToFloatArray());
+        var one = new float[k];
+        var expected = new float[k];
+        for (int r = 0; r < rows; r++)
+        {
+            interleaved.RowsToFloat(r, one);
+            w.RowsToFloat(r, expected);
+            Assert.Equal(expected, one);
+        }
+        Assert.Throws<InvalidOperationException>(() => interleaved.RowBytes(0).Length);
+        if (rows > groups * 8) Assert.Equal(w.RowBytes(rows - 1).ToArray(), interleaved.RowBytes(rows - 1).ToArray());
+    }
+
+    [Fact]
+    public void InPlaceGivesTheSameBytesAsACopy()
+    {
+        Assert.SkipUnless(CpuOps.Int8DotSupported, "rows are interleaved only where the int8 decode kernels run (AVX2)");
+        var (a, _) = OpsTestData.RandomWeight("a", DType.Q4_0, 3, 1f, 0f, 21, 96);
+        var (b, _) = OpsTestData.RandomWeight("b", DType.Q4_0, 3, 1f, 0f, 21, 96);
+        var copy = CpuWeights.Interleave(a, inPlace: false, threads: 0);
+        var inPlace = CpuWeights.Interleave(b, inPlace: true, threads: 1);
+        Assert.Equal(copy.Bytes.ToArray(), inPlace.Bytes.ToArray());
+        Assert.Equal(a.ToFloatArray(), inPlace.ToFloatArray());
+    }
+
+    [Fact]
+    public void OnlyWholeQ4MatricesAreInterleaved()
+    {
+        var (q8, _) = OpsTestData.RandomWeight("q8", DType.Q8_0, 4, 1f, 0f, 16, 64);
+        var (small, _) = OpsTestData.RandomWeight("small", DType.Q4_0, 4, 1f, 0f, 7, 64);
+        Assert.False(CpuWeights.CanInterleave(q8));
+        Assert.False(CpuWeights.CanInterleave(small));
+        Assert.Throws<ArgumentException>(() => CpuWeights.Interleave(q8, inPlace: false, threads: 0));
+    }
+
+    [Fact]
+    public void TheBackendInterleavesLanguageModelQ4MatricesOnly()
+    {
+        Assert.SkipUnless(CpuOps.Int8DotSupported, "rows are interleaved only where the int8 decode kernels run (AVX2)");
+        var (f32, _) = OpsTestData.RandomWeight("f", DType.F32, 5, 1f, 0f, 24, 64);
+        var (q4, _) = OpsTestData.RandomWeight("q", DType.Q4_0, 6, 1f, 0f, 24, 64);
+        var quantizing = new CpuBackend(new CpuBackendOptions { Quantize = DType.Q4_0 });
+        Assert.True(quantizing.UploadLinear(f32, LinearRole.LanguageModel).Source.Interleaved8);
+        Assert.False(quantizing.UploadLinear(f32, LinearRole.Vision).Source.Interleaved8);
+        var plain = new CpuBackend();
+        var fromFile = plain.UploadLinear(q4, LinearRole.LanguageModel).Source;
+        Assert.True(fromFile.Interleaved8);
+        Assert.False(q4.Interleaved8);
+        Assert.Equal(q4.ToFloatArray(), fromFile.ToFloatArray());
+    }
+}
