@@ -34,7 +34,7 @@ public sealed unsafe class Weight
     public int Cols => Shape.Count == 1 ? Shape[0] : (int)(ElementCount / Math.Max(1, Shape[0]));
 
     /// <summary>
-    /// Q4_0 rows stored interleaved by eights for the CPU decode kernels (Q4Interleave.cs; the CPU backend makes
+    /// Q8_0 or Q4_0 rows stored interleaved by eights for the CPU decode kernels (BlockInterleave.cs; the CPU backend makes
     /// such copies at upload). Row reads (<see cref="RowsToFloat"/>, <see cref="ToFloatArray"/>) give the same
     /// values as the plain layout; <see cref="RowBytes"/> is not available.
     /// </summary>
@@ -42,7 +42,7 @@ public sealed unsafe class Weight
 
     internal Weight(string name, DType dtype, int[] shape, byte* data, byte[]? pinned = null, bool interleaved8 = false)
     {
-        if (interleaved8 && (dtype != DType.Q4_0 || shape.Length != 2)) throw new ArgumentException($"'{name}': only 2-D Q4_0 weights can be interleaved", nameof(interleaved8));
+        if (interleaved8 && (!dtype.IsBlockQuantized() || shape.Length != 2)) throw new ArgumentException($"'{name}': only 2-D Q8_0 and Q4_0 weights can be interleaved", nameof(interleaved8));
         Interleaved8 = interleaved8;
         Name = name;
         DType = dtype;
@@ -96,7 +96,7 @@ public sealed unsafe class Weight
     public ReadOnlySpan<byte> RowBytes(int row, int count = 1)
     {
         if ((uint)row > (uint)Rows || count < 0 || row + count > Rows) throw new ArgumentOutOfRangeException(nameof(row));
-        if (Interleaved8 && row < Q4Interleave.GroupedRows(Rows))
+        if (Interleaved8 && row < BlockInterleave.GroupedRows(Rows))
             throw new InvalidOperationException($"tensor '{Name}' has its rows interleaved by eights for the CPU kernels; read them with RowsToFloat");
         long rowBytes = RowByteLength;
         return new ReadOnlySpan<byte>(_data + row * rowBytes, checked((int)(rowBytes * count)));
@@ -113,11 +113,12 @@ public sealed unsafe class Weight
         }
         int count = dst.Length / Cols, blocks = Cols / BlockQuant.BlockElements;
         if ((uint)row > (uint)Rows || row + count > Rows) throw new ArgumentOutOfRangeException(nameof(row));
-        var plain = new byte[blocks * BlockQuant.Q4_0BlockBytes];
+        int blockBytes = BlockQuant.BlockBytes(DType);
+        var plain = new byte[blocks * blockBytes];
         fixed (byte* p = plain)
             for (int r = 0; r < count; r++)
             {
-                if (row + r < Q4Interleave.GroupedRows(Rows)) Q4Interleave.RowBlocks(_data, row + r, blocks, 0, blocks, p);
+                if (row + r < BlockInterleave.GroupedRows(Rows)) BlockInterleave.RowBlocks(_data, row + r, blocks, blockBytes, 0, blocks, p);
                 else RowBytes(row + r).CopyTo(plain);
                 BlockQuant.Dequantize(plain, DType, dst.Slice(r * Cols, Cols));
             }

@@ -148,7 +148,7 @@ public sealed unsafe class LinearKernelTests(ITestOutputHelper output)
         }
         Tolerance.AssertWithinNaiveError(y, naive, reference, $"Linear n={n} {k}->{m} {dtype} seed={seed}", floor: 1e-5 * scale, log: output);
         if (!CpuWeights.CanInterleave(w)) return;
-        // The same weight with its rows interleaved by eights (as the CPU backend uploads Q4_0): held to the same
+        // The same weight with its rows interleaved by eights (as the CPU backend uploads Q8_0 and Q4_0): held to the same
         // bound (whole groups take the interleaved kernel, the rows after the last group the plain one); prefill
         // dequantizes exactly either way, so its outputs are the very same.
         var yi = OpsTestData.Poisoned(n * m);
@@ -169,6 +169,7 @@ public sealed unsafe class LinearKernelTests(ITestOutputHelper output)
     [InlineData(17, DType.Q4_0)]
     [InlineData(1, DType.Q4_0, true)]
     [InlineData(3, DType.Q4_0, true)]
+    [InlineData(1, DType.Q8_0, true)]
     public void IsBitwiseTheSameOnAnyThreadCountAndAsOnePartOfSeveral(int n, DType dtype, bool interleaved = false)
     {
         Assert.SkipWhen(interleaved && !CpuOps.Int8DotSupported, "rows are interleaved only where the int8 decode kernels run (AVX2)");

@@ -9,9 +9,9 @@
 //   (cpu-e2e prints both). The copy costs the weights' size in memory (the page cache of the file can be
 //   dropped by the kernel) and a pass over them at load.
 //
-// * Interleave a Q4_0 matrix's rows by eights (Q4Interleave.cs) where the int8 decode kernels run (AVX2): the
-//   decode kernel then multiplies eight rows per instruction instead of one, ~2.5x fewer instructions per
-//   weight (measured in L2 on AMD Zen 4). A quantized matrix is interleaved where it lies; one from a file
+// * Interleave a Q8_0 or Q4_0 matrix's rows by eights (BlockInterleave.cs) where the int8 decode kernels run
+//   (AVX2): the decode kernels then multiply eight rows per instruction instead of one (Q4_0 ~2.5x fewer
+//   instructions per weight, measured in L2 on AMD Zen 4). A quantized matrix is interleaved where it lies; one from a file
 //   is copied (into huge pages, as above).
 //
 // All land in a pinned managed array, which the returned Weight keeps alive: the memory goes back when the
@@ -61,13 +61,13 @@ internal static unsafe partial class CpuWeights
         }
     }
 
-    /// <summary>True when <paramref name="w"/> is a Q4_0 matrix the decode kernels read faster interleaved, and it fits one array.</summary>
+    /// <summary>True when <paramref name="w"/> is a Q8_0 or Q4_0 matrix the decode kernels read faster interleaved, and it fits one array.</summary>
     public static bool CanInterleave(Weight w) =>
-        w.DType == DType.Q4_0 && w.Shape.Count == 2 && !w.Interleaved8 && w.Rows >= Q4Interleave.GroupRows && CpuOps.Int8DotSupported &&
+        w.DType.IsBlockQuantized() && w.Shape.Count == 2 && !w.Interleaved8 && w.Rows >= BlockInterleave.GroupRows && CpuOps.Int8DotSupported &&
         w.ByteLength <= int.MaxValue - 2L * HugePage;
 
     /// <summary>
-    /// <paramref name="w"/> (Q4_0) with its rows interleaved by eights: in place when <paramref name="inPlace"/>
+    /// <paramref name="w"/> (Q8_0 or Q4_0) with its rows interleaved by eights: in place when <paramref name="inPlace"/>
     /// (a weight this backend made), otherwise a copy in huge-page memory.
     /// </summary>
     public static Weight Interleave(Weight w, bool inPlace, int threads)
@@ -76,8 +76,8 @@ internal static unsafe partial class CpuWeights
         byte[]? array = null;
         nint dst = (nint)w.Pointer, src = dst;
         if (!inPlace) (array, dst) = Allocate(w.ByteLength);
-        int blocks = w.Cols / BlockQuant.BlockElements, groups = w.Rows / Q4Interleave.GroupRows;
-        long groupBytes = (long)blocks * Q4Interleave.GroupBlockBytes;
+        int blocks = w.Cols / BlockQuant.BlockElements, groups = w.Rows / BlockInterleave.GroupRows, blockBytes = BlockQuant.BlockBytes(w.DType);
+        long groupBytes = (long)blocks * BlockInterleave.GroupRows * blockBytes;
         CpuWorkers.For(groups, threads, (g, _) =>
         {
             var copy = System.Buffers.ArrayPool<byte>.Shared.Rent(checked((int)groupBytes));
@@ -86,7 +86,7 @@ internal static unsafe partial class CpuWeights
                 fixed (byte* c = copy)
                 {
                     Buffer.MemoryCopy((byte*)src + g * groupBytes, c, groupBytes, groupBytes);
-                    Q4Interleave.InterleaveGroup(c, (byte*)dst + g * groupBytes, blocks);
+                    BlockInterleave.InterleaveGroup(c, (byte*)dst + g * groupBytes, blocks, blockBytes);
                 }
             }
             finally { System.Buffers.ArrayPool<byte>.Shared.Return(copy); }

@@ -151,20 +151,21 @@ public static unsafe partial class CpuOps
     /// <summary>Widens elements [k0, k0 + count) of W row <paramref name="row"/> to float32 (their real values).</summary>
     internal static void WidenRow(Weight w, int row, int k0, int count, float* dst)
     {
-        if (!w.Interleaved8 || row >= Q4Interleave.GroupedRows(w.Rows))
+        if (!w.Interleaved8 || row >= BlockInterleave.GroupedRows(w.Rows))
         {
             Widen(w.Pointer + row * w.RowByteLength + w.DType.ByteCount(k0), w.DType, dst, count);
             return;
         }
-        // An interleaved Q4_0 row: its blocks gathered into ggml's layout a few at a time, then dequantized as those are.
+        // An interleaved row: its blocks gathered into ggml's layout a few at a time, then dequantized as those are.
         const int Step = 64;
-        var plain = stackalloc byte[Step * BlockQuant.Q4_0BlockBytes];
+        int blockBytes = BlockQuant.BlockBytes(w.DType);
+        var plain = stackalloc byte[Step * BlockQuant.Q8_0BlockBytes];
         int blocks = w.Cols / BlockQuant.BlockElements, b0 = k0 / BlockQuant.BlockElements, total = count / BlockQuant.BlockElements;
         for (int b = 0; b < total; b += Step)
         {
             int c = Math.Min(Step, total - b);
-            Q4Interleave.RowBlocks(w.Pointer, row, blocks, b0 + b, c, plain);
-            Widen(plain, DType.Q4_0, dst + (long)b * BlockQuant.BlockElements, c * BlockQuant.BlockElements);
+            BlockInterleave.RowBlocks(w.Pointer, row, blocks, blockBytes, b0 + b, c, plain);
+            Widen(plain, w.DType, dst + (long)b * BlockQuant.BlockElements, c * BlockQuant.BlockElements);
         }
     }
 }

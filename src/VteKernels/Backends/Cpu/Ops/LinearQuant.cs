@@ -31,13 +31,14 @@
 // row, about as many as the block's dot product itself.) Per block and row the inner loop is then two loads
 // and four vector instructions (AND or vpsignb, vpdpbusd, vcvtdq2ps, FMA); without VNNI seven or more.
 //
-// Q4_0 matrices the CPU backend uploads have their rows interleaved by eights (Q4Interleave.cs) and take a
-// kernel of their own (Q4Groups): one 32-byte load holds four bytes of each of eight rows, so one broadcast of
-// four x bytes and one vpmaddubsw serve eight rows; the eight products of a block stay in int16 (no overflow
-// for nibbles), one vpmaddwd gives each row's exact block sum in its own int32 lane, and the eight rows'
-// scales are applied as one vector: about 4.5 vector instructions per block and row (~2.5x faster in L2 on
-// AMD Zen 4, measured). Two groups go side by side (two streams per thread). Its sums differ from the plain
-// kernel's in rounding only (a block's sum is scaled whole, where the plain kernel keeps eight partial lanes).
+// Q8_0 and Q4_0 matrices the CPU backend uploads have their rows interleaved by eights (BlockInterleave.cs)
+// and take a kernel of their own (Groups): one 32-byte load holds four bytes of each of eight rows, so one
+// broadcast of four x bytes and one vpmaddubsw serve eight rows; each row's exact block sum lands in its own
+// int32 lane (Q4_0: the block's eight products summed in int16 first, no overflow for nibbles; Q8_0: vpsignb,
+// vpmaddubsw, vpmaddwd per chunk), and the eight rows' scales are applied as one vector: about 4.5 vector
+// instructions per block and row (Q4_0 ~2.5x faster in L2 on AMD Zen 4; q8_0 matrices ~1.3x, q4_0 ~1.4x from
+// memory in cpu-decode, measured). Two groups go side by side (two streams per thread). Its sums differ from
+// the plain kernels' in rounding only (a block's sum is scaled whole, where they keep eight partial lanes).
 //
 // The activation quantization is the only approximation beyond the weights' own; the prefill path
 // (LinearPacked.cs) dequantizes the weights exactly instead and keeps x in float32.
@@ -178,8 +179,12 @@ public static unsafe partial class CpuOps
     /// <summary><see cref="DecodeQuantized"/> with the dot products of <typeparamref name="T"/> (x quantized with its Q4HighScale).</summary>
     internal static void DecodeQuantized<T>(QuantizedX x, int n, Weight w, int r0, int rows, float* y, long yStride, float[]? bias) where T : struct, IByteDot
     {
-        if (w.DType == DType.Q8_0) DecodeRows<Q8Blocks<T>>(x, n, w, r0, rows, y, yStride, bias);
-        else if (w.Interleaved8) DecodeInterleaved<T>(x, n, w, r0, rows, y, yStride, bias);
+        if (w.DType == DType.Q8_0)
+        {
+            if (w.Interleaved8) DecodeInterleaved<Q8Group, Q8Blocks<T>>(x, n, w, r0, rows, y, yStride, bias);
+            else DecodeRows<Q8Blocks<T>>(x, n, w, r0, rows, y, yStride, bias);
+        }
+        else if (w.Interleaved8) DecodeInterleaved<Q4Group, Q4Blocks<T>>(x, n, w, r0, rows, y, yStride, bias);
         else DecodeRows<Q4Blocks<T>>(x, n, w, r0, rows, y, yStride, bias);
     }
 
@@ -248,15 +253,17 @@ public static unsafe partial class CpuOps
     }
 
     /// <summary>
-    /// <see cref="DecodeQuantized"/> for a Q4_0 weight interleaved by eights (Q4Interleave.cs): whole groups through
-    /// <see cref="Q4Groups"/> (two side by side), rows after the last whole group (stored plainly) through the plain kernels.
+    /// <see cref="DecodeQuantized"/> for a weight interleaved by eights (BlockInterleave.cs): whole groups through
+    /// <see cref="Groups{G}"/> (two side by side), rows after the last whole group (stored plainly) through the
+    /// plain kernels of <typeparamref name="B"/>.
     /// </summary>
     /// <exception cref="ArgumentException">The rows cut a group.</exception>
-    private static void DecodeInterleaved<T>(QuantizedX x, int n, Weight w, int r0, int rows, float* y, long yStride, float[]? bias) where T : struct, IByteDot
+    private static void DecodeInterleaved<G, B>(QuantizedX x, int n, Weight w, int r0, int rows, float* y, long yStride, float[]? bias)
+        where G : struct, IGroupBlocks where B : struct, IQuantBlocks
     {
-        int grouped = Math.Max(r0, Math.Min(r0 + rows, Q4Interleave.GroupedRows(w.Rows)));
-        if (r0 % Q4Interleave.GroupRows != 0 && grouped > r0 || (grouped - r0) % Q4Interleave.GroupRows != 0)
-            throw new ArgumentException($"rows [{r0}, {r0 + rows}) are not whole groups of {Q4Interleave.GroupRows} interleaved rows", nameof(r0));
+        int grouped = Math.Max(r0, Math.Min(r0 + rows, BlockInterleave.GroupedRows(w.Rows)));
+        if (r0 % BlockInterleave.GroupRows != 0 && grouped > r0 || (grouped - r0) % BlockInterleave.GroupRows != 0)
+            throw new ArgumentException($"rows [{r0}, {r0 + rows}) are not whole groups of {BlockInterleave.GroupRows} interleaved rows", nameof(r0));
         long rowBytes = w.RowByteLength;
         var sums = stackalloc float[16];
         for (int j = r0; j < grouped; j += 16)
@@ -264,33 +271,33 @@ public static unsafe partial class CpuOps
             int count = Math.Min(16, grouped - j);
             for (int i = 0; i < n; i++)
             {
-                Q4Groups(x.Row(i), x.D + (long)i * x.Blocks, x.Offset + (long)i * x.Blocks, x.Blocks, w.Pointer + j * rowBytes, count == 16 ? (nint)(8 * rowBytes) : 0, sums);
+                Groups<G>(x.Row(i), x.D + (long)i * x.Blocks, x.Offset + (long)i * x.Blocks, x.Blocks, w.Pointer + j * rowBytes, count == 16 ? (nint)(8 * rowBytes) : 0, sums);
                 float* yi = y + i * yStride + (j - r0);
                 for (int r = 0; r < count; r++) yi[r] = sums[r] + (bias?[j + r] ?? 0f);
             }
         }
-        if (grouped < r0 + rows) DecodeRows<Q4Blocks<T>>(x, n, w, grouped, r0 + rows - grouped, y + (grouped - r0), yStride, bias);
+        if (grouped < r0 + rows) DecodeRows<B>(x, n, w, grouped, r0 + rows - grouped, y + (grouped - r0), yStride, bias);
     }
 
     /// <summary>
-    /// sums[8g + l] = x · row l of interleaved Q4_0 group g, for the two groups at <paramref name="w"/> and
+    /// sums[8g + l] = x · row l of interleaved group g, for the two groups at <paramref name="w"/> and
     /// w + <paramref name="groupBytes"/> side by side (two streams from memory per thread: one stream reads ~19 GB/s
     /// in all here, measured) or the one at w alone when <paramref name="groupBytes"/> is 0. x's block records
-    /// at xr, scales at xd, offsets −8 · Σ q at offset; per block see <see cref="Q4Block"/>.
+    /// at xr, scales at xd, Q4_0 offsets at offset.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Q4Groups(byte* xr, float* xd, int* offset, int blocks, byte* w, nint groupBytes, float* sums)
+    private static void Groups<G>(byte* xr, float* xd, int* offset, int blocks, byte* w, nint groupBytes, float* sums) where G : struct, IGroupBlocks
     {
         var acc0 = Vector256<float>.Zero;
         var acc1 = Vector256<float>.Zero;
         if (groupBytes == 0)
-            for (int b = 0; b < blocks; b++, xr += QuantizedX.RecordBytes, w += Q4Interleave.GroupBlockBytes)
-                acc0 = Q4Block(w, (sbyte*)xr, offset[b], xd[b], acc0);
+            for (int b = 0; b < blocks; b++, xr += QuantizedX.RecordBytes, w += G.BlockBytes)
+                acc0 = Scaled(w, G.Sums(w, xr, offset[b]), xd[b], acc0);
         else
-            for (int b = 0; b < blocks; b++, xr += QuantizedX.RecordBytes, w += Q4Interleave.GroupBlockBytes)
+            for (int b = 0; b < blocks; b++, xr += QuantizedX.RecordBytes, w += G.BlockBytes)
             {
-                acc0 = Q4Block(w, (sbyte*)xr, offset[b], xd[b], acc0);
-                acc1 = Q4Block(w + groupBytes, (sbyte*)xr, offset[b], xd[b], acc1);
+                acc0 = Scaled(w, G.Sums(w, xr, offset[b]), xd[b], acc0);
+                acc1 = Scaled(w + groupBytes, G.Sums(w + groupBytes, xr, offset[b]), xd[b], acc1);
             }
         acc0.Store(sums);
         if (groupBytes != 0) acc1.Store(sums + 8);
@@ -300,35 +307,85 @@ public static unsafe partial class CpuOps
     private const float TwoTo112 = 5192296858534827628530496329220096f;
 
     /// <summary>
-    /// acc + one block of an interleaved Q4_0 group at <paramref name="w"/> against x's block q: lane l gets row l's
-    /// block sum times its scale. The four 32-byte chunks give eight rows' four low and four high nibbles a 32-bit
-    /// lane; each half is multiplied by a broadcast of the four x bytes it pairs with (vpmaddubsw: pairs of at most
-    /// 2 · 15 · 127) and the eight products summed in int16 (at most 30480, no overflow); vpmaddwd then gives each
-    /// row's block sum in an int32 lane, exact, to which the offset −8 · Σ q is added. Each lane is scaled by its
-    /// row's d_w (the f16 positioned as a float32 and multiplied by 2^112: exact, subnormal scales included) times
-    /// d_x and accumulated in float32, block by block.
+    /// acc + the eight rows' exact block sums (int32 lanes) times their scales: each row's d_w (the f16 at the
+    /// group block's start, positioned as a float32 and multiplied by 2^112: exact, subnormal scales included)
+    /// times d_x, accumulated in float32.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> Q4Block(byte* w, sbyte* q, int offset, float xd, Vector256<float> acc)
+    private static Vector256<float> Scaled(byte* w, Vector256<int> sums, float xd, Vector256<float> acc)
     {
-        var low = Vector256.Create((byte)0x0F);
-        var c0 = Vector256.Load(w + 16);
-        var c1 = Vector256.Load(w + 48);
-        var c2 = Vector256.Load(w + 80);
-        var c3 = Vector256.Load(w + 112);
-        var s0 = Avx2.MultiplyAddAdjacent(c0 & low, Vector256.Create(*(int*)q).AsSByte());
-        var s1 = Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(c0.AsUInt16(), 4).AsByte() & low, Vector256.Create(*(int*)(q + 16)).AsSByte());
-        var s2 = Avx2.MultiplyAddAdjacent(c1 & low, Vector256.Create(*(int*)(q + 4)).AsSByte());
-        var s3 = Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(c1.AsUInt16(), 4).AsByte() & low, Vector256.Create(*(int*)(q + 20)).AsSByte());
-        var s4 = Avx2.MultiplyAddAdjacent(c2 & low, Vector256.Create(*(int*)(q + 8)).AsSByte());
-        var s5 = Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(c2.AsUInt16(), 4).AsByte() & low, Vector256.Create(*(int*)(q + 24)).AsSByte());
-        var s6 = Avx2.MultiplyAddAdjacent(c3 & low, Vector256.Create(*(int*)(q + 12)).AsSByte());
-        var s7 = Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(c3.AsUInt16(), 4).AsByte() & low, Vector256.Create(*(int*)(q + 28)).AsSByte());
-        var sum = Avx2.MultiplyAddAdjacent((s0 + s1) + (s2 + s3) + ((s4 + s5) + (s6 + s7)), Vector256.Create((short)1)) + Vector256.Create(offset);
         // Sign-extended f16 bits shifted into float32 position: bits 30..28 hold copies of the sign, which the mask clears.
         var scale = (Vector256.ShiftLeft(Avx2.ConvertToVector256Int32((short*)w), 13) & Vector256.Create(HalfPositionMask)).AsSingle()
             * Vector256.Create(TwoTo112) * Vector256.Create(xd);
-        return Vector256.FusedMultiplyAdd(Avx.ConvertToVector256Single(sum), scale, acc);
+        return Vector256.FusedMultiplyAdd(Avx.ConvertToVector256Single(sums), scale, acc);
+    }
+
+    /// <summary>How the interleaved kernel reads one group block of a format: its size and the eight rows' exact sums.</summary>
+    private interface IGroupBlocks
+    {
+        /// <summary>Bytes of one block of a group.</summary>
+        static abstract int BlockBytes { get; }
+
+        /// <summary>Lane l: row l's block sum against x's block record at xr (exact, in int32).</summary>
+        static abstract Vector256<int> Sums(byte* w, byte* xr, int offset);
+    }
+
+    /// <summary>
+    /// Q8_0 groups: per 32-byte chunk (four values of each of eight rows) the rows take the sign of a broadcast of
+    /// four x values (vpsignb), vpmaddubsw multiplies them by the broadcast |x| (pairs at most 2 · 127 · 127, which
+    /// two chunks would overflow in int16), vpmaddwd widens the pairs to int32, and the eight chunks add up there.
+    /// </summary>
+    private struct Q8Group : IGroupBlocks
+    {
+        public static int BlockBytes => BlockInterleave.GroupRows * BlockQuant.Q8_0BlockBytes;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<int> Sums(byte* w, byte* xr, int offset)
+        {
+            sbyte* q = (sbyte*)xr;
+            byte* abs = xr + QuantizedX.AbsAt;
+            var ones = Vector256.Create((short)1);
+            var s0 = Chunk(w + 16, q, abs, ones) + Chunk(w + 48, q + 4, abs + 4, ones);
+            var s1 = Chunk(w + 80, q + 8, abs + 8, ones) + Chunk(w + 112, q + 12, abs + 12, ones);
+            var s2 = Chunk(w + 144, q + 16, abs + 16, ones) + Chunk(w + 176, q + 20, abs + 20, ones);
+            var s3 = Chunk(w + 208, q + 24, abs + 24, ones) + Chunk(w + 240, q + 28, abs + 28, ones);
+            return (s0 + s1) + (s2 + s3);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static Vector256<int> Chunk(byte* w, sbyte* q, byte* abs, Vector256<short> ones) =>
+            Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Vector256.Create(*(int*)abs).AsByte(), Avx2.Sign(Vector256.Load((sbyte*)w), Vector256.Create(*(int*)q).AsSByte())), ones);
+    }
+
+    /// <summary>
+    /// Q4_0 groups: four 32-byte chunks give eight rows' four low and four high nibbles a 32-bit lane; each half is
+    /// multiplied by a broadcast of the four x bytes it pairs with (vpmaddubsw: pairs of at most 2 · 15 · 127) and
+    /// the eight products summed in int16 (at most 30480, no overflow); vpmaddwd then gives each row's block sum
+    /// in an int32 lane, to which the offset −8 · Σ q is added.
+    /// </summary>
+    private struct Q4Group : IGroupBlocks
+    {
+        public static int BlockBytes => BlockInterleave.GroupRows * BlockQuant.Q4_0BlockBytes;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<int> Sums(byte* w, byte* xr, int offset)
+        {
+            sbyte* q = (sbyte*)xr;
+            var low = Vector256.Create((byte)0x0F);
+            var c0 = Vector256.Load(w + 16);
+            var c1 = Vector256.Load(w + 48);
+            var c2 = Vector256.Load(w + 80);
+            var c3 = Vector256.Load(w + 112);
+            var s0 = Avx2.MultiplyAddAdjacent(c0 & low, Vector256.Create(*(int*)q).AsSByte());
+            var s1 = Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(c0.AsUInt16(), 4).AsByte() & low, Vector256.Create(*(int*)(q + 16)).AsSByte());
+            var s2 = Avx2.MultiplyAddAdjacent(c1 & low, Vector256.Create(*(int*)(q + 4)).AsSByte());
+            var s3 = Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(c1.AsUInt16(), 4).AsByte() & low, Vector256.Create(*(int*)(q + 20)).AsSByte());
+            var s4 = Avx2.MultiplyAddAdjacent(c2 & low, Vector256.Create(*(int*)(q + 8)).AsSByte());
+            var s5 = Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(c2.AsUInt16(), 4).AsByte() & low, Vector256.Create(*(int*)(q + 24)).AsSByte());
+            var s6 = Avx2.MultiplyAddAdjacent(c3 & low, Vector256.Create(*(int*)(q + 12)).AsSByte());
+            var s7 = Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(c3.AsUInt16(), 4).AsByte() & low, Vector256.Create(*(int*)(q + 28)).AsSByte());
+            return Avx2.MultiplyAddAdjacent((s0 + s1) + (s2 + s3) + ((s4 + s5) + (s6 + s7)), Vector256.Create((short)1)) + Vector256.Create(offset);
+        }
     }
 
     /// <summary>How the row kernels read one block format: its size, which part of x's record it needs beside q, and one block's int32 lanes.</summary>

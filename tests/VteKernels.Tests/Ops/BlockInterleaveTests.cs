@@ -1,4 +1,4 @@
-// Q4_0 rows interleaved by eights (Q4Interleave.cs): the bytes where the layout says, the same values read
+// Q8_0 and Q4_0 rows interleaved by eights (BlockInterleave.cs): the bytes where the layout says, the same values read
 // back by every row reader, and the CPU backend's uploads taking the layout where the int8 kernels run.
 using VteKernels.Backends;
 using VteKernels.Backends.Cpu;
@@ -6,32 +6,36 @@ using Xunit;
 
 namespace VteKernels.Tests.Ops;
 
-public sealed class Q4InterleaveTests
+public sealed class BlockInterleaveTests
 {
     [Theory]
-    [InlineData(8, 32)]
-    [InlineData(13, 224)]
-    [InlineData(29, 4128)]
-    public void BytesLieWhereTheLayoutSaysAndRowsReadBackTheSame(int rows, int k)
+    [InlineData(8, 32, DType.Q4_0)]
+    [InlineData(13, 224, DType.Q4_0)]
+    [InlineData(29, 4128, DType.Q4_0)]
+    [InlineData(8, 32, DType.Q8_0)]
+    [InlineData(13, 224, DType.Q8_0)]
+    [InlineData(29, 4128, DType.Q8_0)]
+    public void BytesLieWhereTheLayoutSaysAndRowsReadBackTheSame(int rows, int k, DType dtype)
     {
         Assert.SkipUnless(CpuOps.Int8DotSupported, "rows are interleaved only where the int8 decode kernels run (AVX2)");
-        var (w, _) = OpsTestData.RandomWeight("w", DType.Q4_0, rows + k, 1f, 0f, rows, k);
+        var (w, _) = OpsTestData.RandomWeight("w", dtype, rows + k, 1f, 0f, rows, k);
         var plain = w.Bytes.ToArray();
         var interleaved = CpuWeights.Interleave(w, inPlace: false, threads: 0);
         Assert.True(interleaved.Interleaved8);
         Assert.Equal(w.ByteLength, interleaved.ByteLength);
         var bytes = interleaved.Bytes.ToArray();
-        int blocks = k / 32, rowBytes = blocks * 18, groups = rows / 8;
+        int blockBytes = BlockQuant.BlockBytes(dtype), chunks = (blockBytes - 2) / 4;
+        int blocks = k / 32, rowBytes = blocks * blockBytes, groups = rows / 8;
         for (int g = 0; g < groups; g++)
             for (int b = 0; b < blocks; b++)
             {
-                int at = g * 8 * rowBytes + b * 144;
+                int at = g * 8 * rowBytes + b * 8 * blockBytes;
                 for (int l = 0; l < 8; l++)
                 {
-                    int from = (g * 8 + l) * rowBytes + b * 18;
+                    int from = (g * 8 + l) * rowBytes + b * blockBytes;
                     Assert.Equal(plain[from], bytes[at + 2 * l]);
                     Assert.Equal(plain[from + 1], bytes[at + 2 * l + 1]);
-                    for (int c = 0; c < 4; c++)
+                    for (int c = 0; c < chunks; c++)
                         for (int t = 0; t < 4; t++)
                             Assert.Equal(plain[from + 2 + 4 * c + t], bytes[at + 16 + 32 * c + 4 * l + t]);
                 }
@@ -52,12 +56,14 @@ public sealed class Q4InterleaveTests
         if (rows > groups * 8) Assert.Equal(w.RowBytes(rows - 1).ToArray(), interleaved.RowBytes(rows - 1).ToArray());
     }
 
-    [Fact]
-    public void InPlaceGivesTheSameBytesAsACopy()
+    [Theory]
+    [InlineData(DType.Q4_0)]
+    [InlineData(DType.Q8_0)]
+    public void InPlaceGivesTheSameBytesAsACopy(DType dtype)
     {
         Assert.SkipUnless(CpuOps.Int8DotSupported, "rows are interleaved only where the int8 decode kernels run (AVX2)");
-        var (a, _) = OpsTestData.RandomWeight("a", DType.Q4_0, 3, 1f, 0f, 21, 96);
-        var (b, _) = OpsTestData.RandomWeight("b", DType.Q4_0, 3, 1f, 0f, 21, 96);
+        var (a, _) = OpsTestData.RandomWeight("a", dtype, 3, 1f, 0f, 21, 96);
+        var (b, _) = OpsTestData.RandomWeight("b", dtype, 3, 1f, 0f, 21, 96);
         var copy = CpuWeights.Interleave(a, inPlace: false, threads: 0);
         var inPlace = CpuWeights.Interleave(b, inPlace: true, threads: 1);
         Assert.Equal(copy.Bytes.ToArray(), inPlace.Bytes.ToArray());
@@ -65,17 +71,17 @@ public sealed class Q4InterleaveTests
     }
 
     [Fact]
-    public void OnlyWholeQ4MatricesAreInterleaved()
+    public void OnlyBlockMatricesOfAGroupOrMoreAreInterleaved()
     {
-        var (q8, _) = OpsTestData.RandomWeight("q8", DType.Q8_0, 4, 1f, 0f, 16, 64);
+        var (bf16, _) = OpsTestData.RandomWeight("bf16", DType.BF16, 4, 1f, 0f, 16, 64);
         var (small, _) = OpsTestData.RandomWeight("small", DType.Q4_0, 4, 1f, 0f, 7, 64);
-        Assert.False(CpuWeights.CanInterleave(q8));
+        Assert.False(CpuWeights.CanInterleave(bf16));
         Assert.False(CpuWeights.CanInterleave(small));
-        Assert.Throws<ArgumentException>(() => CpuWeights.Interleave(q8, inPlace: false, threads: 0));
+        Assert.Throws<ArgumentException>(() => CpuWeights.Interleave(bf16, inPlace: false, threads: 0));
     }
 
     [Fact]
-    public void TheBackendInterleavesLanguageModelQ4MatricesOnly()
+    public void TheBackendInterleavesLanguageModelBlockMatricesOnly()
     {
         Assert.SkipUnless(CpuOps.Int8DotSupported, "rows are interleaved only where the int8 decode kernels run (AVX2)");
         var (f32, _) = OpsTestData.RandomWeight("f", DType.F32, 5, 1f, 0f, 24, 64);
