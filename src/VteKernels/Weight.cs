@@ -92,7 +92,7 @@ public sealed unsafe class Weight
     }
 
     /// <summary>The raw bytes of rows [row, row + count).</summary>
-    /// <exception cref="InvalidOperationException">The rows are stored interleaved (a CPU backend's Q4_0 copy).</exception>
+    /// <exception cref="InvalidOperationException">The rows are stored interleaved (a CPU backend's Q8_0 or Q4_0 copy).</exception>
     public ReadOnlySpan<byte> RowBytes(int row, int count = 1)
     {
         if ((uint)row > (uint)Rows || count < 0 || row + count > Rows) throw new ArgumentOutOfRangeException(nameof(row));

@@ -80,13 +80,20 @@ internal static unsafe partial class CpuWeights
         long groupBytes = (long)blocks * BlockInterleave.GroupRows * blockBytes;
         CpuWorkers.For(groups, threads, (g, _) =>
         {
+            byte* from = (byte*)src + g * groupBytes, to = (byte*)dst + g * groupBytes;
+            if (!inPlace)
+            {
+                BlockInterleave.InterleaveGroup(from, to, blocks, blockBytes);
+                return;
+            }
+            // In place: the group is read from a copy of itself.
             var copy = System.Buffers.ArrayPool<byte>.Shared.Rent(checked((int)groupBytes));
             try
             {
                 fixed (byte* c = copy)
                 {
-                    Buffer.MemoryCopy((byte*)src + g * groupBytes, c, groupBytes, groupBytes);
-                    BlockInterleave.InterleaveGroup(c, (byte*)dst + g * groupBytes, blocks, blockBytes);
+                    Buffer.MemoryCopy(from, c, groupBytes, groupBytes);
+                    BlockInterleave.InterleaveGroup(c, to, blocks, blockBytes);
                 }
             }
             finally { System.Buffers.ArrayPool<byte>.Shared.Return(copy); }

@@ -303,9 +303,6 @@ public static unsafe partial class CpuOps
         if (groupBytes != 0) acc1.Store(sums + 8);
     }
 
-    /// <summary>2^112 (exact), a constant so that the kernel loop reads no static field.</summary>
-    private const float TwoTo112 = 5192296858534827628530496329220096f;
-
     /// <summary>
     /// acc + the eight rows' exact block sums (int32 lanes) times their scales: each row's d_w (the f16 at the
     /// group block's start, positioned as a float32 and multiplied by 2^112: exact, subnormal scales included)
@@ -316,7 +313,7 @@ public static unsafe partial class CpuOps
     {
         // Sign-extended f16 bits shifted into float32 position: bits 30..28 hold copies of the sign, which the mask clears.
         var scale = (Vector256.ShiftLeft(Avx2.ConvertToVector256Int32((short*)w), 13) & Vector256.Create(HalfPositionMask)).AsSingle()
-            * Vector256.Create(TwoTo112) * Vector256.Create(xd);
+            * Vector256.Create(F16ScaledRows.Up) * Vector256.Create(xd);
         return Vector256.FusedMultiplyAdd(Avx.ConvertToVector256Single(sums), scale, acc);
     }
 

@@ -89,7 +89,6 @@ public static unsafe partial class CpuOps
     /// <summary>f16 rows widened exactly in registers; valid for finite weights.</summary>
     internal struct F16Rows : IRowFormat
     {
-
         public static void Prepare(float* x, int k, float* dst)
         {
             DeinterleaveChunks(x, k, 1f, dst);
@@ -114,8 +113,8 @@ public static unsafe partial class CpuOps
     /// </summary>
     internal struct F16ScaledRows : IRowFormat
     {
-        /// <summary>The scale of prepared x (2^112) and of the positioned bits against the value (2^-112).</summary>
-        internal static readonly float Up = MathF.ScaleB(1f, 112), Down = MathF.ScaleB(1f, -112);
+        /// <summary>The scale of prepared x (2^112, exact) and of the positioned bits against the value (2^-112); constants, so kernel loops read no static field.</summary>
+        internal const float Up = 5192296858534827628530496329220096f, Down = 1f / Up;
 
         public static void Prepare(float* x, int k, float* dst)
         {
