@@ -37,8 +37,8 @@
 // int32 lane (Q4_0: the block's eight products summed in int16 first, no overflow for nibbles; Q8_0: vpsignb,
 // vpmaddubsw, vpmaddwd per chunk), and the eight rows' scales are applied as one vector: about 4.5 vector
 // instructions per block and row (Q4_0 ~2.5x faster in L2 on AMD Zen 4; q8_0 matrices ~1.3x, q4_0 ~1.4x from
-// memory in cpu-decode, measured). Two groups go side by side (two streams per thread). Its sums differ from
-// the plain kernels' in rounding only (a block's sum is scaled whole, where they keep eight partial lanes).
+// memory in cpu-decode, measured). Two groups go side by side (two streams per thread), each prefetched a page
+// ahead (GroupPrefetchBytes). Its sums differ from the plain kernels' in rounding only (a block's sum is scaled whole, where they keep eight partial lanes).
 //
 // The activation quantization is the only approximation beyond the weights' own; the prefill path
 // (LinearPacked.cs) dequantizes the weights exactly instead and keeps x in float32.
@@ -280,6 +280,14 @@ public static unsafe partial class CpuOps
     }
 
     /// <summary>
+    /// How far ahead of each stream the interleaved kernel prefetches (one prefetch per 64 bytes of a block): one 4 KiB
+    /// page, which the hardware prefetchers do not cross on their own. Without huge pages (where the VM or the
+    /// kernel gives none) the q4_0 matrices read ~10% faster from memory with it on Zen 4 (cpu-decode, alternated).
+    /// Prefetches never fault, so those past a matrix's end are harmless.
+    /// </summary>
+    private const int GroupPrefetchBytes = 4096;
+
+    /// <summary>
     /// sums[8g + l] = x · row l of interleaved group g, for the two groups at <paramref name="w"/> and
     /// w + <paramref name="groupBytes"/> side by side (two streams from memory per thread: one stream reads ~19 GB/s
     /// in all here, measured) or the one at w alone when <paramref name="groupBytes"/> is 0. x's block records
@@ -292,10 +300,18 @@ public static unsafe partial class CpuOps
         var acc1 = Vector256<float>.Zero;
         if (groupBytes == 0)
             for (int b = 0; b < blocks; b++, xr += QuantizedX.RecordBytes, w += G.BlockBytes)
+            {
+                for (int l = 0; l < G.BlockBytes; l += 64) Sse.Prefetch0(w + GroupPrefetchBytes + l);
                 acc0 = Scaled(w, G.Sums(w, xr, offset[b]), xd[b], acc0);
+            }
         else
             for (int b = 0; b < blocks; b++, xr += QuantizedX.RecordBytes, w += G.BlockBytes)
             {
+                for (int l = 0; l < G.BlockBytes; l += 64)
+                {
+                    Sse.Prefetch0(w + GroupPrefetchBytes + l);
+                    Sse.Prefetch0(w + groupBytes + GroupPrefetchBytes + l);
+                }
                 acc0 = Scaled(w, G.Sums(w, xr, offset[b]), xd[b], acc0);
                 acc1 = Scaled(w + groupBytes, G.Sums(w + groupBytes, xr, offset[b]), xd[b], acc1);
             }
