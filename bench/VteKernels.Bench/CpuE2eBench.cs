@@ -87,6 +87,7 @@ internal static class CpuE2eBench
         var preset = o.Small ? SmallPreset() : Preset();
         var prompt = PromptIds(preset.Config, o.Prompt);
         var rows = new List<Row>();
+        var hugePages = new Dictionary<string, double?>();
         foreach (var format in o.Formats)
         {
             var (dir, gguf, cpuOptions) = Prepare(o, preset, format);
@@ -101,7 +102,15 @@ internal static class CpuE2eBench
             var opened = new List<IRunner>();
             try
             {
-                foreach (var r in runners) opened.Add(r.Open());
+                foreach (var r in runners)
+                {
+                    opened.Add(r.Open());
+                    if (opened.Count > 1) continue;
+                    // Ours is loaded first: what its weight copies got (anonymous memory on huge pages or not) shapes its decode speed.
+                    var huge = ProcessMemory.AnonHugePagesGiB();
+                    hugePages[format] = huge is { } h ? Math.Round(h, 2) : null;
+                    Console.WriteLine($"ours loaded: {(huge is { } g ? $"{g:F2} GiB" : "unknown")} of anonymous memory on huge pages");
+                }
                 // Correctness first (also the warm-up): greedy tokens of every engine against ours.
                 var firsts = opened.Select(r => Greedy(r, prompt, o.Decode, out _, out var first)).ToList();
                 var tokens = firsts.Select(f => f.Tokens).ToList();
@@ -152,6 +161,7 @@ internal static class CpuE2eBench
             Machine = new { Processor = CpuInfo.ProcessorName, LogicalCores = Environment.ProcessorCount, Dotnet = RuntimeInformation.FrameworkDescription, LlamaCpp = LlamaCppPeer.SystemInfo().Trim() },
             Options = new { o.Quick, o.Formats, o.Reps, o.Threads, PromptTokens = o.Prompt, DecodeTokens = o.Decode, MaxOthersShare = o.MaxOthers, LlamaCppMmap = o.LlamaMmap, OursHugePages = o.HugePages },
             LoadAverage = new { Before = loadBefore, After = loadAfter },
+            OursAnonHugePagesGiBAfterLoad = hugePages,
             ReadBandwidthGBps = new
             {
                 Method = "8 sequential 64-byte-vector streams per thread over a 1 GiB buffer; best of 7",

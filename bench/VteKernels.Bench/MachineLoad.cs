@@ -142,3 +142,18 @@ internal static unsafe partial class ReadBandwidth
         if ((a0 + a1)[0] == 42) Console.Write("");
     }
 }
+
+internal static class ProcessMemory
+{
+    /// <summary>GiB of this process's anonymous memory on transparent huge pages (/proc/self/smaps_rollup), or null where unknown.</summary>
+    public static double? AnonHugePagesGiB()
+    {
+        try
+        {
+            var line = File.ReadLines("/proc/self/smaps_rollup").FirstOrDefault(l => l.StartsWith("AnonHugePages:", StringComparison.Ordinal));
+            return line is null ? null : long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) / (1024.0 * 1024.0);
+        }
+        catch (IOException) { return null; }
+        catch (UnauthorizedAccessException) { return null; }
+    }
+}

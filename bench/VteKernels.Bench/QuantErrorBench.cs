@@ -5,8 +5,9 @@
 // Model: cpu-e2e's (LLaVA-1.5-7B widths, 8 decoder layers, the full 24-layer CLIP tower, random weights).
 // Text: the first N tokens (default 512) of bench/data/english-gpl3.txt, tokenized with the model's
 // tokenizer.json. Per format (f16 weights from the same seed, and bf16 quantized at load to q8_0 / q4_0):
-//   * prefill logits of every text row against bf16's: max and mean |difference| (the prefill path uses
-//     the dequantized weights exactly, x in float32);
+//   * prefill logits of every text row against bf16's: max and mean |difference| (the default prefill
+//     quantizes x per block of 32 as decode does; the "exact prefill" rows dequantize the weights exactly
+//     and keep x in float32, CpuBackendOptions.ExactQuantizedPrefill: the weights' own error);
 //   * perplexity of the text under the model (exp of the mean next-token cross-entropy): random weights give
 //     a large value; what matters is how far each format moves it;
 //   * greedy decoding of 64 tokens after the first 64 text tokens: how many agree with bf16's (leading and
@@ -57,6 +58,8 @@ internal static class QuantErrorBench
             new("f16", f16Dir, new CpuBackendOptions { KvCache = DType.BF16 }),
             new("q8_0", bf16Dir, new CpuBackendOptions { Quantize = DType.Q8_0 }),
             new("q4_0", bf16Dir, new CpuBackendOptions { Quantize = DType.Q4_0 }),
+            new("q8_0 exact prefill", bf16Dir, new CpuBackendOptions { Quantize = DType.Q8_0, ExactQuantizedPrefill = true }),
+            new("q4_0 exact prefill", bf16Dir, new CpuBackendOptions { Quantize = DType.Q4_0, ExactQuantizedPrefill = true }),
         };
         var textRuns = configs.Select(c => TextRun(c, ids)).ToList();
         var rows = new List<object>();
@@ -104,7 +107,7 @@ internal static class QuantErrorBench
             Date = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'"),
             Model = preset.Name, TextFile = "bench/data/english-gpl3.txt", Tokens = ids.Length,
             Note = "Language-model matrices (attention/FFN projections, LM head) quantized; embeddings and norms stay bf16. " +
-                   "Prefill uses the dequantized weights with float32 x; decode quantizes x to int8 per 32-block (as llama.cpp does). " +
+                   "Decode, and prefill by default, quantize x to int8 per 32-block (as llama.cpp does); the 'exact prefill' rows prefill with the dequantized weights and float32 x. " +
                    "Vision rows: 'LM' quantizes the language model alone, 'LM + vision' the CLIP tower and projector too; their difference is what the vision side costs. " +
                    "Random weights give near-uniform logits, so greedy agreement breaks at the first near-tie and perplexity is near the vocabulary size: compare formats, not absolute values.",
             Text = rows, Vision = visionRows,

@@ -1,4 +1,5 @@
-// The CPU options on the command line (--threads, --kv-cache, --quantize, --mapped-weights) and
+// The CPU options on the command line (--threads, --kv-cache, --quantize, --exact-quantized-prefill,
+// --mapped-weights) and
 // `vte quantize`: accepted values work, mistakes are one "error:" line with exit code 2.
 using Xunit;
 
@@ -17,7 +18,7 @@ public sealed class CpuOptionsCliTests
         var many = Vte("generate", "-m", dir, "-n", "4", "--threads", "64", "--mapped-weights");
         Assert.True(many.Code == 0, many.Err);
         Assert.Equal(Ids(plain.Out + plain.Err), Ids(many.Out + many.Err));   // thread count and weight memory change nothing
-        foreach (var args in new[] { new[] { "--kv-cache", "f32" }, ["--kv-cache", "f16"], ["--quantize", "q8_0"], ["--quantize", "q4_0", "--kv-cache", "bf16"] })
+        foreach (var args in new[] { new[] { "--kv-cache", "f32" }, ["--kv-cache", "f16"], ["--quantize", "q8_0"], ["--quantize", "q4_0", "--kv-cache", "bf16"], ["--quantize", "q8_0", "--exact-quantized-prefill"] })
         {
             var r = Vte(["generate", "-m", dir, "-n", "4", .. args]);
             Assert.True(r.Code == 0, $"{string.Join(' ', args)}: {r.Err}");
@@ -35,6 +36,7 @@ public sealed class CpuOptionsCliTests
         AssertUserError(Vte("generate", "-m", dir, "--quantize", "q5_1"), "q5_1");
         AssertUserError(Vte("generate", "-m", dir, "--kv-cache", "f8"), "f8");
         AssertUserError(Vte("forward", "-m", dir, "--input-ids", "1,2", "--out", "x.npy", "--device", "cuda", "--threads", "2"), "--threads applies to --device cpu only");
+        AssertUserError(Vte("generate", "-m", dir, "--device", "cuda", "--exact-quantized-prefill"), "--exact-quantized-prefill applies to --device cpu only");
         AssertUserError(Vte("quantize", "-m", dir, "--to", "q8_0", "--out", dir), "--out must be another directory");
         AssertUserError(Vte("quantize", "-m", dir + "-missing", "--to", "q8_0", "--out", TestModels.NewTempDir("q")), "does not exist");
         AssertUserError(Vte("quantize", "-m", dir, "--to", "q2_k", "--out", TestModels.NewTempDir("q")), "q2_k");

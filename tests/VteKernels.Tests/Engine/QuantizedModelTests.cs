@@ -1,7 +1,9 @@
 // Quantized models end to end: a model written by `vte quantize` computes exactly what quantizing at load
-// computes (same blocks, same kernels), sharded checkpoints included; the prefill (which dequantizes the
-// weights exactly and keeps x in float32) matches the float64 naive pass over the dequantized weights as
-// closely as a float32 model matches it; and logits are bitwise the same on one thread and on all.
+// computes (same blocks, same kernels), sharded checkpoints included; the exact prefill (which dequantizes
+// the weights exactly and keeps x in float32) matches the float64 naive pass over the dequantized weights as
+// closely as a float32 model matches it; the default prefill (x quantized per block, integer dot products)
+// computes what feeding the prompt one token at a time through decode computes; and logits are bitwise the
+// same on one thread and on all.
 using VteKernels.Backends.Cpu;
 using VteKernels.Engine;
 using VteKernels.Formats;
@@ -78,7 +80,7 @@ public sealed class QuantizedModelTests(ITestOutputHelper output)
                 store.Names.Select(n => new TensorSpec(n, DType.F32, [.. store.Get(n).Shape])).ToList(),
                 (spec, s) => s.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(store.Get(spec.Name).ToFloatArray().AsSpan())));
 
-        using var model = LlavaModel.Load(quantized, TestModels.Float32Cpu());
+        using var model = LlavaModel.Load(quantized, new CpuBackend(new CpuBackendOptions { KvCache = DType.F32, ExactQuantizedPrefill = true }));
         var cfg = model.Config;
         var ids = TestModels.PromptIds(cfg, 6);
         var px = TestModels.Pixels(cfg, 6);
@@ -86,6 +88,38 @@ public sealed class QuantizedModelTests(ITestOutputHelper output)
         var r = session.Prefill(new PromptInput(ids, [ImageInput.Square(px, cfg.Vision.ImageSize)]), new PrefillOptions { AllLogits = true });
         var naive = new NaiveLlava(dequantized).Forward(ids, [px]);
         Tolerance.AssertCloseToScale(r.Logits.Values, naive.Logits, 2e-5, $"{type} prefill logits", output);
+    }
+
+    [Theory]
+    [InlineData(DType.Q8_0)]
+    [InlineData(DType.Q4_0)]
+    public void DefaultPrefillComputesWhatDecodeComputes(DType type)
+    {
+        // Text only, so that every prompt row can also go through Decode; 40 rows: two panels of the integer kernel.
+        var dir = TestModels.Tiny(DType.BF16, 9);
+        using var model = LlavaModel.Load(dir, new CpuBackend(new CpuBackendOptions { KvCache = DType.F32, Quantize = type }));
+        using var exact = LlavaModel.Load(dir, new CpuBackend(new CpuBackendOptions { KvCache = DType.F32, Quantize = type, ExactQuantizedPrefill = true }));
+        var rng = new Random(9);
+        var ids = Enumerable.Range(0, 40).Select(_ => rng.Next(3, model.Config.ImageTokenIndex)).ToArray();
+        float[] Prefill(LlavaModel m)
+        {
+            using var session = m.CreateSession();
+            return session.Prefill(new PromptInput(ids, []), new PrefillOptions { AllLogits = true }).Logits.Values;
+        }
+        var prefill = Prefill(model);
+        var stepwise = new List<float>();
+        using (var session = model.CreateSession())
+        {
+            stepwise.AddRange(session.Prefill(new PromptInput(ids[..1], []), new PrefillOptions { AllLogits = true }).Logits.Values);
+            foreach (var id in ids[1..]) stepwise.AddRange(session.Decode(id).Logits.Last.ToArray());
+        }
+        var reference = stepwise.Select(v => (double)v).ToArray();
+        var exactLogits = Prefill(exact);
+        double Diff(float[] a) => a.Zip(reference, (u, v) => Math.Abs(u - v)).Max();
+        output.WriteLine($"{type}: max |prefill - decode| {Diff(prefill):E2}; exact prefill against decode {Diff(exactLogits):E2}");
+        // The exact prefill differs from decode by x's quantization; the default one by rounding alone.
+        Tolerance.AssertCloseToScale(prefill, reference, 1e-4, $"{type} prefill against decode, token by token", output);
+        Assert.True(Diff(exactLogits) > 10 * Diff(prefill), "x's quantization should dominate the exact prefill's difference");
     }
 
     [Theory]

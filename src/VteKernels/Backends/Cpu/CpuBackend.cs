@@ -80,6 +80,13 @@ public sealed record CpuBackendOptions
     public bool QuantizeVision { get; init; }
 
     /// <summary>
+    /// Prefill (8 rows of x or more) with Q8_0 or Q4_0 matrices: dequantize the weights exactly and keep x in
+    /// float32 (true), instead of quantizing x per block of 32 as decode does and taking integer dot products
+    /// (false, the default where the CPU has AVX-512BW: ~1.3x faster). Decode always quantizes x.
+    /// </summary>
+    public bool ExactQuantizedPrefill { get; init; }
+
+    /// <summary>
     /// Copies the language model's matrices into memory backed by transparent huge pages instead of reading
     /// them from the memory-mapped file (default true): decode reads every weight each token, and 4 KiB
     /// pages cap that read far below the memory's bandwidth on this kind of machine. Costs the weights'
@@ -202,7 +209,7 @@ public sealed class CpuBackend : IBackend
 
     /// <inheritdoc/>
     public void Linear(Tensor x, DeviceWeight w, DeviceWeight? bias, Tensor y) =>
-        CpuOps.Linear(C(x).Span, x.Rows, W(w), bias is null ? null : W(bias), C(y).Span, _threads);
+        CpuOps.Linear(C(x).Span, x.Rows, W(w), bias is null ? null : W(bias), C(y).Span, _threads, Options.ExactQuantizedPrefill);
 
     /// <inheritdoc/>
     /// <remarks>All targets' rows are the work items of one parallel region over x.</remarks>
@@ -254,7 +261,7 @@ public sealed class CpuBackend : IBackend
                 handles[i] = outputs[i].Memory.Pin();
                 parts[i] = parts[i] with { Y = (nint)handles[i].Pointer };
             }
-            fixed (float* px = x.Span) CpuOps.LinearParts(px, x.Rows, x.Cols, parts, _threads);
+            fixed (float* px = x.Span) CpuOps.LinearParts(px, x.Rows, x.Cols, parts, _threads, Options.ExactQuantizedPrefill);
         }
         finally
         {

@@ -9,7 +9,9 @@
 // * Few rows (decode; LinearRows.cs): every work item streams whole W rows from memory, four at a time, with
 //   512-bit loads, widening bf16/f16 in registers; bound by memory bandwidth.
 // * Many rows (prefill; LinearPacked.cs): x packed once into 32-row panels, W widened a chunk at a time
-//   into scratch, a 32 × 12 broadcast kernel with 24 accumulators; bound by the FMA units.
+//   into scratch, a 32 × 12 broadcast kernel with 24 accumulators; bound by the FMA units. Q8_0 and Q4_0
+//   weights take integer dot products instead where the CPU has AVX-512BW (LinearPackedInt8.cs), x quantized
+//   per block as decode quantizes it, unless the caller asks for exact dequantized weights.
 // * No 512-bit vectors (other machines): each W row widened into scratch and TensorPrimitives.Dot with
 //   every row of x (whatever vector width the machine has).
 //
@@ -43,8 +45,12 @@ public static unsafe partial class CpuOps
     /// <param name="bias">Optional bias of w.Rows elements.</param>
     /// <param name="y">Output, [n, w.Rows] row-major; must not overlap <paramref name="x"/>.</param>
     /// <param name="threads">Threads to use (0: all cores). The result does not depend on it.</param>
+    /// <param name="exactQuantized">
+    /// With a Q8_0 or Q4_0 weight and 8 rows or more: dequantize it exactly and keep x in float32, instead of
+    /// quantizing x per block as decode does (the default where the CPU has AVX-512BW).
+    /// </param>
     /// <exception cref="ArgumentException">A length disagrees with the shapes, or y overlaps x.</exception>
-    public static void Linear(ReadOnlySpan<float> x, int n, Weight w, Weight? bias, Span<float> y, int threads = 0)
+    public static void Linear(ReadOnlySpan<float> x, int n, Weight w, Weight? bias, Span<float> y, int threads = 0, bool exactQuantized = false)
     {
         ArgumentNullException.ThrowIfNull(w);
         CheckNonNegative(n, nameof(n));
@@ -55,14 +61,15 @@ public static unsafe partial class CpuOps
         float[]? b = bias is null ? null : WidenVector(bias, outFeatures, nameof(bias));
         fixed (float* px = x)
         fixed (float* py = y)
-            LinearParts(px, n, inFeatures, [new LinearPart(w, b, (nint)py, outFeatures)], threads);
+            LinearParts(px, n, inFeatures, [new LinearPart(w, b, (nint)py, outFeatures)], threads, exactQuantized);
     }
 
     /// <summary>
     /// Every part's y = x · Wᵀ + bias over the same x [n, k], in one parallel region. The caller has checked
     /// the shapes (each W is [*, k], each output holds n rows) and keeps x and the outputs pinned.
+    /// <paramref name="exactQuantized"/> as in <see cref="Linear"/>.
     /// </summary>
-    internal static void LinearParts(float* x, int n, int k, LinearPart[] parts, int threads)
+    internal static void LinearParts(float* x, int n, int k, LinearPart[] parts, int threads, bool exactQuantized = false)
     {
         if (n == 0) return;
         if (k == 0)
@@ -76,6 +83,7 @@ public static unsafe partial class CpuOps
             return;
         }
         if (!Vector512.IsHardwareAccelerated) LinearPortable(x, n, k, parts, threads);
+        else if (n >= LinearPackedMinRows && !exactQuantized && Int8PrefillTakes(parts, k)) new PackedLinearInt8(x, n, k, parts, threads).Run();
         else if (n >= LinearPackedMinRows) new PackedLinear(x, n, k, parts, threads).Run();
         else new RowsLinear(x, n, k, parts, threads).Run();
     }

@@ -97,16 +97,8 @@ public static unsafe partial class CpuOps
             sbyte* q = (sbyte*)record;
             byte* abs = record + AbsAt;
             int* start = (int*)(record + StartAt);
-            float amax = 0;
-            for (int j = 0; j < 32; j++) amax = Math.Max(amax, Math.Abs(x[j]));
-            d = amax / 127f;
-            float id = d != 0 ? 1f / d : 0f;
-            for (int j = 0; j < 32; j++)
-            {
-                int v = (int)MathF.Round(x[j] * id, MidpointRounding.AwayFromZero);
-                q[j] = (sbyte)v;
-                abs[j] = (byte)Math.Abs(v);
-            }
+            d = QuantizeX8(x, q);
+            for (int j = 0; j < 32; j++) abs[j] = (byte)Math.Abs((int)q[j]);
             offset = 0;
             for (int l = 0; l < 8; l++)
             {
@@ -122,6 +114,21 @@ public static unsafe partial class CpuOps
             NativeMemory.AlignedFree(D);
             NativeMemory.AlignedFree(Offset);
         }
+    }
+
+    /// <summary>
+    /// One block of 32 x values quantized to Q8_0's rule (d = max|x| / 127, q = round(x / d), halves away from
+    /// zero), the scale kept in float32: the q at <paramref name="q"/>, d returned. Decode and the integer
+    /// prefill kernel both quantize x with it.
+    /// </summary>
+    internal static float QuantizeX8(float* x, sbyte* q)
+    {
+        float amax = 0;
+        for (int j = 0; j < 32; j++) amax = Math.Max(amax, Math.Abs(x[j]));
+        float d = amax / 127f;
+        float id = d != 0 ? 1f / d : 0f;
+        for (int j = 0; j < 32; j++) q[j] = (sbyte)(int)MathF.Round(x[j] * id, MidpointRounding.AwayFromZero);
+        return d;
     }
 
     /// <summary>A block's byte dot products: with AVX-VNNI (<see cref="VnniDot"/>) or AVX2 alone (<see cref="Avx2Dot"/>).</summary>
