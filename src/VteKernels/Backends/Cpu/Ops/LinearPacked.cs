@@ -110,15 +110,7 @@ public static unsafe partial class CpuOps
                         Kernel32x12(panel, wc + j * WStride, kc, yt + j * lanes + p * Lanes, lanes);
                 }
             }
-            // yt[r][i] -> y[i][r0 + r], adding the bias.
-            float* y = (float*)part.Y;
-            for (int r = 0; r < rows; r++)
-            {
-                float bias = part.Bias?[r0 + r] ?? 0f;
-                float* src = yt + r * lanes;
-                float* dst = y + r0 + r;
-                for (int i = 0; i < _n; i++) dst[i * part.YStride] = src[i] + bias;
-            }
+            StoreTile(part, r0, rows, yt, lanes, _n);
         }
     }
 
@@ -171,6 +163,19 @@ public static unsafe partial class CpuOps
         AddTo(yt, c9a, c9b); yt += yts;
         AddTo(yt, cAa, cAb); yt += yts;
         AddTo(yt, cBa, cBb);
+    }
+
+    /// <summary>A work item's transposed tile yt[r][i] (rows of <paramref name="lanes"/> floats) into y[i][r0 + r], adding the bias.</summary>
+    private static void StoreTile(LinearPart part, int r0, int rows, float* yt, int lanes, int n)
+    {
+        float* y = (float*)part.Y;
+        for (int r = 0; r < rows; r++)
+        {
+            float bias = part.Bias?[r0 + r] ?? 0f;
+            float* src = yt + r * lanes;
+            float* dst = y + r0 + r;
+            for (int i = 0; i < n; i++) dst[i * part.YStride] = src[i] + bias;
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -165,15 +165,7 @@ public static unsafe partial class CpuOps
                     }
                 }
             }
-            // yt[r][i] -> y[i][r0 + r], adding the bias.
-            float* y = (float*)part.Y;
-            for (int r = 0; r < rows; r++)
-            {
-                float bias = part.Bias?[r0 + r] ?? 0f;
-                float* src = yt + r * lanes;
-                float* dst = y + r0 + r;
-                for (int i = 0; i < _n; i++) dst[i * part.YStride] = src[i] + bias;
-            }
+            StoreTile(part, r0, rows, yt, lanes, _n);
         }
     }
 
@@ -301,6 +293,7 @@ public static unsafe partial class CpuOps
     private static Vector512<float> Scaled(Vector512<int> sum, Vector512<float> dx, float dw, Vector512<float> acc) =>
         Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sum), dx * Vector512.Create(dw), acc);
 
+    // (Twelve explicit stores: a span over the accumulators made the JIT keep them on the stack inside the kernel's loop.)
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void AddTo16(float* p, Vector512<float> v) => (Vector512.Load(p) + v).Store(p);
 }

@@ -41,8 +41,9 @@
 // ahead (GroupPrefetchBytes). Its sums differ from the plain kernels' in rounding only (a block's sum is scaled
 // whole, where they keep eight partial lanes).
 //
-// The activation quantization is the only approximation beyond the weights' own; the prefill path
-// (LinearPacked.cs) dequantizes the weights exactly instead and keeps x in float32.
+// The activation quantization is the only approximation beyond the weights' own. Prefill quantizes x the same
+// way (LinearPackedInt8.cs) where the CPU has AVX-512BW, unless asked to dequantize the weights exactly and
+// keep x in float32 (LinearPacked.cs; CpuBackendOptions.ExactQuantizedPrefill).
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
