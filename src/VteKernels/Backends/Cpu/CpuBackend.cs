@@ -82,7 +82,8 @@ public sealed record CpuBackendOptions
     /// <summary>
     /// Prefill (8 rows of x or more) with Q8_0 or Q4_0 matrices: dequantize the weights exactly and keep x in
     /// float32 (true), instead of quantizing x per block of 32 as decode does and taking integer dot products
-    /// (false, the default where the CPU has AVX-512BW: ~1.3x faster). Decode always quantizes x.
+    /// (false, the default where the CPU has AVX-512BW: q4_0 ~1.9x and q8_0 ~1.2x faster on AMD Zen 4). Decode always
+    /// quantizes x.
     /// </summary>
     public bool ExactQuantizedPrefill { get; init; }
 
