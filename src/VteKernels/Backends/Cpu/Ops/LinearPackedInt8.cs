@@ -67,10 +67,13 @@ public static unsafe partial class CpuOps
 
         private int Padded => _panels * Lanes;
 
+        /// <summary>Bytes of one packed x value and one widened W value: 2 (int16) for Q8_0, 1 for Q4_0.</summary>
+        private int ElementBytes => _q4 ? 1 : 2;
+
         public void Run()
         {
             // Per panel: k · 16 values (int16 for Q8_0, bytes for Q4_0); per panel and block, 16 scales (and Q4_0's 16 offsets).
-            var xq = (byte*)NativeMemory.AlignedAlloc((nuint)((long)_panels * _k * Lanes * (_q4 ? 1 : 2)), 64);
+            var xq = (byte*)NativeMemory.AlignedAlloc((nuint)((long)_panels * _k * Lanes * ElementBytes), 64);
             var dx = (float*)NativeMemory.AlignedAlloc((nuint)((long)_panels * _blocks * Lanes * sizeof(float)), 64);
             var offsets = (int*)NativeMemory.AlignedAlloc((nuint)((long)_panels * _blocks * Lanes * sizeof(int)), 64);
             try
@@ -106,7 +109,7 @@ public static unsafe partial class CpuOps
         private void PackPanel(int p, byte* xq, float* dx, int* offsets)
         {
             const int E = BlockQuant.BlockElements;
-            int group = _q4 ? 4 : 2, bytes = _q4 ? 1 : 2;
+            int bytes = ElementBytes, group = 4 / bytes;   // values per 32-bit lane of a panel load
             byte* dst = xq + (long)p * _k * Lanes * bytes;
             long at = (long)p * _blocks * Lanes;
             int rows = Math.Min(Lanes, _n - p * Lanes);
@@ -139,7 +142,7 @@ public static unsafe partial class CpuOps
         {
             int rows = Math.Min(BlockRows, part.W.Rows - r0);
             int rowsPadded = (rows + KernelRows - 1) / KernelRows * KernelRows;
-            int lanes = Padded, bytes = _q4 ? 1 : 2;
+            int lanes = Padded, bytes = ElementBytes;
             byte* wc = (byte*)scratch;
             float* wd = scratch + BlockRows * WStride / 2;
             float* yt = wd + BlockRows * ChunkBlocks;
