@@ -12,7 +12,7 @@
 // and values). Each matrix op is timed twice: "cache", the same weights every call (a few hundred MiB of
 // last-level cache holds most of them: this is the kernel's arithmetic speed), and "memory", calls taking
 // turns over copies of the weights that together exceed twice the last-level cache, as a model's layers do
-// in decode (this is what a token costs). Q8_0 and Q4_0 matrices have their rows interleaved by eights, as the
+// in decode (this is what a token costs). Q8_0 and Q4_0 matrices have their rows interleaved by sixteens, as the
 // backend uploads them where the CPU has AVX2 (--no-interleave: the plain ggml layout).
 using System.Diagnostics;
 using System.Runtime.InteropServices;
@@ -161,7 +161,7 @@ internal static unsafe class CpuDecodeBench
         var values = RandomValues(rows * cols, 1.7f / MathF.Sqrt(cols), rows ^ cols);
         var w = format.IsBlockQuantized() ? Weight.FromFloats(name, values, DType.BF16, rows, cols) : Weight.FromFloats(name, values, format, rows, cols);
         if (!format.IsBlockQuantized()) return CpuWeights.CopyToHugePages(w, threads);
-        // Quantized as the CPU backend uploads a language-model matrix: rows interleaved by eights where the int8 kernels run.
+        // Quantized as the CPU backend uploads a language-model matrix: rows interleaved by sixteens where the int8 kernels run.
         var quantized = CpuWeights.Quantize(w, format, threads);
         return interleave && CpuWeights.CanInterleave(quantized) ? CpuWeights.Interleave(quantized, inPlace: true, threads) : quantized;
     }

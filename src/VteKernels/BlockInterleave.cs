@@ -1,34 +1,38 @@
-// Q8_0 and Q4_0 rows interleaved by eights: the CPU decode kernels' layout (CpuWeights.Interleave makes it at
+// Q8_0 and Q4_0 rows interleaved by sixteens: the CPU decode kernels' layout (CpuWeights.Interleave makes it at
 // upload).
 //
-// Rows go in groups of eight; a group keeps the 8 · blocks · blockBytes bytes its rows take in ggml's layout,
+// Rows go in groups of sixteen; a group keeps the 16 · blocks · blockBytes bytes its rows take in ggml's layout,
 // so every group and the rows after the last whole group (stored as ggml stores them) stay where they were.
-// Within a group, per block of 32 columns (8 · 34 = 272 bytes for Q8_0, 8 · 18 = 144 for Q4_0):
+// Within a group, per block of 32 columns (16 · 34 = 544 bytes for Q8_0, 16 · 18 = 288 for Q4_0):
 //
-//   bytes 0..15     the eight rows' f16 scales, row 0 first
-//   then chunks of 32 bytes (eight for Q8_0, four for Q4_0): chunk c holds bytes 4c..4c+3 of each row's
+//   bytes 0..31     the sixteen rows' f16 scales, row 0 first
+//   then chunks of 64 bytes (eight for Q8_0, four for Q4_0): chunk c holds bytes 4c..4c+3 of each row's
 //   block data after its scale, row 0 first. Q8_0: row l's elements 4c..4c+3. Q4_0: row l's low nibbles
 //   are elements 4c..4c+3, its high ones 16+4c..19+4c.
 //
-// One 32-bit lane of a chunk is then one row, and a broadcast of four x values multiplies all eight rows at
-// once: per block and group the kernel's sums stay per row, and one scale per row and block is applied to a
-// vector of eight rows instead of one row at a time.
+// One 32-bit lane of a chunk is then one row, and a broadcast of four x values multiplies all sixteen rows at
+// once (one 512-bit register; without AVX-512 the two 32-byte halves of a chunk, rows 0..7 and 8..15, go as
+// two 256-bit ones): per block and group the kernel's sums stay per row, and one scale per row and block is
+// applied to a vector of rows instead of one row at a time.
 namespace VteKernels;
 
-/// <summary>The eight-row interleaved layout of Q8_0 and Q4_0 weights (<see cref="Weight.Interleaved8"/>).</summary>
+/// <summary>The sixteen-row interleaved layout of Q8_0 and Q4_0 weights (<see cref="Weight.Interleaved"/>).</summary>
 internal static unsafe class BlockInterleave
 {
     /// <summary>Rows per group.</summary>
-    public const int GroupRows = 8;
+    public const int GroupRows = 16;
 
-    /// <summary>Bytes of the eight scales that start a group's block.</summary>
+    /// <summary>Bytes of the sixteen scales that start a group's block.</summary>
     public const int ScaleBytes = 2 * GroupRows;
+
+    /// <summary>Bytes of one chunk: four bytes of each row.</summary>
+    public const int ChunkBytes = 4 * GroupRows;
 
     /// <summary>Rows that lie in whole groups (the rest are stored as ggml stores them).</summary>
     public static int GroupedRows(int rows) => rows / GroupRows * GroupRows;
 
     /// <summary>
-    /// One group's eight rows of <paramref name="blocks"/> blocks of <paramref name="blockBytes"/> each, from
+    /// One group's sixteen rows of <paramref name="blocks"/> blocks of <paramref name="blockBytes"/> each, from
     /// ggml's layout at <paramref name="src"/> into the interleaved one at <paramref name="dst"/> (distinct buffers).
     /// </summary>
     public static void InterleaveGroup(byte* src, byte* dst, int blocks, int blockBytes)
@@ -42,7 +46,7 @@ internal static unsafe class BlockInterleave
             {
                 byte* from = src + l * rowBytes + (long)b * blockBytes;
                 ((ushort*)to)[l] = *(ushort*)from;
-                for (int c = 0; c < chunks; c++) ((uint*)(to + ScaleBytes + 32 * c))[l] = ((uint*)(from + 2))[c];
+                for (int c = 0; c < chunks; c++) ((uint*)(to + ScaleBytes + ChunkBytes * c))[l] = ((uint*)(from + 2))[c];
             }
         }
     }
@@ -60,7 +64,7 @@ internal static unsafe class BlockInterleave
             byte* from = group + (long)(b0 + b) * GroupRows * blockBytes;
             byte* to = plain + b * blockBytes;
             *(ushort*)to = ((ushort*)from)[l];
-            for (int c = 0; c < chunks; c++) ((uint*)(to + 2))[c] = ((uint*)(from + ScaleBytes + 32 * c))[l];
+            for (int c = 0; c < chunks; c++) ((uint*)(to + 2))[c] = ((uint*)(from + ScaleBytes + ChunkBytes * c))[l];
         }
     }
 }

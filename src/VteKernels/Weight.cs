@@ -34,16 +34,16 @@ public sealed unsafe class Weight
     public int Cols => Shape.Count == 1 ? Shape[0] : (int)(ElementCount / Math.Max(1, Shape[0]));
 
     /// <summary>
-    /// Q8_0 or Q4_0 rows stored interleaved by eights for the CPU decode kernels (BlockInterleave.cs; the CPU backend makes
+    /// Q8_0 or Q4_0 rows stored interleaved by sixteens for the CPU decode kernels (BlockInterleave.cs; the CPU backend makes
     /// such copies at upload). Row reads (<see cref="RowsToFloat"/>, <see cref="ToFloatArray"/>) give the same
     /// values as the plain layout; <see cref="RowBytes"/> is not available.
     /// </summary>
-    internal bool Interleaved8 { get; }
+    internal bool Interleaved { get; }
 
-    internal Weight(string name, DType dtype, int[] shape, byte* data, byte[]? pinned = null, bool interleaved8 = false)
+    internal Weight(string name, DType dtype, int[] shape, byte* data, byte[]? pinned = null, bool interleaved = false)
     {
-        if (interleaved8 && (!dtype.IsBlockQuantized() || shape.Length != 2)) throw new ArgumentException($"'{name}': only 2-D Q8_0 and Q4_0 weights can be interleaved", nameof(interleaved8));
-        Interleaved8 = interleaved8;
+        if (interleaved && (!dtype.IsBlockQuantized() || shape.Length != 2)) throw new ArgumentException($"'{name}': only 2-D Q8_0 and Q4_0 weights can be interleaved", nameof(interleaved));
+        Interleaved = interleaved;
         Name = name;
         DType = dtype;
         Shape = shape;
@@ -96,8 +96,8 @@ public sealed unsafe class Weight
     public ReadOnlySpan<byte> RowBytes(int row, int count = 1)
     {
         if ((uint)row > (uint)Rows || count < 0 || row + count > Rows) throw new ArgumentOutOfRangeException(nameof(row));
-        if (Interleaved8 && row < BlockInterleave.GroupedRows(Rows))
-            throw new InvalidOperationException($"tensor '{Name}' has its rows interleaved by eights for the CPU kernels; read them with RowsToFloat");
+        if (Interleaved && row < BlockInterleave.GroupedRows(Rows))
+            throw new InvalidOperationException($"tensor '{Name}' has its rows interleaved by sixteens for the CPU kernels; read them with RowsToFloat");
         long rowBytes = RowByteLength;
         return new ReadOnlySpan<byte>(_data + row * rowBytes, checked((int)(rowBytes * count)));
     }
@@ -106,7 +106,7 @@ public sealed unsafe class Weight
     public void RowsToFloat(int row, Span<float> dst)
     {
         if (dst.Length % Cols != 0) throw new ArgumentException("destination is not a whole number of rows", nameof(dst));
-        if (!Interleaved8)
+        if (!Interleaved)
         {
             DTypes.ToFloat(RowBytes(row, dst.Length / Cols), DType, dst);
             return;
@@ -128,7 +128,7 @@ public sealed unsafe class Weight
     public float[] ToFloatArray()
     {
         var dst = new float[checked((int)ElementCount)];
-        if (Interleaved8) RowsToFloat(0, dst);
+        if (Interleaved) RowsToFloat(0, dst);
         else DTypes.ToFloat(Bytes, DType, dst);
         return dst;
     }

@@ -148,7 +148,7 @@ public sealed unsafe class LinearKernelTests(ITestOutputHelper output)
         }
         Tolerance.AssertWithinNaiveError(y, naive, reference, $"Linear n={n} {k}->{m} {dtype} seed={seed}", floor: 1e-5 * scale, log: output);
         if (!CpuWeights.CanInterleave(w)) return;
-        // The same weight with its rows interleaved by eights (as the CPU backend uploads Q8_0 and Q4_0): held to the same
+        // The same weight with its rows interleaved by sixteens (as the CPU backend uploads Q8_0 and Q4_0): held to the same
         // bound (whole groups take the interleaved kernel, the rows after the last group the plain one); prefill
         // widens the very same values either way, so its outputs are the very same.
         var yi = OpsTestData.Poisoned(n * m);
@@ -235,7 +235,58 @@ public sealed unsafe class LinearKernelTests(ITestOutputHelper output)
             fixed (float* py = y)
             {
                 using var xq = new CpuOps.QuantizedX(px, n, k, T.Q4HighScale);
-                CpuOps.DecodeQuantized<T>(xq, n, w, 0, m, py, m, null);
+                CpuOps.DecodeQuantized<T>(xq, n, w, 0, m, py, m, null, wide: false);
+            }
+            return y;
+        }
+    }
+
+    /// <summary>
+    /// The interleaved kernel's two widths (sixteen rows in a 512-bit register, or the two halves of each chunk in
+    /// 256-bit ones) give bitwise the same outputs, and those of Linear on this machine: two whole 16-row groups
+    /// and a 7-row tail, 1, 7 and 129 blocks, subnormal block scales, and Q8_0 bytes of -128 (outside Q8_0's
+    /// range, but a file may hold them: both widths negate them to themselves, as vpsignb does).
+    /// </summary>
+    [Theory]
+    [InlineData(DType.Q8_0, 32, 1f)]
+    [InlineData(DType.Q8_0, 224, 1e-4f)]
+    [InlineData(DType.Q8_0, 4128, 1f)]
+    [InlineData(DType.Q4_0, 32, 1f)]
+    [InlineData(DType.Q4_0, 224, 1e-4f)]
+    [InlineData(DType.Q4_0, 4128, 1f)]
+    public void InterleavedKernelIsTheSameAtBothWidths(DType dtype, int k, float scale)
+    {
+        Assert.SkipUnless(CpuOps.Int8DotSupported, "the int8 decode kernels need AVX2");
+        const int n = 3, m = 39;
+        var (plain, _) = OpsTestData.RandomWeight("w", dtype, 11, scale, 0f, m, k);
+        if (dtype == DType.Q8_0)
+        {
+            var bytes = new Span<byte>(plain.Pointer, checked((int)plain.ByteLength));
+            for (int at = 5; at < bytes.Length; at += 97)
+                if (at % BlockQuant.Q8_0BlockBytes >= 2) bytes[at] = 0x80;
+        }
+        var w = CpuWeights.Interleave(plain, inPlace: false, threads: 0);
+        var x = OpsTestData.RandomFloats(n * k, 12);
+        var linear = OpsTestData.Poisoned(n * m);
+        CpuOps.Linear(x, n, w, null, linear);
+        var narrow = Decode(x, n, k, w, m, wide: false);
+        AssertBitwise(linear, narrow, $"{dtype} k={k}: 256-bit groups against Linear");
+        var plainY = OpsTestData.Poisoned(n * m);
+        CpuOps.Linear(x, n, plain, null, plainY);
+        // The plain kernels round differently (eight partial lanes per row); the same values within float32 sums' error.
+        for (int i = 0; i < linear.Length; i++) Assert.True(Math.Abs(linear[i] - plainY[i]) <= 1e-4 * (1 + Math.Abs(plainY[i])), $"{dtype} k={k} [{i}]: {linear[i]} interleaved, {plainY[i]} plain");
+        if (CpuOps.WideGroups) AssertBitwise(linear, Decode(x, n, k, w, m, wide: true), $"{dtype} k={k}: 512-bit groups against Linear");
+        else output.WriteLine("no AVX-512BW here: only the 256-bit groups ran");
+
+        static float[] Decode(float[] x, int n, int k, Weight w, int m, bool wide)
+        {
+            var y = OpsTestData.Poisoned(n * m);
+            fixed (float* px = x)
+            fixed (float* py = y)
+            {
+                using var xq = new CpuOps.QuantizedX(px, n, k, CpuOps.Q4HighScaleHere);
+                if (System.Runtime.Intrinsics.X86.AvxVnni.IsSupported) CpuOps.DecodeQuantized<CpuOps.VnniDot>(xq, n, w, 0, m, py, m, null, wide);
+                else CpuOps.DecodeQuantized<CpuOps.Avx2Dot>(xq, n, w, 0, m, py, m, null, wide);
             }
             return y;
         }

@@ -147,7 +147,7 @@ public sealed class CpuBackend : IBackend
     /// quantized when <see cref="CpuBackendOptions.Quantize"/> asks and the shape allows (2-D, rows of whole
     /// 32-element blocks); otherwise language-model matrices are copied into huge pages when
     /// <see cref="CpuBackendOptions.HugePages"/> is on. Language-model Q8_0 and Q4_0 matrices (quantized here or read
-    /// from a file) get their rows interleaved by eights for the decode kernels where the CPU has AVX2.
+    /// from a file) get their rows interleaved by sixteens for the decode kernels where the CPU has AVX2.
     /// </remarks>
     /// <exception cref="ArgumentException">A matrix to quantize holds a value that is not finite.</exception>
     public DeviceWeight UploadLinear(Weight weight, LinearRole role)

@@ -9,9 +9,9 @@
 //   (cpu-e2e prints both). The copy costs the weights' size in memory (the page cache of the file can be
 //   dropped by the kernel) and a pass over them at load.
 //
-// * Interleave a Q8_0 or Q4_0 matrix's rows by eights (BlockInterleave.cs) where the int8 decode kernels run
-//   (AVX2): the decode kernels then multiply eight rows per instruction instead of one (Q4_0 ~2.5x fewer
-//   instructions per weight, measured in L2 on AMD Zen 4). A quantized matrix is interleaved where it lies; one from a file
+// * Interleave a Q8_0 or Q4_0 matrix's rows by sixteens (BlockInterleave.cs) where the int8 decode kernels run
+//   (AVX2): the decode kernels then multiply sixteen rows per instruction (eight with 256-bit registers) instead
+//   of one (Q4_0 ~2.5x fewer instructions per weight at eight rows, measured in L2 on AMD Zen 4). A quantized matrix is interleaved where it lies; one from a file
 //   is copied (into huge pages, as above).
 //
 // All land in a pinned managed array, which the returned Weight keeps alive: the memory goes back when the
@@ -63,11 +63,11 @@ internal static unsafe partial class CpuWeights
 
     /// <summary>True when <paramref name="w"/> is a Q8_0 or Q4_0 matrix the decode kernels read faster interleaved, and it fits one array.</summary>
     public static bool CanInterleave(Weight w) =>
-        w.DType.IsBlockQuantized() && w.Shape.Count == 2 && !w.Interleaved8 && w.Rows >= BlockInterleave.GroupRows && CpuOps.Int8DotSupported &&
+        w.DType.IsBlockQuantized() && w.Shape.Count == 2 && !w.Interleaved && w.Rows >= BlockInterleave.GroupRows && CpuOps.Int8DotSupported &&
         w.ByteLength <= int.MaxValue - 2L * HugePage;
 
     /// <summary>
-    /// <paramref name="w"/> (Q8_0 or Q4_0) with its rows interleaved by eights: in place when <paramref name="inPlace"/>
+    /// <paramref name="w"/> (Q8_0 or Q4_0) with its rows interleaved by sixteens: in place when <paramref name="inPlace"/>
     /// (a weight this backend made), otherwise a copy in huge-page memory.
     /// </summary>
     public static Weight Interleave(Weight w, bool inPlace, int threads)
@@ -100,7 +100,7 @@ internal static unsafe partial class CpuWeights
         });
         long tail = w.ByteLength - groups * groupBytes;
         if (!inPlace) Buffer.MemoryCopy(w.Pointer + groups * groupBytes, (byte*)dst + groups * groupBytes, tail, tail);
-        return new Weight(w.Name, w.DType, [.. w.Shape], (byte*)dst, inPlace ? w.PinnedArray : array, interleaved8: true);
+        return new Weight(w.Name, w.DType, [.. w.Shape], (byte*)dst, inPlace ? w.PinnedArray : array, interleaved: true);
     }
 
     /// <summary>A copy of <paramref name="w"/> in huge-page memory, or <paramref name="w"/> itself when it is too large for one array.</summary>
@@ -116,7 +116,7 @@ internal static unsafe partial class CpuWeights
             long at = c * Chunk, n = Math.Min(Chunk, bytes - at);
             Buffer.MemoryCopy((byte*)src + at, (byte*)dst + at, n, n);
         });
-        return new Weight(w.Name, w.DType, [.. w.Shape], (byte*)dst, array, w.Interleaved8);
+        return new Weight(w.Name, w.DType, [.. w.Shape], (byte*)dst, array, w.Interleaved);
     }
 
     /// <summary>A pinned array with a 2 MiB-aligned region of <paramref name="bytes"/> in it, marked for huge pages before first touch.</summary>

@@ -159,7 +159,7 @@ public static unsafe partial class CpuOps
     /// <summary>Widens elements [k0, k0 + count) of W row <paramref name="row"/> to float32 (their real values).</summary>
     internal static void WidenRow(Weight w, int row, int k0, int count, float* dst)
     {
-        if (!w.Interleaved8 || row >= BlockInterleave.GroupedRows(w.Rows))
+        if (!w.Interleaved || row >= BlockInterleave.GroupedRows(w.Rows))
         {
             Widen(w.Pointer + row * w.RowByteLength + w.DType.ByteCount(k0), w.DType, dst, count);
             return;

@@ -182,7 +182,7 @@ public static unsafe partial class CpuOps
         int blockBytes = BlockQuant.BlockBytes(w.DType), blocks = w.Cols / BlockQuant.BlockElements;
         byte* plain;
         var gathered = stackalloc byte[PackedLinearInt8.ChunkBlocks * BlockQuant.Q8_0BlockBytes];
-        if (w.Interleaved8 && row < BlockInterleave.GroupedRows(w.Rows))
+        if (w.Interleaved && row < BlockInterleave.GroupedRows(w.Rows))
         {
             BlockInterleave.RowBlocks(w.Pointer, row, blocks, blockBytes, b0, count, gathered);
             plain = gathered;

@@ -31,15 +31,18 @@
 // row, about as many as the block's dot product itself.) Per block and row the inner loop is then two loads
 // and four vector instructions (AND or vpsignb, vpdpbusd, vcvtdq2ps, FMA); without VNNI seven or more.
 //
-// Q8_0 and Q4_0 matrices the CPU backend uploads have their rows interleaved by eights (BlockInterleave.cs)
-// and take a kernel of their own (Groups): one 32-byte load holds four bytes of each of eight rows, so one
-// broadcast of four x bytes and one vpmaddubsw serve eight rows; each row's exact block sum lands in its own
-// int32 lane (Q4_0: the block's eight products summed in int16 first, no overflow for nibbles; Q8_0: vpsignb,
-// vpmaddubsw, vpmaddwd per chunk), and the eight rows' scales are applied as one vector: about 4.5 vector
-// instructions per block and row (Q4_0 ~2.5x faster in L2 on AMD Zen 4; q8_0 matrices ~1.3x, q4_0 ~1.4x from
-// memory in cpu-decode, measured). Two groups go side by side (two streams per thread), each prefetched a page
-// ahead (GroupPrefetchBytes). Its sums differ from the plain kernels' in rounding only (a block's sum is scaled
-// whole, where they keep eight partial lanes).
+// Q8_0 and Q4_0 matrices the CPU backend uploads have their rows interleaved by sixteens (BlockInterleave.cs)
+// and take a kernel of their own (Groups512, or Groups256 without AVX-512BW): one 64-byte load holds four bytes
+// of each of sixteen rows, so one broadcast of four x bytes and one vpmaddubsw serve sixteen rows; each row's
+// exact block sum lands in its own int32 lane (Q4_0: the block's eight products summed in int16 first, no
+// overflow for nibbles; Q8_0: the sign of x moved onto the weights, vpmaddubsw, vpmaddwd per chunk), and the
+// rows' scales are applied as one vector: about 4.5 vector instructions per block and eight rows. Sixteen rows
+// in one 512-bit register against eight in a 256-bit one (AMD Zen 4, single thread, a 1 MiB matrix in cache:
+// 0.22 against 0.34 ns per block and row at q4_0, 0.34 against 0.49 at q8_0; 2 threads from memory, 256 MiB:
+// 47 against 37 GB/s at q4_0, 48 against 42 at q8_0, measured alternated). Each group is one stream, prefetched
+// a page ahead (GroupPrefetchBytes); eight-row groups read two at a time as two streams were slower from memory
+// than one sixteen-row stream, even at 256 bits. Its sums differ from the plain kernels' in rounding only (a
+// block's sum is scaled whole, where they keep eight partial lanes); its two widths give bitwise the same sums.
 //
 // The activation quantization is the only approximation beyond the weights' own. Prefill quantizes x the same
 // way (LinearPackedInt8.cs) where the CPU has AVX-512BW, unless asked to dequantize the weights exactly and
@@ -57,15 +60,15 @@ public static unsafe partial class CpuOps
     internal static bool Int8DotSupported => Avx2.IsSupported;
 
     /// <summary>
-    /// x quantized to Q8_0's rule for the int8 kernels. Per row of x and block of 32 elements, a 96-byte record:
-    /// q (32 signed bytes), |q| (32 unsigned bytes) and Q4_0's eight int32 start values (−8 · Σ q over each
-    /// lane's four elements, times <see cref="IByteDot.Q4HighScale"/> in the upper four lanes); and the block's
-    /// scale d in <see cref="D"/>.
+    /// x quantized to Q8_0's rule for the int8 kernels. Per row of x and block of 32 elements, a 128-byte record:
+    /// q (32 signed bytes), |q| (32 unsigned bytes), Q4_0's eight int32 start values (−8 · Σ q over each
+    /// lane's four elements, times <see cref="IByteDot.Q4HighScale"/> in the upper four lanes) and q's signs
+    /// (32 bytes, 0xFF where q &lt; 0, else 0); and the block's scale d in <see cref="D"/>.
     /// </summary>
     internal sealed class QuantizedX : IDisposable
     {
         /// <summary>Bytes of one block's record, and where its parts start in it.</summary>
-        public const int RecordBytes = 96, AbsAt = 32, StartAt = 64;
+        public const int RecordBytes = 128, AbsAt = 32, StartAt = 64, SignAt = 96;
 
         public readonly byte* Records;
         public readonly float* D;
@@ -99,7 +102,11 @@ public static unsafe partial class CpuOps
             byte* abs = record + AbsAt;
             int* start = (int*)(record + StartAt);
             d = QuantizeX8(x, q);
-            for (int j = 0; j < 32; j++) abs[j] = (byte)Math.Abs((int)q[j]);
+            for (int j = 0; j < 32; j++)
+            {
+                abs[j] = (byte)Math.Abs((int)q[j]);
+                record[SignAt + j] = q[j] < 0 ? (byte)0xFF : (byte)0;
+            }
             offset = 0;
             for (int l = 0; l < 8; l++)
             {
@@ -177,23 +184,30 @@ public static unsafe partial class CpuOps
 
     /// <summary>
     /// y[i·yStride + j] = x_i · W row (r0 + j) for rows [r0, r0 + rows) of a Q8_0 or Q4_0 weight and every row i
-    /// of x (quantized with <see cref="Q4HighScaleHere"/>), eight W rows at a time (a shorter last group one by one), with VNNI where the CPU has it.
+    /// of x (quantized with <see cref="Q4HighScaleHere"/>): interleaved weights sixteen rows at a time, plain ones eight (a shorter last group one by one), with VNNI where the CPU has it.
     /// </summary>
     internal static void DecodeQuantized(QuantizedX x, int n, Weight w, int r0, int rows, float* y, long yStride, float[]? bias)
     {
-        if (AvxVnni.IsSupported) DecodeQuantized<VnniDot>(x, n, w, r0, rows, y, yStride, bias);
-        else DecodeQuantized<Avx2Dot>(x, n, w, r0, rows, y, yStride, bias);
+        if (AvxVnni.IsSupported) DecodeQuantized<VnniDot>(x, n, w, r0, rows, y, yStride, bias, WideGroups);
+        else DecodeQuantized<Avx2Dot>(x, n, w, r0, rows, y, yStride, bias, WideGroups);
     }
 
-    /// <summary><see cref="DecodeQuantized"/> with the dot products of <typeparamref name="T"/> (x quantized with its Q4HighScale).</summary>
-    internal static void DecodeQuantized<T>(QuantizedX x, int n, Weight w, int r0, int rows, float* y, long yStride, float[]? bias) where T : struct, IByteDot
+    /// <summary>True when the interleaved kernel takes sixteen rows in one 512-bit register here (AVX-512BW).</summary>
+    internal static bool WideGroups => Avx512BW.IsSupported;
+
+    /// <summary>
+    /// <see cref="DecodeQuantized"/> with the dot products of <typeparamref name="T"/> (x quantized with its Q4HighScale)
+    /// and interleaved groups in 512-bit registers (<paramref name="wide"/>, which needs AVX-512BW) or 256-bit ones.
+    /// </summary>
+    internal static void DecodeQuantized<T>(QuantizedX x, int n, Weight w, int r0, int rows, float* y, long yStride, float[]? bias, bool wide) where T : struct, IByteDot
     {
+        if (wide && !Avx512BW.IsSupported) throw new PlatformNotSupportedException("the 512-bit interleaved kernel needs AVX-512BW");
         if (w.DType == DType.Q8_0)
         {
-            if (w.Interleaved8) DecodeInterleaved<Q8Group, Q8Blocks<T>>(x, n, w, r0, rows, y, yStride, bias);
+            if (w.Interleaved) DecodeInterleaved<Q8Group, Q8Blocks<T>>(x, n, w, r0, rows, y, yStride, bias, wide);
             else DecodeRows<Q8Blocks<T>>(x, n, w, r0, rows, y, yStride, bias);
         }
-        else if (w.Interleaved8) DecodeInterleaved<Q4Group, Q4Blocks<T>>(x, n, w, r0, rows, y, yStride, bias);
+        else if (w.Interleaved) DecodeInterleaved<Q4Group, Q4Blocks<T>>(x, n, w, r0, rows, y, yStride, bias, wide);
         else DecodeRows<Q4Blocks<T>>(x, n, w, r0, rows, y, yStride, bias);
     }
 
@@ -262,117 +276,159 @@ public static unsafe partial class CpuOps
     }
 
     /// <summary>
-    /// <see cref="DecodeQuantized"/> for a weight interleaved by eights (BlockInterleave.cs): whole groups through
-    /// <see cref="Groups{G}"/> (two side by side), rows after the last whole group (stored plainly) through the
-    /// plain kernels of <typeparamref name="B"/>.
+    /// <see cref="DecodeQuantized"/> for a weight interleaved by sixteens (BlockInterleave.cs): whole groups through
+    /// <see cref="Groups512{G}"/> (<paramref name="wide"/>) or <see cref="Groups256{G}"/>, rows after the last whole
+    /// group (stored plainly) through the plain kernels of <typeparamref name="B"/>.
     /// </summary>
     /// <exception cref="ArgumentException">The rows cut a group.</exception>
-    private static void DecodeInterleaved<G, B>(QuantizedX x, int n, Weight w, int r0, int rows, float* y, long yStride, float[]? bias)
+    private static void DecodeInterleaved<G, B>(QuantizedX x, int n, Weight w, int r0, int rows, float* y, long yStride, float[]? bias, bool wide)
         where G : struct, IGroupBlocks where B : struct, IQuantBlocks
     {
+        const int Rows = BlockInterleave.GroupRows;
         int grouped = Math.Max(r0, Math.Min(r0 + rows, BlockInterleave.GroupedRows(w.Rows)));
-        if (r0 % BlockInterleave.GroupRows != 0 && grouped > r0 || (grouped - r0) % BlockInterleave.GroupRows != 0)
-            throw new ArgumentException($"rows [{r0}, {r0 + rows}) are not whole groups of {BlockInterleave.GroupRows} interleaved rows", nameof(r0));
+        if (r0 % Rows != 0 && grouped > r0 || (grouped - r0) % Rows != 0)
+            throw new ArgumentException($"rows [{r0}, {r0 + rows}) are not whole groups of {Rows} interleaved rows", nameof(r0));
         long rowBytes = w.RowByteLength;
-        var sums = stackalloc float[16];
-        for (int j = r0; j < grouped; j += 16)
-        {
-            int count = Math.Min(16, grouped - j);
+        var sums = stackalloc float[Rows];
+        for (int j = r0; j < grouped; j += Rows)
             for (int i = 0; i < n; i++)
             {
-                Groups<G>(x.Row(i), x.D + (long)i * x.Blocks, x.Offset + (long)i * x.Blocks, x.Blocks, w.Pointer + j * rowBytes, count == 16 ? (nint)(8 * rowBytes) : 0, sums);
+                byte* xr = x.Row(i), group = w.Pointer + j * rowBytes;
+                float* xd = x.D + (long)i * x.Blocks;
+                int* offset = x.Offset + (long)i * x.Blocks;
+                if (wide) Groups512<G>(xr, xd, offset, x.Blocks, group, sums);
+                else Groups256<G>(xr, xd, offset, x.Blocks, group, sums);
                 float* yi = y + i * yStride + (j - r0);
-                for (int r = 0; r < count; r++) yi[r] = sums[r] + (bias?[j + r] ?? 0f);
+                for (int r = 0; r < Rows; r++) yi[r] = sums[r] + (bias?[j + r] ?? 0f);
             }
-        }
         if (grouped < r0 + rows) DecodeRows<B>(x, n, w, grouped, r0 + rows - grouped, y + (grouped - r0), yStride, bias);
     }
 
     /// <summary>
-    /// How far ahead of each stream the interleaved kernel prefetches (one prefetch per 64 bytes of a block): one 4 KiB
-    /// page, which the hardware prefetchers do not cross on their own. Without huge pages (where the VM or the
-    /// kernel gives none) one layer + LM head read from memory ~14% faster at q4_0 and ~6% at q8_0 with it on Zen 4
-    /// (cpu-decode medians, alternated). Blocks are not line-aligned, so a few lines are asked for twice (cheap).
-    /// Prefetches never fault, so those past a matrix's end are harmless.
+    /// How far ahead the interleaved kernels prefetch (one prefetch per 64 bytes of a block): one 4 KiB page,
+    /// which the hardware prefetchers do not cross on their own. One layer + LM head read from memory ~14% faster
+    /// at q4_0 and ~6% at q8_0 with it on Zen 4 without huge pages, and a few per cent with them (cpu-decode and a
+    /// one-matrix micro-benchmark, alternated). Blocks are not line-aligned, so a few lines are asked for twice
+    /// (cheap). Prefetches never fault, so those past a matrix's end are harmless.
     /// </summary>
     private const int GroupPrefetchBytes = 4096;
 
     /// <summary>
-    /// sums[8g + l] = x · row l of interleaved group g, for the two groups at <paramref name="w"/> and
-    /// w + <paramref name="groupBytes"/> side by side (two streams from memory per thread: one stream reads ~19 GB/s
-    /// in all here, measured) or the one at w alone when <paramref name="groupBytes"/> is 0. x's block records
-    /// at xr, scales at xd, Q4_0 offsets at offset.
+    /// sums[l] = x · row l of the interleaved group at <paramref name="w"/>, sixteen rows in one 512-bit register
+    /// (AVX-512BW). x's block records at xr, scales at xd, Q4_0 offsets at offset.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Groups<G>(byte* xr, float* xd, int* offset, int blocks, byte* w, nint groupBytes, float* sums) where G : struct, IGroupBlocks
+    private static void Groups512<G>(byte* xr, float* xd, int* offset, int blocks, byte* w, float* sums) where G : struct, IGroupBlocks
     {
-        var acc0 = Vector256<float>.Zero;
-        var acc1 = Vector256<float>.Zero;
-        if (groupBytes == 0)
-            for (int b = 0; b < blocks; b++, xr += QuantizedX.RecordBytes, w += G.BlockBytes)
-            {
-                for (int l = 0; l < G.BlockBytes; l += 64) Sse.Prefetch0(w + GroupPrefetchBytes + l);
-                acc0 = Scaled(w, G.Sums(w, xr, offset[b]), xd[b], acc0);
-            }
-        else
-            for (int b = 0; b < blocks; b++, xr += QuantizedX.RecordBytes, w += G.BlockBytes)
-            {
-                for (int l = 0; l < G.BlockBytes; l += 64)
-                {
-                    Sse.Prefetch0(w + GroupPrefetchBytes + l);
-                    Sse.Prefetch0(w + groupBytes + GroupPrefetchBytes + l);
-                }
-                acc0 = Scaled(w, G.Sums(w, xr, offset[b]), xd[b], acc0);
-                acc1 = Scaled(w + groupBytes, G.Sums(w + groupBytes, xr, offset[b]), xd[b], acc1);
-            }
-        acc0.Store(sums);
-        if (groupBytes != 0) acc1.Store(sums + 8);
+        var acc = Vector512<float>.Zero;
+        for (int b = 0; b < blocks; b++, xr += QuantizedX.RecordBytes, w += G.BlockBytes)
+        {
+            for (int l = 0; l < G.BlockBytes; l += 64) Sse.Prefetch0(w + GroupPrefetchBytes + l);
+            acc = Scaled(w, G.Sums(w + BlockInterleave.ScaleBytes, xr, offset[b]), xd[b], acc);
+        }
+        acc.Store(sums);
     }
 
     /// <summary>
-    /// acc + the eight rows' exact block sums (int32 lanes) times their scales: each row's d_w (the f16 at the
-    /// group block's start, positioned as a float32 and multiplied by 2^112: exact, subnormal scales included)
+    /// <see cref="Groups512{G}"/> with 256-bit registers (AVX2): the chunks' two halves, rows 0..7 and 8..15, as two
+    /// vectors. Each row's sum is computed as the 512-bit kernel computes it, so the two give bitwise the same sums.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Groups256<G>(byte* xr, float* xd, int* offset, int blocks, byte* w, float* sums) where G : struct, IGroupBlocks
+    {
+        const int Half = BlockInterleave.GroupRows / 2;
+        var acc0 = Vector256<float>.Zero;
+        var acc1 = Vector256<float>.Zero;
+        for (int b = 0; b < blocks; b++, xr += QuantizedX.RecordBytes, w += G.BlockBytes)
+        {
+            for (int l = 0; l < G.BlockBytes; l += 64) Sse.Prefetch0(w + GroupPrefetchBytes + l);
+            byte* chunks = w + BlockInterleave.ScaleBytes;
+            acc0 = Scaled(w, G.HalfSums(chunks, xr, offset[b]), xd[b], acc0);
+            acc1 = Scaled(w + 2 * Half, G.HalfSums(chunks + 4 * Half, xr, offset[b]), xd[b], acc1);
+        }
+        acc0.Store(sums);
+        acc1.Store(sums + Half);
+    }
+
+    /// <summary>
+    /// acc + the rows' exact block sums (int32 lanes) times their scales: each row's d_w (the f16s at
+    /// <paramref name="w"/>, positioned as float32 and multiplied by 2^112: exact, subnormal scales included)
     /// times d_x, accumulated in float32.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> Scaled(byte* w, Vector256<int> sums, float xd, Vector256<float> acc)
+    private static Vector512<float> Scaled(byte* w, Vector512<int> sums, float xd, Vector512<float> acc)
     {
         // Sign-extended f16 bits shifted into float32 position: bits 30..28 hold copies of the sign, which the mask clears.
+        var scale = (Vector512.ShiftLeft(Avx512F.ConvertToVector512Int32(Vector256.Load((short*)w)), 13) & Vector512.Create(HalfPositionMask)).AsSingle()
+            * Vector512.Create(F16ScaledRows.Up) * Vector512.Create(xd);
+        return Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sums), scale, acc);
+    }
+
+    /// <inheritdoc cref="Scaled(byte*, Vector512{int}, float, Vector512{float})"/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Scaled(byte* w, Vector256<int> sums, float xd, Vector256<float> acc)
+    {
         var scale = (Vector256.ShiftLeft(Avx2.ConvertToVector256Int32((short*)w), 13) & Vector256.Create(HalfPositionMask)).AsSingle()
             * Vector256.Create(F16ScaledRows.Up) * Vector256.Create(xd);
         return Vector256.FusedMultiplyAdd(Avx.ConvertToVector256Single(sums), scale, acc);
     }
 
-    /// <summary>How the interleaved kernel reads one group block of a format: its size and the eight rows' exact sums.</summary>
+    /// <summary>How the interleaved kernels read one group block of a format: its size and the rows' exact sums.</summary>
     private interface IGroupBlocks
     {
         /// <summary>Bytes of one block of a group.</summary>
         static abstract int BlockBytes { get; }
 
-        /// <summary>Lane l: row l's block sum against x's block record at xr (exact, in int32).</summary>
-        static abstract Vector256<int> Sums(byte* w, byte* xr, int offset);
+        /// <summary>Lane l: row l's block sum against x's block record at xr (exact, in int32); w is the block's first chunk.</summary>
+        static abstract Vector512<int> Sums(byte* w, byte* xr, int offset);
+
+        /// <summary>The same for the eight rows whose lanes start at w in each chunk (chunks <see cref="BlockInterleave.ChunkBytes"/> apart).</summary>
+        static abstract Vector256<int> HalfSums(byte* w, byte* xr, int offset);
     }
 
     /// <summary>
-    /// Q8_0 groups: per 32-byte chunk (four values of each of eight rows) the rows take the sign of a broadcast of
-    /// four x values (vpsignb), vpmaddubsw multiplies them by the broadcast |x| (pairs at most 2 · 127 · 127, which
-    /// two chunks would overflow in int16), vpmaddwd widens the pairs to int32, and the eight chunks add up there.
+    /// Q8_0 groups: per chunk (four values of each row) the rows take the sign of a broadcast of four x values
+    /// (vpsignb; at 512 bits, which have no vpsignb, an XOR with x's sign bytes and a subtraction: −w as two's
+    /// complement, the same bytes), vpmaddubsw multiplies them by the broadcast |x| (pairs at most 2 · 127 · 127,
+    /// which two chunks would overflow in int16), vpmaddwd widens the pairs to int32, and the eight chunks add up
+    /// there.
     /// </summary>
     private struct Q8Group : IGroupBlocks
     {
+        private const int C = BlockInterleave.ChunkBytes;
+
         public static int BlockBytes => BlockInterleave.GroupRows * BlockQuant.Q8_0BlockBytes;
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<int> Sums(byte* w, byte* xr, int offset)
+        public static Vector512<int> Sums(byte* w, byte* xr, int offset)
+        {
+            byte* sign = xr + QuantizedX.SignAt, abs = xr + QuantizedX.AbsAt;
+            var ones = Vector512.Create((short)1);
+            var s0 = Chunk(w, sign, abs, ones) + Chunk(w + C, sign + 4, abs + 4, ones);
+            var s1 = Chunk(w + 2 * C, sign + 8, abs + 8, ones) + Chunk(w + 3 * C, sign + 12, abs + 12, ones);
+            var s2 = Chunk(w + 4 * C, sign + 16, abs + 16, ones) + Chunk(w + 5 * C, sign + 20, abs + 20, ones);
+            var s3 = Chunk(w + 6 * C, sign + 24, abs + 24, ones) + Chunk(w + 7 * C, sign + 28, abs + 28, ones);
+            return (s0 + s1) + (s2 + s3);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<int> HalfSums(byte* w, byte* xr, int offset)
         {
             sbyte* q = (sbyte*)xr;
             byte* abs = xr + QuantizedX.AbsAt;
             var ones = Vector256.Create((short)1);
-            var s0 = Chunk(w + 16, q, abs, ones) + Chunk(w + 48, q + 4, abs + 4, ones);
-            var s1 = Chunk(w + 80, q + 8, abs + 8, ones) + Chunk(w + 112, q + 12, abs + 12, ones);
-            var s2 = Chunk(w + 144, q + 16, abs + 16, ones) + Chunk(w + 176, q + 20, abs + 20, ones);
-            var s3 = Chunk(w + 208, q + 24, abs + 24, ones) + Chunk(w + 240, q + 28, abs + 28, ones);
+            var s0 = Chunk(w, q, abs, ones) + Chunk(w + C, q + 4, abs + 4, ones);
+            var s1 = Chunk(w + 2 * C, q + 8, abs + 8, ones) + Chunk(w + 3 * C, q + 12, abs + 12, ones);
+            var s2 = Chunk(w + 4 * C, q + 16, abs + 16, ones) + Chunk(w + 5 * C, q + 20, abs + 20, ones);
+            var s3 = Chunk(w + 6 * C, q + 24, abs + 24, ones) + Chunk(w + 7 * C, q + 28, abs + 28, ones);
             return (s0 + s1) + (s2 + s3);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static Vector512<int> Chunk(byte* w, byte* sign, byte* abs, Vector512<short> ones)
+        {
+            var m = Vector512.Create(*(int*)sign).AsSByte();
+            return Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.Create(*(int*)abs).AsByte(), (Vector512.Load((sbyte*)w) ^ m) - m), ones);
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -381,24 +437,46 @@ public static unsafe partial class CpuOps
     }
 
     /// <summary>
-    /// Q4_0 groups: four 32-byte chunks give eight rows' four low and four high nibbles a 32-bit lane; each half is
+    /// Q4_0 groups: four chunks give each row's four low and four high nibbles a 32-bit lane; each half is
     /// multiplied by a broadcast of the four x bytes it pairs with (vpmaddubsw: pairs of at most 2 · 15 · 127) and
     /// the eight products summed in int16 (at most 30480, no overflow); vpmaddwd then gives each row's block sum
     /// in an int32 lane, to which the offset −8 · Σ q is added.
     /// </summary>
     private struct Q4Group : IGroupBlocks
     {
+        private const int C = BlockInterleave.ChunkBytes;
+
         public static int BlockBytes => BlockInterleave.GroupRows * BlockQuant.Q4_0BlockBytes;
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<int> Sums(byte* w, byte* xr, int offset)
+        public static Vector512<int> Sums(byte* w, byte* xr, int offset)
+        {
+            sbyte* q = (sbyte*)xr;
+            var low = Vector512.Create((byte)0x0F);
+            var c0 = Vector512.Load(w);
+            var c1 = Vector512.Load(w + C);
+            var c2 = Vector512.Load(w + 2 * C);
+            var c3 = Vector512.Load(w + 3 * C);
+            var s0 = Avx512BW.MultiplyAddAdjacent(c0 & low, Vector512.Create(*(int*)q).AsSByte());
+            var s1 = Avx512BW.MultiplyAddAdjacent(Vector512.ShiftRightLogical(c0.AsUInt16(), 4).AsByte() & low, Vector512.Create(*(int*)(q + 16)).AsSByte());
+            var s2 = Avx512BW.MultiplyAddAdjacent(c1 & low, Vector512.Create(*(int*)(q + 4)).AsSByte());
+            var s3 = Avx512BW.MultiplyAddAdjacent(Vector512.ShiftRightLogical(c1.AsUInt16(), 4).AsByte() & low, Vector512.Create(*(int*)(q + 20)).AsSByte());
+            var s4 = Avx512BW.MultiplyAddAdjacent(c2 & low, Vector512.Create(*(int*)(q + 8)).AsSByte());
+            var s5 = Avx512BW.MultiplyAddAdjacent(Vector512.ShiftRightLogical(c2.AsUInt16(), 4).AsByte() & low, Vector512.Create(*(int*)(q + 24)).AsSByte());
+            var s6 = Avx512BW.MultiplyAddAdjacent(c3 & low, Vector512.Create(*(int*)(q + 12)).AsSByte());
+            var s7 = Avx512BW.MultiplyAddAdjacent(Vector512.ShiftRightLogical(c3.AsUInt16(), 4).AsByte() & low, Vector512.Create(*(int*)(q + 28)).AsSByte());
+            return Avx512BW.MultiplyAddAdjacent((s0 + s1) + (s2 + s3) + ((s4 + s5) + (s6 + s7)), Vector512.Create((short)1)) + Vector512.Create(offset);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<int> HalfSums(byte* w, byte* xr, int offset)
         {
             sbyte* q = (sbyte*)xr;
             var low = Vector256.Create((byte)0x0F);
-            var c0 = Vector256.Load(w + 16);
-            var c1 = Vector256.Load(w + 48);
-            var c2 = Vector256.Load(w + 80);
-            var c3 = Vector256.Load(w + 112);
+            var c0 = Vector256.Load(w);
+            var c1 = Vector256.Load(w + C);
+            var c2 = Vector256.Load(w + 2 * C);
+            var c3 = Vector256.Load(w + 3 * C);
             var s0 = Avx2.MultiplyAddAdjacent(c0 & low, Vector256.Create(*(int*)q).AsSByte());
             var s1 = Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(c0.AsUInt16(), 4).AsByte() & low, Vector256.Create(*(int*)(q + 16)).AsSByte());
             var s2 = Avx2.MultiplyAddAdjacent(c1 & low, Vector256.Create(*(int*)(q + 4)).AsSByte());
