@@ -118,7 +118,7 @@ internal static unsafe class CpuDecodeBench
         using var o = backend.Allocate(1, kvDim);
         foreach (var storage in new[] { DType.F32, DType.BF16, DType.F16 })
         {
-            using var cache = new CpuKvCache(1, kvDim, storage);
+            using var cache = new CpuKvCache(1, kvDim, storage, hd);   // each head's rows together, as the backend stores a 16-bit cache
             cache.Append(0, kt, vt);
             var (k, v) = cache.View(0);
             double ms = Median(() => backend.Attention(q, heads, k, v, heads, hd, AttentionMask.Causal, o), quick ? 7 : 15);

@@ -276,6 +276,13 @@ public interface IBackend : IDisposable
     KvCache CreateKvCache(int layers, int kvDim);
 
     /// <summary>
+    /// A new, empty per-layer key/value cache for attention heads of <paramref name="headDim"/> columns, which a
+    /// backend may use to lay it out for its attention (the CPU backend's 16-bit cache keeps each head's rows
+    /// together); by default <see cref="CreateKvCache(int, int)"/>.
+    /// </summary>
+    KvCache CreateKvCache(int layers, int kvDim, int headDim) => CreateKvCache(layers, kvDim);
+
+    /// <summary>
     /// For selected query rows of a causal attention (queries are the last rows of the keys), the softmax
     /// probability that falls on the given key ranges: mass[r * qHeads + h] for query row
     /// <paramref name="queryRows"/>[r] and head h. It measures how much text reads the image; it does not

@@ -41,7 +41,7 @@ public sealed class InferenceSession : IDisposable
             throw new ModelFormatException(null, null,
                 $"decoder layer(s) {EasAdapters.FormatLayers(attentionless)} have no attention weights (an EAS checkpoint fine-tuned with them skipped): skip them with --skip-attn or load the checkpoint's adapters with --eas");
         if (Options.Eas is { Adapters.Count: > 0 }) _pia = new PiaSequence(model.Config.Text.NumLayers);
-        Cache = model.Backend.CreateKvCache(model.Config.Text.NumLayers, model.Config.Text.KvDim);
+        Cache = model.Backend.CreateKvCache(model.Config.Text.NumLayers, model.Config.Text.KvDim, model.Config.Text.HeadDim);
     }
 
     /// <summary>The model this session runs on.</summary>

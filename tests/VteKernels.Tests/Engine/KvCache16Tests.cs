@@ -85,13 +85,15 @@ public sealed class KvCache16Tests(ITestOutputHelper output)
     }
 
     [Theory]
-    [InlineData(DType.BF16)]
-    [InlineData(DType.F16)]
-    public void StoresRoundedValuesAndCompactsThem(DType storage)
+    [InlineData(DType.BF16, 12)]
+    [InlineData(DType.F16, 12)]
+    [InlineData(DType.BF16, 4)]    // each 4-column head's rows stored together
+    [InlineData(DType.F16, 6)]
+    public void StoresRoundedValuesAndCompactsThem(DType storage, int headDim)
     {
         const int kvDim = 12, rows = 40;
         var backend = new CpuBackend();
-        using var cache = new CpuKvCache(2, kvDim, storage);
+        using var cache = new CpuKvCache(2, kvDim, storage, headDim);
         using var wide = new CpuKvCache(2, kvDim);
         var k = OpsTestData(rows * kvDim, 1);
         var v = OpsTestData(rows * kvDim, 2);
@@ -101,6 +103,15 @@ public sealed class KvCache16Tests(ITestOutputHelper output)
         backend.CopyFromHost(v, vt);
         cache.Append(1, kt, vt);
         wide.Append(1, kt, vt);
+        Assert.Equal(wide.BytesHeld / 2, cache.BytesHeld);
+        // Rows appended one at a time grow the layer (a copy into arrays of twice the rows) more than once.
+        for (int r = 0; r < 30; r++)
+        {
+            using var k1 = kt.Slice(r, 1);
+            using var v1 = vt.Slice(r, 1);
+            cache.Append(1, k1, v1);
+            wide.Append(1, k1, v1);
+        }
         Assert.Equal(wide.BytesHeld / 2, cache.BytesHeld);
         cache.RemoveRanges(1, [(3, 5), (20, 11)]);
         wide.RemoveRanges(1, [(3, 5), (20, 11)]);
@@ -124,15 +135,25 @@ public sealed class KvCache16Tests(ITestOutputHelper output)
     [InlineData(DType.F16, 1, 3, 2, 1, 7)]
     [InlineData(DType.BF16, 5, 33, 4, 2, 33)]     // several query rows: widened into scratch
     [InlineData(DType.F16, 1, 1, 1, 1, 1)]
-    public void AttentionReadsTheStoredRows(DType storage, int nq, int nk, int qHeads, int kvHeads, int headDim)
+    [InlineData(DType.BF16, 1, 40, 8, 2, 64, true)]   // each head's rows stored together
+    [InlineData(DType.F16, 1, 37, 4, 4, 130, true)]
+    [InlineData(DType.F16, 1, 3, 2, 1, 7, true)]
+    [InlineData(DType.BF16, 5, 33, 4, 2, 33, true)]
+    public void AttentionReadsTheStoredRows(DType storage, int nq, int nk, int qHeads, int kvHeads, int headDim, bool headMajor = false)
     {
         var backend = new CpuBackend();
-        using var cache = new CpuKvCache(1, kvHeads * headDim, storage);
+        using var cache = new CpuKvCache(1, kvHeads * headDim, storage, headMajor ? headDim : kvHeads * headDim);
         using var kt = backend.Allocate(nk, kvHeads * headDim);
         using var vt = backend.Allocate(nk, kvHeads * headDim);
         backend.CopyFromHost(OpsTestData(nk * kvHeads * headDim, 3, 2f), kt);
         backend.CopyFromHost(OpsTestData(nk * kvHeads * headDim, 4), vt);
-        cache.Append(0, kt, vt);
+        // Two appends: past 16 rows the second grows the layer, so each head's part has room for more rows than it holds.
+        if (nk > 1)
+        {
+            using (var k0 = kt.Slice(0, nk - 1)) using (var v0 = vt.Slice(0, nk - 1)) cache.Append(0, k0, v0);
+            using (var k1 = kt.Slice(nk - 1, 1)) using (var v1 = vt.Slice(nk - 1, 1)) cache.Append(0, k1, v1);
+        }
+        else cache.Append(0, kt, vt);
         var (k, v) = cache.View(0);
         var kw = new float[nk * kvHeads * headDim];
         var vw = new float[nk * kvHeads * headDim];

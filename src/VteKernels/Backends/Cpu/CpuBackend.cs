@@ -323,16 +323,22 @@ public sealed class CpuBackend : IBackend
         if (co.Span.Overlaps(cq.Span)) throw new ArgumentException("output must not overlap q", nameof(output));
         if (cq.Rows == 0) return;
         fixed (float* pq = cq.Span)
-        fixed (ushort* pk = kh.Elements)
-        fixed (ushort* pv = vh.Elements)
+        fixed (ushort* pk = kh.Buffer)
+        fixed (ushort* pv = vh.Buffer)
         fixed (float* po = co.Span)
-            CpuOps.AttentionStored(pq, cq.Rows, qHeads, new CpuOps.KvRows((byte*)pk, kh.Type), new CpuOps.KvRows((byte*)pv, vh.Type),
-                kh.Rows, kvHeads, headDim, mask, po, _threads, kh.Finite && vh.Finite);
+            CpuOps.AttentionStored(pq, cq.Rows, qHeads, Rows(kh, pk), Rows(vh, pv), kh.Rows, kvHeads, headDim, mask, po, _threads, kh.Finite && vh.Finite);
+
+        static CpuOps.KvRows Rows(CpuKvView view, ushort* buffer) =>
+            new((byte*)(buffer + view.Origin), view.Type, view.RowStride, view.PartStride, view.PartWidth);
     }
 
     /// <inheritdoc/>
-    /// <remarks>Stored as <see cref="KvCacheType"/>.</remarks>
+    /// <remarks>Stored as <see cref="KvCacheType"/>, row-major.</remarks>
     public KvCache CreateKvCache(int layers, int kvDim) => new CpuKvCache(layers, kvDim, KvCacheType);
+
+    /// <inheritdoc/>
+    /// <remarks>Stored as <see cref="KvCacheType"/>; a 16-bit cache keeps each head's rows together (CpuKvCache.cs).</remarks>
+    public KvCache CreateKvCache(int layers, int kvDim, int headDim) => new CpuKvCache(layers, kvDim, KvCacheType, headDim);
 
     /// <inheritdoc/>
     public void Dispose() { }

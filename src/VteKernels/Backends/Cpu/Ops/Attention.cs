@@ -49,7 +49,7 @@ public static unsafe partial class CpuOps
         fixed (float* pk = k)
         fixed (float* pv = v)
         fixed (float* po = output)
-            AttentionStored(pq, nq, qHeads, new KvRows((byte*)pk, DType.F32), new KvRows((byte*)pv, DType.F32), nk, kvHeads, headDim, mask, po, threads);
+            AttentionStored(pq, nq, qHeads, new KvRows((byte*)pk, DType.F32, kvHeads * headDim), new KvRows((byte*)pv, DType.F32, kvHeads * headDim), nk, kvHeads, headDim, mask, po, threads);
     }
 
     /// <summary>The argument checks of <see cref="Attention"/>, on counts and lengths.</summary>
@@ -72,12 +72,44 @@ public static unsafe partial class CpuOps
         if (nq > 0 && nk == 0) throw new ArgumentException("queries need at least one key", nameof(nk));
     }
 
-    /// <summary>Keys or values as stored: [nk, kvHeads, headDim] elements of <see cref="Type"/> from <see cref="Data"/>.</summary>
-    internal readonly struct KvRows(byte* data, DType type)
+    /// <summary>
+    /// Keys or values as stored: elements of <see cref="Type"/> from <see cref="Data"/>, row-major [nk, kvHeads, headDim]
+    /// or in parts of <see cref="PartWidth"/> columns (a 16-bit CpuKvCache stores each head's rows together): column c
+    /// of row j at Data + (c / PartWidth) · PartStride + j · RowStride + c % PartWidth elements.
+    /// </summary>
+    internal readonly struct KvRows
     {
-        public byte* Data { get; } = data;
+        /// <summary>Row-major rows of <paramref name="width"/> elements.</summary>
+        public KvRows(byte* data, DType type, int width) : this(data, type, width, 0, width) { }
 
-        public DType Type { get; } = type;
+        public KvRows(byte* data, DType type, long rowStride, long partStride, int partWidth)
+        {
+            Data = data;
+            Type = type;
+            RowStride = rowStride;
+            PartStride = partStride;
+            PartWidth = partWidth;
+        }
+
+        public byte* Data { get; }
+
+        public DType Type { get; }
+
+        /// <summary>Elements between consecutive rows of one part (a part's rows lie together when it is narrower than a row).</summary>
+        public long RowStride { get; }
+
+        /// <summary>Elements between a part's start and the next one's.</summary>
+        public long PartStride { get; }
+
+        /// <summary>Columns per part.</summary>
+        public int PartWidth { get; }
+
+        /// <summary>Row 0 of kv head <paramref name="kvh"/>, whose <paramref name="headDim"/> columns lie in one part.</summary>
+        public byte* Head(int kvh, int headDim)
+        {
+            long c = (long)kvh * headDim;
+            return Data + (c / PartWidth * PartStride + c % PartWidth) * Type.Size();
+        }
     }
 
     /// <summary>
@@ -92,7 +124,10 @@ public static unsafe partial class CpuOps
         float scale = 1f / MathF.Sqrt(headDim);
         int rowBlocks = (nq + AttentionRowBlock - 1) / AttentionRowBlock;
         int items = qHeads * rowBlocks;
-        long qStride = (long)qHeads * headDim, kvStride = (long)kvHeads * headDim;
+        if (k.PartWidth % headDim != 0 || v.PartWidth % headDim != 0)
+            throw new ArgumentException($"heads of {headDim} columns straddle the stored parts of {k.PartWidth} and {v.PartWidth}", nameof(headDim));
+        if (k.RowStride != v.RowStride) throw new ArgumentException("keys and values are laid out differently", nameof(v));
+        long qStride = (long)qHeads * headDim, kvStride = k.RowStride;
         int elem = k.Type.Size();
         // One query row reads 16-bit keys and values in place, widened in registers; several rows (or a
         // machine without 512-bit vectors) widen the head's rows into scratch first.
@@ -108,7 +143,7 @@ public static unsafe partial class CpuOps
             int keys = mask == AttentionMask.Causal ? nk - nq + i1 : nk; // keys any row of the block sees
             float* scores = scratch;
             int kvh = h / group;
-            byte* kHead = k.Data + (long)kvh * headDim * elem, vHead = v.Data + (long)kvh * headDim * elem;
+            byte* kHead = k.Head(kvh, headDim), vHead = v.Head(kvh, headDim);
             if (inPlace16)
             {
                 int visible = mask == AttentionMask.Causal ? nk - nq + 1 : nk;
