@@ -2,17 +2,15 @@
 // (Q8_0 and Q4_0 weights take the int8 kernels of LinearQuant.cs from here.)
 //
 // Decode reads each weight once per token, so it is bound by memory bandwidth, not arithmetic. A work item
-// is RowsPerItem consecutive W rows; its thread streams them one after another, so each thread reads one
-// sequential stream, 4 x 64 bytes per step, widening in registers (RowFormats.cs) into 8 accumulators
-// (independent FMA chains that cover the FMA latency). On a 2-core AMD Zen 4 VM one row at a time read a
-// 512 MiB bf16 matrix at 49.8 GB/s against 35.2 GB/s for eight rows side by side (eight streams per thread,
-// the earlier kernel; 2 threads, huge pages, measured alternated); an earlier VM of that kind had eight
-// streams ahead. x is prepared once per call for each stored dtype (permuted for bf16/f16, scaled for f16)
-// and stays in L1/L2.
+// is RowsPerItem consecutive W rows; its thread streams them whole, eight rows side by side (eight
+// sequential streams, which the prefetchers follow: on a 2-core AMD Zen 4 one stream per thread reads
+// ~19 GB/s in all, four ~29, eight ~31, measured), 64 bytes of each per step, widening in registers
+// (RowFormats.cs) into 16 accumulators (two per row: independent FMA chains that cover the FMA latency).
+// Groups under eight rows go one by one. x is prepared once per call for each stored dtype (permuted for
+// bf16/f16, scaled for f16) and stays in L1/L2.
 //
-// Summation order of one output: four accumulator pairs over the whole 128-element steps, the whole 32-element
-// chunks left into the first pair, the pairs reduced in a fixed tree and by Vector512.Sum, then the tail
-// elements in order. It depends on K alone.
+// Summation order of one output: lanes of the even and odd accumulators over the whole 32-element chunks in
+// order, their sum reduced by Vector512.Sum, then the tail elements in order. It depends on K alone.
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
@@ -25,7 +23,7 @@ public static unsafe partial class CpuOps
     /// <summary>Decode: whole W rows streamed per work item, x prepared per dtype.</summary>
     private sealed class RowsLinear
     {
-        /// <summary>W rows per work item (a whole group of interleaved Q8_0/Q4_0 rows): 16 bf16 rows of 4096 are 128 KiB.</summary>
+        /// <summary>W rows per work item (a multiple of the 8-row kernel): 16 bf16 rows of 4096 are 128 KiB.</summary>
         private const int RowsPerItem = 16;
 
         private readonly float* _x;
@@ -146,7 +144,7 @@ public static unsafe partial class CpuOps
 
     /// <summary>
     /// y[i·m + j] = x_i · W row j for every row of <paramref name="w"/> (m rows of k elements, stored as T reads them) through
-    /// the row kernels of <typeparamref name="T"/> on one thread, in groups of eight rows as the decode path widens them.
+    /// the row kernels of <typeparamref name="T"/> on one thread, eight rows at a time as the decode path groups them.
     /// </summary>
     internal static void RowKernels<T>(float* x, int n, int k, Weight w, float* y) where T : struct, IRowFormat
     {
@@ -173,46 +171,76 @@ public static unsafe partial class CpuOps
         }
     }
 
-    /// <summary>Rows a work item takes at a time (and widens together where its format needs scratch).</summary>
+    /// <summary>Rows a decode kernel reads side by side.</summary>
     private const int Group = 8;
 
-    /// <summary>sums[r] = x · W row r for the <paramref name="count"/> (at most <see cref="Group"/>) rows at w + r·ws, one row after another.</summary>
+    /// <summary>sums[r] = x · W row r for the <paramref name="count"/> (at most <see cref="Group"/>) rows at w + r·ws.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void DotGroup<T>(float* x, byte* w, nint ws, int count, int k, float* sums) where T : struct, IRowFormat
     {
-        for (int r = 0; r < count; r++) sums[r] = Dot1<T>(x, w + r * ws, k);
+        if (count == Group) Dot8<T>(x, w, ws, k, sums);
+        else for (int r = 0; r < count; r++) sums[r] = Dot1<T>(x, w + r * ws, k);
     }
 
-    /// <summary>
-    /// x · W row at w over k elements (x prepared for T): four 32-element chunks per step into eight accumulators
-    /// (independent FMA chains), then the whole chunks left into the first pair, the accumulators reduced in a fixed
-    /// tree, then the tail elements in order.
-    /// </summary>
+    /// <summary>sums[r] = x · W row r for the 8 rows at w + r·ws (k elements, x prepared for T).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Dot1<T>(float* x, byte* w, int k) where T : struct, IRowFormat
+    private static void Dot8<T>(float* x, byte* w, nint ws, int k, float* sums) where T : struct, IRowFormat
     {
         var a0 = Vector512<float>.Zero; var b0 = Vector512<float>.Zero;
         var a1 = Vector512<float>.Zero; var b1 = Vector512<float>.Zero;
         var a2 = Vector512<float>.Zero; var b2 = Vector512<float>.Zero;
         var a3 = Vector512<float>.Zero; var b3 = Vector512<float>.Zero;
+        var a4 = Vector512<float>.Zero; var b4 = Vector512<float>.Zero;
+        var a5 = Vector512<float>.Zero; var b5 = Vector512<float>.Zero;
+        var a6 = Vector512<float>.Zero; var b6 = Vector512<float>.Zero;
+        var a7 = Vector512<float>.Zero; var b7 = Vector512<float>.Zero;
         int c = 0;
-        for (; c + 128 <= k; c += 128)
+        for (; c + 32 <= k; c += 32)
         {
+            var xa = Vector512.Load(x + c);
+            var xb = Vector512.Load(x + c + 16);
             T.Load32(w, c, out var u, out var v);
-            a0 = Vector512.FusedMultiplyAdd(u, Vector512.Load(x + c), a0); b0 = Vector512.FusedMultiplyAdd(v, Vector512.Load(x + c + 16), b0);
-            T.Load32(w, c + 32, out u, out v);
-            a1 = Vector512.FusedMultiplyAdd(u, Vector512.Load(x + c + 32), a1); b1 = Vector512.FusedMultiplyAdd(v, Vector512.Load(x + c + 48), b1);
-            T.Load32(w, c + 64, out u, out v);
-            a2 = Vector512.FusedMultiplyAdd(u, Vector512.Load(x + c + 64), a2); b2 = Vector512.FusedMultiplyAdd(v, Vector512.Load(x + c + 80), b2);
-            T.Load32(w, c + 96, out u, out v);
-            a3 = Vector512.FusedMultiplyAdd(u, Vector512.Load(x + c + 96), a3); b3 = Vector512.FusedMultiplyAdd(v, Vector512.Load(x + c + 112), b3);
+            a0 = Vector512.FusedMultiplyAdd(u, xa, a0); b0 = Vector512.FusedMultiplyAdd(v, xb, b0);
+            T.Load32(w + ws, c, out u, out v);
+            a1 = Vector512.FusedMultiplyAdd(u, xa, a1); b1 = Vector512.FusedMultiplyAdd(v, xb, b1);
+            T.Load32(w + 2 * ws, c, out u, out v);
+            a2 = Vector512.FusedMultiplyAdd(u, xa, a2); b2 = Vector512.FusedMultiplyAdd(v, xb, b2);
+            T.Load32(w + 3 * ws, c, out u, out v);
+            a3 = Vector512.FusedMultiplyAdd(u, xa, a3); b3 = Vector512.FusedMultiplyAdd(v, xb, b3);
+            T.Load32(w + 4 * ws, c, out u, out v);
+            a4 = Vector512.FusedMultiplyAdd(u, xa, a4); b4 = Vector512.FusedMultiplyAdd(v, xb, b4);
+            T.Load32(w + 5 * ws, c, out u, out v);
+            a5 = Vector512.FusedMultiplyAdd(u, xa, a5); b5 = Vector512.FusedMultiplyAdd(v, xb, b5);
+            T.Load32(w + 6 * ws, c, out u, out v);
+            a6 = Vector512.FusedMultiplyAdd(u, xa, a6); b6 = Vector512.FusedMultiplyAdd(v, xb, b6);
+            T.Load32(w + 7 * ws, c, out u, out v);
+            a7 = Vector512.FusedMultiplyAdd(u, xa, a7); b7 = Vector512.FusedMultiplyAdd(v, xb, b7);
         }
+        sums[0] = Vector512.Sum(a0 + b0); sums[1] = Vector512.Sum(a1 + b1); sums[2] = Vector512.Sum(a2 + b2); sums[3] = Vector512.Sum(a3 + b3);
+        sums[4] = Vector512.Sum(a4 + b4); sums[5] = Vector512.Sum(a5 + b5); sums[6] = Vector512.Sum(a6 + b6); sums[7] = Vector512.Sum(a7 + b7);
+        for (int r = 0; r < Group; r++)
+        {
+            byte* wr = w + r * ws;
+            float s = sums[r];
+            for (int t = c; t < k; t++) s += x[t] * T.At(wr, t);
+            sums[r] = s;
+        }
+    }
+
+    /// <summary>x · W row at w over k elements, summed in the same order as <see cref="Dot8"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float Dot1<T>(float* x, byte* w, int k) where T : struct, IRowFormat
+    {
+        var a = Vector512<float>.Zero;
+        var b = Vector512<float>.Zero;
+        int c = 0;
         for (; c + 32 <= k; c += 32)
         {
             T.Load32(w, c, out var u, out var v);
-            a0 = Vector512.FusedMultiplyAdd(u, Vector512.Load(x + c), a0); b0 = Vector512.FusedMultiplyAdd(v, Vector512.Load(x + c + 16), b0);
+            a = Vector512.FusedMultiplyAdd(u, Vector512.Load(x + c), a);
+            b = Vector512.FusedMultiplyAdd(v, Vector512.Load(x + c + 16), b);
         }
-        float s = Vector512.Sum((a0 + b0) + (a1 + b1) + ((a2 + b2) + (a3 + b3)));
+        float s = Vector512.Sum(a + b);
         for (; c < k; c++) s += x[c] * T.At(w, c);
         return s;
     }
