@@ -202,18 +202,19 @@ public sealed unsafe class LinearKernelTests(ITestOutputHelper output)
         AssertBitwise(cAlone, yc, $"{dtype} n={n}: second of two parts");
     }
 
+    /// <summary>Q8_0 and Q4_0 with 1, 7 and 129 blocks per row; at 7 blocks, weights of scale 1e-4 (subnormal f16 block scales).</summary>
+    public static TheoryData<DType, int, float> Int8DecodeCases() => new()
+    {
+        { DType.Q8_0, 32, 1f }, { DType.Q8_0, 224, 1e-4f }, { DType.Q8_0, 4128, 1f },
+        { DType.Q4_0, 32, 1f }, { DType.Q4_0, 224, 1e-4f }, { DType.Q4_0, 4128, 1f },
+    };
+
     /// <summary>
     /// The int8 decode kernels' two forms (AVX-VNNI, whose Q4_0 upper lanes hold 16x their sums, and AVX2 alone)
     /// give bitwise the same outputs, and those of Linear on this machine: whole 8-row groups and a 7-row
     /// tail, 1, 7 and 129 blocks, weights with subnormal block scales.
     /// </summary>
-    [Theory]
-    [InlineData(DType.Q8_0, 32, 1f)]
-    [InlineData(DType.Q8_0, 224, 1e-4f)]
-    [InlineData(DType.Q8_0, 4128, 1f)]
-    [InlineData(DType.Q4_0, 32, 1f)]
-    [InlineData(DType.Q4_0, 224, 1e-4f)]
-    [InlineData(DType.Q4_0, 4128, 1f)]
+    [Theory, MemberData(nameof(Int8DecodeCases))]
     public void Int8DecodeIsTheSameWithAndWithoutVnni(DType dtype, int k, float scale)
     {
         Assert.SkipUnless(CpuOps.Int8DotSupported, "the int8 decode kernels need AVX2");
@@ -247,13 +248,7 @@ public sealed unsafe class LinearKernelTests(ITestOutputHelper output)
     /// and a 7-row tail, 1, 7 and 129 blocks, subnormal block scales, and Q8_0 bytes of -128 (outside Q8_0's
     /// range, but a file may hold them: both widths negate them to themselves, as vpsignb does).
     /// </summary>
-    [Theory]
-    [InlineData(DType.Q8_0, 32, 1f)]
-    [InlineData(DType.Q8_0, 224, 1e-4f)]
-    [InlineData(DType.Q8_0, 4128, 1f)]
-    [InlineData(DType.Q4_0, 32, 1f)]
-    [InlineData(DType.Q4_0, 224, 1e-4f)]
-    [InlineData(DType.Q4_0, 4128, 1f)]
+    [Theory, MemberData(nameof(Int8DecodeCases))]
     public void InterleavedKernelIsTheSameAtBothWidths(DType dtype, int k, float scale)
     {
         Assert.SkipUnless(CpuOps.Int8DotSupported, "the int8 decode kernels need AVX2");
