@@ -171,7 +171,7 @@ public static unsafe partial class CpuOps
             for (int t = 0; t < count; t++, vj += stride)
             {
                 byte* ahead = (byte*)(vj + KvPrefetchKeys * stride);
-                for (int l = 0; l < 256; l += 64) Sse.Prefetch0(ahead + l);
+                for (int l = 0; l < 128 * sizeof(ushort); l += 64) Sse.Prefetch0(ahead + l);   // this pass's 128 elements of the row
                 var p = Vector512.Create(scores[t]);
                 c0 = Vector512.FusedMultiplyAdd(T.Load16(vj), p, c0); c1 = Vector512.FusedMultiplyAdd(T.Load16(vj + 16), p, c1);
                 c2 = Vector512.FusedMultiplyAdd(T.Load16(vj + 32), p, c2); c3 = Vector512.FusedMultiplyAdd(T.Load16(vj + 48), p, c3);
